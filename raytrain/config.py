@@ -1,0 +1,277 @@
+"""Typed run configuration: YAML files plus ``--set a.b=c`` overrides, validated at load.
+
+Every section forbids unknown keys and bounds its numbers, so a typo or an out-of-range value fails before Ray starts,
+with a message that names the key (``data.noise.sigma: ...``).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from raytrain.errors import ConfigError
+from raytrain.methods.denoiser.config import DnCNNConfig
+
+
+class Strict(BaseModel):
+    """Base for every config section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ----------------------------------------------------------------------------------------------------------- noise
+class AWGN(Strict):
+    """Additive white Gaussian noise on the 0..255 scale; ``sigma: [lo, hi]`` draws sigma ~ U[lo, hi] per image."""
+
+    kind: Literal["awgn"] = "awgn"
+    sigma: Annotated[float, Field(ge=0, le=255)] | tuple[
+        Annotated[float, Field(ge=0, le=255)], Annotated[float, Field(ge=0, le=255)]
+    ] = 25.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AWGN:
+        if isinstance(self.sigma, tuple) and self.sigma[0] > self.sigma[1]:
+            raise ValueError(f"sigma range [{self.sigma[0]}, {self.sigma[1]}] has low > high")
+        return self
+
+
+class Poisson(Strict):
+    """Shot noise. ``peak: null`` is skimage's ``random_noise(mode="poisson")`` on the 8-bit image (counts = 0..255);
+    a number scales the image so that white has that many photons (lower peak = noisier)."""
+
+    kind: Literal["poisson"] = "poisson"
+    peak: Annotated[float, Field(gt=0)] | None = None
+
+
+class PoissonGaussian(Strict):
+    """Poisson shot noise at ``peak`` photons for white plus Gaussian read noise ``sigma`` (0..255 scale)."""
+
+    kind: Literal["poisson_gaussian"] = "poisson_gaussian"
+    peak: Annotated[float, Field(gt=0)] = 30.0
+    sigma: Annotated[float, Field(ge=0, le=255)] = 5.0
+
+
+class Camera(Strict):
+    """Camera-like noise: signal-dependent shot + read noise in linear space, spatial correlation as after
+    demosaicing, gamma, 8-bit quantisation. A preset fills the numbers; explicit numbers override it."""
+
+    kind: Literal["camera"] = "camera"
+    preset: Literal["low", "mid", "high"] = "mid"
+    shot: Annotated[float, Field(ge=0)] | None = None  # variance per unit linear signal
+    read: Annotated[float, Field(ge=0)] | None = None  # variance floor (linear, 0..1 scale)
+    correlation: Annotated[float, Field(ge=0, le=3)] | None = None  # Gaussian blur sigma of the noise field, px
+    gamma: Annotated[float, Field(gt=0, le=5)] = 2.2
+
+
+NoiseConfig = Annotated[AWGN | Poisson | PoissonGaussian | Camera, Field(discriminator="kind")]
+
+
+# ------------------------------------------------------------------------------------------------------------ data
+class Paired(Strict):
+    """How much of the training collection is paired: a fraction in (0, 1] or a count (not both)."""
+
+    fraction: Annotated[float, Field(gt=0, le=1)] | None = None
+    count: Annotated[int, Field(ge=1)] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Paired:
+        if self.fraction is not None and self.count is not None:
+            raise ValueError("give paired.fraction or paired.count, not both")
+        if self.fraction is None and self.count is None:
+            self.fraction = 1.0
+        return self
+
+
+class Patches(Strict):
+    size: Annotated[int, Field(ge=8, le=1024)] = 64
+    augment: bool = True  # the 8 dihedral transforms
+    shuffle_buffer: Annotated[int, Field(ge=0)] = 256
+
+
+class DataConfig(Strict):
+    """Where images come from, how they are degraded, split into domains and cut into patches."""
+
+    source: str = "samples"  # "samples" (bundled, offline), a local folder, or any URI Ray Data reads
+    noisy_source: str | None = None  # folder of real noisy images with the same names as ``source`` (real pairs)
+    color: Literal["gray", "rgb"] = "gray"
+    noise: NoiseConfig = Field(default_factory=AWGN)
+    # False: each image has one fixed noisy realisation (as real scarce pairs do). True: paired patches get fresh
+    # synthetic noise every time (unlimited synthetic pairs, the usual DnCNN recipe). Ignored for real pairs.
+    resample_noise: bool = False
+    split: Literal["semi", "two_domain"] = "semi"  # semi: paired/source/target; two_domain: LIR's disjoint halves
+    paired: Paired = Field(default_factory=Paired)
+    val_images: Annotated[int, Field(ge=1)] = 2
+    val_crop: Annotated[int, Field(ge=16)] | None = 128  # centre crop of each validation image; null = whole image
+    mix: dict[Literal["paired", "source", "target"], Annotated[float, Field(ge=0)]] = Field(
+        default_factory=lambda: {"paired": 1.0, "source": 1.0, "target": 1.0}
+    )
+    patches: Patches = Field(default_factory=Patches)
+    max_size: Annotated[int, Field(ge=16)] | None = 512  # longer side of each image is resized down to this
+
+
+# ----------------------------------------------------------------------------------------------------------- train
+class Schedule(Strict):
+    kind: Literal["constant", "step", "exponential", "cosine"] = "step"
+    step_size: Annotated[int, Field(ge=1)] = 1000  # for kind=step
+    gamma: Annotated[float, Field(gt=0, le=1)] = 0.5  # step: factor every step_size; exponential: per step
+
+
+class TrainConfig(Strict):
+    steps: Annotated[int, Field(ge=1)] = 2000
+    batch_size: Annotated[int, Field(ge=1)] = 16  # per worker
+    lr: Annotated[float, Field(gt=0, le=1)] = 1e-3
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    schedule: Schedule = Field(default_factory=Schedule)
+    grad_clip: Annotated[float, Field(gt=0)] | None = None
+    grad_skip: Annotated[float, Field(gt=0)] | None = None  # skip an update whose grad norm exceeds this (vdvae)
+    log_every: Annotated[int, Field(ge=1)] = 10
+    val_every: Annotated[int, Field(ge=1)] = 200
+    checkpoint_every: Annotated[int, Field(ge=1)] = 200
+    keep_checkpoints: Annotated[int, Field(ge=1)] = 3
+    max_bad_steps: Annotated[int, Field(ge=1)] = 20  # consecutive NaN/Inf steps before the run fails
+    resume_from: str | None = None  # a checkpoint directory to start from (when Ray has none for this run)
+    fail_at_step: Annotated[int, Field(ge=1)] | None = None  # fault injection: rank 0 dies once at this step
+
+
+class ScalingSection(Strict):
+    num_workers: Annotated[int, Field(ge=1, le=1024)] = 2
+    use_gpu: bool = False
+    cpus_per_worker: Annotated[float, Field(gt=0)] = 1.0
+    resources_per_worker: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+    max_failures: Annotated[int, Field(ge=-1)] = 1
+
+
+class TrackingConfig(Strict):
+    enabled: bool = True
+    uri: str | None = None  # default: sqlite:///<workdir>/mlflow.db
+    experiment: str = "raytrain"
+    image_every_val: bool = True
+
+
+MethodConfig = Annotated[DnCNNConfig, Field(discriminator="name")]
+
+
+class RunConfig(Strict):
+    """The whole run: one YAML file."""
+
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")] = "raytrain"
+    workdir: str = "runs"  # MLflow store, Ray storage and outputs live under it
+    seed: Annotated[int, Field(ge=0)] = 0
+    address: str | None = None  # Ray cluster address; null starts an embedded local Ray
+    storage_path: str | None = None  # shared storage for checkpoints (NFS/S3 URI for multi-node); default workdir/ray
+    method: MethodConfig = Field(default_factory=DnCNNConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    scaling: ScalingSection = Field(default_factory=ScalingSection)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_method(cls, data: Any) -> Any:
+        # ``--set method.depth=5`` alone makes a method section without its tag: the default method is dncnn.
+        if isinstance(data, dict) and isinstance(data.get("method"), dict) and "name" not in data["method"]:
+            data = {**data, "method": {"name": "dncnn", **data["method"]}}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunConfig:
+        if self.data.paired.count is not None and self.data.split == "two_domain":
+            raise ValueError("data.paired is meaningless with data.split=two_domain (no pairs are kept)")
+        if not any(self.data.mix.values()):
+            raise ValueError("data.mix: at least one domain needs a probability > 0")
+        return self
+
+
+# ------------------------------------------------------------------------------------------------------- loading
+def format_validation_error(err: ValidationError, origin: str) -> str:
+    """One line naming each failing key: ``cfg.yaml: data.noise.sigma: Input should be >= 0 (got -5)``."""
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
+        got = e.get("input")
+        shown = "" if isinstance(got, dict) or e["type"] == "missing" else f" (got {got!r})"
+        parts.append(f"{loc or '<root>'}: {e['msg']}{shown}")
+    return f"{origin}: " + "; ".join(parts)
+
+
+_UNION_TAGS = {"awgn", "poisson", "poisson_gaussian", "camera", "dncnn", "lir", "senm"}
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``a.b=c`` -> (["a", "b"], yaml-parsed c)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.steps=100")
+    key, raw = item.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise ConfigError(f"--set {item!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc.__class__.__name__})") from None
+    return path, value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Return a copy of ``raw`` with each ``a.b=c`` applied; the result is validated by :func:`load_config`."""
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        path, value = parse_override(item)
+        node = out
+        for part in path[:-1]:
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {item!r}: {part!r} is a value, not a section")
+            node = nxt
+        node[path[-1]] = value
+    return out
+
+
+def read_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{p}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping of sections at the top level, got {type(data).__name__}")
+    return data
+
+
+def validate(raw: dict, origin: str = "config") -> RunConfig:
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, origin)) from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """Load a YAML config (or the defaults when ``path`` is None), apply overrides, validate."""
+    raw = read_yaml(path) if path is not None else {}
+    raw = apply_overrides(raw, overrides or [])
+    return validate(raw, str(path) if path is not None else "defaults")
+
+
+def flatten(cfg: BaseModel | dict, prefix: str = "") -> dict[str, Any]:
+    """Dotted-key view of a config, for MLflow params and search spaces."""
+    data = cfg.model_dump(mode="json") if isinstance(cfg, BaseModel) else cfg
+    out: dict[str, Any] = {}
+    for key, val in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(val, dict) and val:
+            out.update(flatten(val, name + "."))
+        else:
+            out[name] = val
+    return out

@@ -1,0 +1,1 @@
+"""Data: image collections, noise models, domain splits, Ray Data patch streams."""

@@ -1,0 +1,68 @@
+"""Splitting one collection into disjoint domains, by image, deterministically from a seed.
+
+- ``semi`` (SeNM-VAE): ``val`` held out; of the rest, a paired set (fraction or count), then the remainder split in
+  halves: ``source`` (clean only) and ``target`` (noisy only).
+- ``two_domain`` (LIR): ``val`` held out; the rest in disjoint halves, ``target`` made noisy, ``source`` kept clean.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from raytrain.errors import DataError
+
+
+@dataclass
+class Split:
+    """Indices into the collection for each domain; pairwise disjoint."""
+
+    val: list[int] = field(default_factory=list)
+    paired: list[int] = field(default_factory=list)
+    source: list[int] = field(default_factory=list)  # clean only
+    target: list[int] = field(default_factory=list)  # noisy only
+
+    def sizes(self) -> dict[str, int]:
+        return {k: len(getattr(self, k)) for k in ("val", "paired", "source", "target")}
+
+
+def _hold_out(n: int, val_images: int, seed: int) -> tuple[list[int], list[int]]:
+    if val_images >= n:
+        raise DataError(f"collection has {n} images; data.val_images={val_images} leaves none to train on")
+    perm = np.random.default_rng([seed, 7919]).permutation(n).tolist()
+    return sorted(perm[:val_images]), perm[val_images:]
+
+
+def split_semi(n: int, val_images: int, seed: int, fraction: float | None = None, count: int | None = None) -> Split:
+    """Held-out val, a paired set of ``count`` images (or ``round(fraction * rest)``, at least 1), and the rest
+    halved into clean-only source and noisy-only target."""
+    val, rest = _hold_out(n, val_images, seed)
+    if count is not None:
+        if count > len(rest):
+            raise DataError(
+                f"data.paired.count={count} is larger than the {len(rest)} training images "
+                f"({n} in the collection, {val_images} held out for validation)"
+            )
+        k = count
+    else:
+        k = max(1, round((fraction if fraction is not None else 1.0) * len(rest)))
+    remaining = rest[k:]
+    half = len(remaining) // 2
+    return Split(val, sorted(rest[:k]), sorted(remaining[:half]), sorted(remaining[half:]))
+
+
+def split_two_domain(n: int, val_images: int, seed: int) -> Split:
+    """LIR's setting: disjoint halves, one clean (source) and one noisy (target); no pairs."""
+    val, rest = _hold_out(n, val_images, seed)
+    if len(rest) < 2:
+        raise DataError(f"collection has {n} images; two domains need at least 2 besides validation")
+    half = len(rest) // 2
+    return Split(val, [], sorted(rest[:half]), sorted(rest[half:]))
+
+
+def make_split(n: int, data_cfg, seed: int) -> Split:
+    """Split from a validated ``DataConfig``."""
+    if data_cfg.split == "two_domain":
+        return split_two_domain(n, data_cfg.val_images, seed)
+    return split_semi(n, data_cfg.val_images, seed, data_cfg.paired.fraction, data_cfg.paired.count)

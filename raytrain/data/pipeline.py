@@ -1,0 +1,157 @@
+"""Ray Data patch streams, one per domain, sharded to Train workers with ``ray.train.get_dataset_shard``.
+
+Each domain's stream is ``ray.data.range(n)`` mapped to patches: patch ``id`` is cut from an image with a generator
+seeded by ``(seed, domain, id)``, so the stream is reproducible whatever the number of workers or blocks. Images live
+once in the object store (``ray.put``) and the crop tasks read them zero-copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import ray
+
+from raytrain.data.degrade import NoiseModel, noise_model, rng_for
+from raytrain.data.domains import Split, make_split
+from raytrain.data.images import check_min_size, load_collection, load_pairs
+from raytrain.errors import DataError
+
+DOMAIN_CODES = {"paired": 1, "source": 2, "target": 3}
+
+
+@dataclass
+class DomainImages:
+    """Images of one domain: ``clean`` and/or ``noisy`` lists (same order), float32 (H, W, C)."""
+
+    clean: list[np.ndarray] | None = None
+    noisy: list[np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self.clean if self.clean is not None else self.noisy or [])
+
+
+@dataclass
+class Collection:
+    """A loaded collection split into domains, plus the validation pairs (noisy, clean) as (C, H, W)."""
+
+    domains: dict[str, DomainImages]
+    val: list[tuple[np.ndarray, np.ndarray]]
+    val_names: list[str]
+    split: Split
+    names: list[str]
+
+
+def centre_crop(img: np.ndarray, size: int | None) -> np.ndarray:
+    if size is None:
+        return img
+    h, w = img.shape[:2]
+    s_h, s_w = min(size, h), min(size, w)
+    top, left = (h - s_h) // 2, (w - s_w) // 2
+    return img[top : top + s_h, left : left + s_w]
+
+
+def chw(img: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(img.transpose(2, 0, 1))
+
+
+def load_domains(cfg) -> Collection:
+    """Read the collection named by ``cfg.data``, degrade it (fixed, seeded realisation per image), split it."""
+    d = cfg.data
+    if d.noisy_source:  # real pairs: noise comes from the camera, not from a model
+        pairs = load_pairs(d.source, d.noisy_source, d.color)
+        images = [c for c, _ in pairs]
+        noisy = [n.pixels for _, n in pairs]
+    else:
+        images = load_collection(d.source, d.color, d.max_size)
+        model = noise_model(d.noise)
+        noisy = [model(im.pixels, rng_for(cfg.seed, 0, i)) for i, im in enumerate(images)]
+    check_min_size(images, d.patches.size, d.source)
+    split = make_split(len(images), d, cfg.seed)
+    clean = [im.pixels for im in images]
+
+    def pick(lst: list[np.ndarray], idx: list[int]) -> list[np.ndarray]:
+        return [lst[i] for i in idx]
+
+    domains = {
+        "paired": DomainImages(pick(clean, split.paired), pick(noisy, split.paired)),
+        "source": DomainImages(clean=pick(clean, split.source)),
+        "target": DomainImages(noisy=pick(noisy, split.target)),
+    }
+    val = [(chw(centre_crop(noisy[i], d.val_crop)), chw(centre_crop(clean[i], d.val_crop))) for i in split.val]
+    return Collection(domains, val, [images[i].name for i in split.val], split, [im.name for im in images])
+
+
+def dihedral(img: np.ndarray, k: int) -> np.ndarray:
+    """The k-th (0..7) of the 8 dihedral transforms of an (H, W, C) array: rotate by 90*(k%4), flip if k >= 4."""
+    out = np.rot90(img, k % 4, axes=(0, 1))
+    return out[:, ::-1] if k >= 4 else out
+
+
+def cut_patches(
+    ids: np.ndarray,
+    domain: DomainImages,
+    size: int,
+    augment: bool,
+    seed: int,
+    code: int,
+    resample: NoiseModel | None = None,
+) -> dict[str, np.ndarray]:
+    """Patches for ``ids``: {"clean": (B, C, s, s), "noisy": (B, C, s, s)} (keys the domain has)."""
+    keys = [k for k in ("clean", "noisy") if getattr(domain, k) is not None]
+    if resample is not None and "noisy" not in keys:
+        keys.append("noisy")
+    out: dict[str, list[np.ndarray]] = {k: [] for k in keys}
+    for pid in ids:
+        rng = rng_for(seed, code, int(pid))
+        j = int(rng.integers(len(domain)))
+        ref = domain.clean[j] if domain.clean is not None else domain.noisy[j]
+        h, w = ref.shape[:2]
+        top, left = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
+        k = int(rng.integers(8)) if augment else 0
+        for key in keys:
+            if key == "noisy" and resample is not None:
+                src = resample(domain.clean[j][top : top + size, left : left + size], rng)
+            else:
+                src = getattr(domain, key)[j][top : top + size, left : left + size]
+            out[key].append(chw(dihedral(src, k)))
+    return {k: np.stack(v).astype(np.float32) for k, v in out.items()}
+
+
+def patch_dataset(
+    domain: DomainImages,
+    n_patches: int,
+    size: int,
+    augment: bool,
+    seed: int,
+    name: str,
+    resample: NoiseModel | None = None,
+    blocks: int | None = None,
+) -> ray.data.Dataset:
+    """A Ray Dataset of ``n_patches`` patches from one domain (lazy; executed while training streams it)."""
+    ref = ray.put(domain)
+    code = DOMAIN_CODES[name]
+
+    def to_patches(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return cut_patches(batch["id"], ray.get(ref), size, augment, seed, code, resample)
+
+    ds = ray.data.range(n_patches, override_num_blocks=blocks or max(1, min(64, n_patches // 512)))
+    return ds.map_batches(to_patches, batch_size=128, batch_format="numpy")
+
+
+def build_datasets(cfg, collection: Collection, domains: tuple[str, ...], num_workers: int) -> dict:
+    """One patch dataset per domain the method draws from, sized to last the run (streams also cycle)."""
+    d = cfg.data
+    resample = noise_model(d.noise) if (d.resample_noise and not d.noisy_source) else None
+    n = cfg.train.steps * cfg.train.batch_size * num_workers + cfg.train.batch_size * num_workers
+    out = {}
+    for name in domains:
+        dom = collection.domains[name]
+        if len(dom) == 0:
+            raise DataError(
+                f"the {name} domain is empty (split sizes {collection.split.sizes()}); "
+                f"check data.split, data.paired and data.val_images"
+            )
+        out[name] = patch_dataset(dom, n, d.patches.size, d.patches.augment, cfg.seed, name,
+                                  resample if name == "paired" else None)  # fmt: skip
+    return out

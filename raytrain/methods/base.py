@@ -1,0 +1,135 @@
+"""The contract between a method and the one training loop (as BasicSR's ``feed_data``/``optimize_parameters``).
+
+A method owns its nets, optimisers and schedulers; the loop owns data, steps, validation, checkpoints and reporting.
+Nothing here imports Ray or MLflow: DDP wrapping arrives as the ``prepare`` callable.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Iterable
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from raytrain.config import RunConfig, TrainConfig
+
+
+@dataclass
+class StepOutput:
+    """What one training step produced: named scalar losses and whether every update was applied."""
+
+    losses: dict[str, float] = field(default_factory=dict)
+    skipped: bool = False  # True when a loss was NaN/Inf (or a grad norm over the skip threshold) and nothing moved
+
+
+def all_finite(loss: torch.Tensor) -> bool:
+    """Whether the loss is finite on every rank. Under DDP all ranks must take the same branch (skip or backward),
+    or the gradient all-reduce of the ranks that went on would wait forever."""
+    ok = torch.isfinite(loss.detach()).all().to(torch.float32).reshape(1)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
+    return bool(ok.item())
+
+
+def make_scheduler(opt: torch.optim.Optimizer, train: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    s = train.schedule
+    if s.kind == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=s.step_size, gamma=s.gamma)
+    if s.kind == "exponential":
+        return torch.optim.lr_scheduler.ExponentialLR(opt, gamma=s.gamma)
+    if s.kind == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=train.steps)
+    return torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The bare module under a DDP wrapper (``prepare_model``), for state dicts and inference."""
+    return module.module if hasattr(module, "module") and isinstance(module, nn.parallel.DistributedDataParallel) else module
+
+
+class Method:
+    """Base class. Subclasses fill ``self.nets``, ``self.optimizers``, ``self.schedulers`` and implement
+    :meth:`train_step` and :meth:`restore`."""
+
+    name: str = "method"
+    #: domains the method draws a batch from at every step (``paired``, ``source``, ``target``)
+    domains: tuple[str, ...] = ("paired",)
+    #: "all": a batch of every domain each step (LIR: source + target); "one": one domain per step, drawn with
+    #: ``data.mix`` probabilities (SeNM-VAE)
+    draw: str = "all"
+    #: nets kept for inference (``raytrain denoise``, exported weights)
+    inference_nets: tuple[str, ...] = ()
+
+    def __init__(self, cfg: RunConfig, device: torch.device, prepare: Callable[[nn.Module], nn.Module] | None):
+        self.cfg = cfg
+        self.device = device
+        self.prepare = prepare or (lambda m: m.to(device))
+        self.channels = 1 if cfg.data.color == "gray" else 3
+        self.nets: dict[str, nn.Module] = {}
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
+
+    # ------------------------------------------------------------------------------------------- to implement
+    def train_step(self, batches: dict[str, dict[str, torch.Tensor]], step: int) -> StepOutput:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def restore(self, noisy: torch.Tensor) -> torch.Tensor:
+        """Restore a batch of noisy images (N, C, H, W) in [0, 1]; any H, W."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------------------------------------- helpers
+    def update(self, loss: torch.Tensor, opt: torch.optim.Optimizer, params: Iterable[nn.Parameter]) -> bool:
+        """Backward + step unless the loss is NaN/Inf or the grad norm is over ``train.grad_skip`` (vdvae's guard).
+
+        Returns whether the update was applied. ``train.grad_clip`` clips the norm of applied updates.
+        """
+        opt.zero_grad(set_to_none=True)
+        if not all_finite(loss):
+            return False
+        loss.backward()
+        params = [p for p in params if p.grad is not None]
+        tc = self.cfg.train
+        limit = tc.grad_clip if tc.grad_clip is not None else math.inf
+        norm = torch.nn.utils.clip_grad_norm_(params, limit)
+        if not torch.isfinite(norm) or (tc.grad_skip is not None and norm > tc.grad_skip):
+            opt.zero_grad(set_to_none=True)
+            return False
+        opt.step()
+        return True
+
+    def end_step(self) -> None:
+        """Advance the LR schedulers once per training step."""
+        for sched in self.schedulers.values():
+            sched.step()
+
+    def train(self, mode: bool = True) -> None:
+        for net in self.nets.values():
+            net.train(mode)
+
+    def lrs(self) -> dict[str, float]:
+        return {f"lr_{k}": opt.param_groups[0]["lr"] for k, opt in self.optimizers.items()}
+
+    # ------------------------------------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        return {
+            "nets": {k: unwrap(v).state_dict() for k, v in self.nets.items()},
+            "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
+            "schedulers": {k: v.state_dict() for k, v in self.schedulers.items()},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for group in ("nets", "optimizers", "schedulers"):
+            mine = getattr(self, group)
+            missing = set(mine) - set(state[group])
+            if missing:
+                raise KeyError(f"checkpoint has no {group} {sorted(missing)}")
+            for k, obj in mine.items():
+                (unwrap(obj) if group == "nets" else obj).load_state_dict(state[group][k])
+
+    def inference_state(self) -> dict:
+        """Only the nets needed to restore images (``raytrain denoise``)."""
+        return {k: unwrap(self.nets[k]).state_dict() for k in self.inference_nets}

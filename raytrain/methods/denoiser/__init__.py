@@ -1,0 +1,1 @@
+"""Supervised denoisers (DnCNN; DRUNet arrives with SeNM-VAE's downstream stage)."""

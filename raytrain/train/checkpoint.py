@@ -1,0 +1,133 @@
+"""Checkpoint files. A checkpoint directory holds:
+
+- ``state.pt``: nets, optimisers, schedulers, step, rank 0's RNG states, the config (JSON) and the method name;
+- ``rng_rank{r}.pt``: every other rank's RNG states (Ray merges the ranks' files into one checkpoint directory);
+- ``model.pt``: only the inference nets plus the config, what ``raytrain denoise`` and ``eval`` need;
+- ``meta.json``: the step, method and metrics in plain text, for people.
+
+Files are written to a temporary name and renamed, so a crash never leaves half a file; everything loads with
+``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from raytrain.errors import RaytrainError
+
+STATE, MODEL, META = "state.pt", "model.pt", "meta.json"
+FORMAT = 1
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(text: str, path: str | Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def capture_rng() -> dict:
+    """torch, numpy's global and python's RNG states in types ``weights_only`` loading accepts."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "python": random.getstate(),
+    }  # fmt: skip
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(directory: str | Path, method, step: int, config_json: str, metrics: dict[str, float]) -> None:
+    """Rank 0's part of a checkpoint: full state, inference weights and meta."""
+    d = Path(directory)
+    state = {"format": FORMAT, "method": method.name, "step": step, "config": config_json,
+             "rng": capture_rng(), **method.state_dict()}  # fmt: skip
+    atomic_save(state, d / STATE)
+    export_inference(d / MODEL, method, config_json)
+    meta = {"method": method.name, "step": step, "metrics": {k: float(v) for k, v in metrics.items()}}
+    atomic_write_text(json.dumps(meta, indent=2), d / META)
+
+
+def save_rank_rng(directory: str | Path, rank: int) -> None:
+    atomic_save(capture_rng(), Path(directory) / f"rng_rank{rank}.pt")
+
+
+def export_inference(path: str | Path, method, config_json: str) -> None:
+    atomic_save({"format": FORMAT, "kind": "inference", "method": method.name, "config": config_json,
+                 "nets": method.inference_state()}, path)  # fmt: skip
+
+
+def _load(path: Path) -> dict:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise RaytrainError(f"{path}: not a readable raytrain checkpoint ({exc.__class__.__name__})") from None
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT or "method" not in obj:
+        raise RaytrainError(f"{path}: not a raytrain checkpoint (no format/method fields)")
+    return obj
+
+
+def load_state(directory: str | Path) -> dict:
+    d = Path(directory)
+    if not (d / STATE).is_file():
+        raise RaytrainError(f"{d}: no {STATE} here; expected a raytrain checkpoint directory")
+    return _load(d / STATE)
+
+
+def load_rank_rng(directory: str | Path, rank: int) -> dict | None:
+    p = Path(directory) / f"rng_rank{rank}.pt"
+    return torch.load(p, map_location="cpu", weights_only=True) if p.is_file() else None
+
+
+def find_inference_file(path: str | Path) -> Path:
+    """A checkpoint directory, a run's storage folder (its newest checkpoint), or an exported ``model.pt``."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    if (p / MODEL).is_file():
+        return p / MODEL
+    if p.is_dir():
+        ckpts = sorted(p.glob("checkpoint_*/" + MODEL))
+        if ckpts:
+            return ckpts[-1]
+    raise RaytrainError(f"{p}: no raytrain checkpoint (expected a model.pt file or a checkpoint folder)")
+
+
+def load_inference(path: str | Path) -> dict:
+    """The inference payload (method, config JSON, nets) of a checkpoint dir or ``model.pt``/``state.pt`` file."""
+    f = find_inference_file(path)
+    obj = _load(f)
+    if obj.get("kind") != "inference":  # a full state.pt also works
+        obj = {"method": obj["method"], "config": obj["config"], "nets": obj["nets"], "kind": "inference"}
+    return obj
+
+
+def latest_checkpoint_step(directory: str | Path) -> int:
+    return int(load_state(directory)["step"])

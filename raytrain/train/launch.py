@@ -1,0 +1,162 @@
+"""The driver: connect to Ray, load and split the data, open the MLflow run, build the ``TorchTrainer``, fit.
+
+Train V2 notes: a run re-launched with the same ``name`` and ``storage_path`` resumes from its latest checkpoint
+(Ray restores it and the loop reads it with ``get_checkpoint``); ``train.resume_from`` starts a new run from any
+checkpoint directory (V2 has no ``resume_from_checkpoint`` argument).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+import ray.train
+from ray.train.torch import TorchTrainer
+
+from raytrain.config import RunConfig, flatten
+from raytrain.data.pipeline import Collection, build_datasets, load_domains
+from raytrain.errors import RaytrainError
+from raytrain.methods import method_class
+from raytrain.train.loop import train_loop_per_worker
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced, for the CLI's summary and for tests."""
+
+    metrics: dict
+    checkpoint: str | None
+    run_id: str | None
+    storage: str
+    history: list[dict]
+
+
+def connect(address: str | None, cfg: RunConfig) -> None:
+    """``ray.init`` once: the given cluster, or an embedded local one sized so Ray Data can run beside the workers."""
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    kwargs = {"log_to_driver": True, "include_dashboard": False}
+    if address:
+        try:
+            ray.init(address=address, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise RaytrainError(f"cannot connect to the Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
+        return
+    need = cfg.scaling.num_workers * cfg.scaling.cpus_per_worker
+    # Logical CPUs: the workers' share plus one for Ray Data's crop tasks, even on a 2-core machine.
+    ray.init(num_cpus=max(os.cpu_count() or 1, int(need + 0.999) + 1), **kwargs)
+
+
+def check_resources(cfg: RunConfig) -> None:
+    """Say so (instead of hanging) when the cluster cannot place the worker group."""
+    total = ray.cluster_resources()
+    s = cfg.scaling
+    want = {"CPU": s.num_workers * s.cpus_per_worker}
+    if s.use_gpu:
+        want["GPU"] = s.num_workers * s.resources_per_worker.get("GPU", 1.0)
+    for k, v in s.resources_per_worker.items():
+        if k not in ("CPU", "GPU"):
+            want[k] = s.num_workers * v
+    short = {k: (v, total.get(k, 0.0)) for k, v in want.items() if total.get(k, 0.0) < v}
+    if short:
+        desc = ", ".join(f"{k}: need {v:g}, cluster has {have:g}" for k, (v, have) in short.items())
+        raise RaytrainError(f"the cluster cannot place {s.num_workers} workers ({desc}); lower scaling.num_workers")
+
+
+def scaling_config(cfg: RunConfig) -> ray.train.ScalingConfig:
+    s = cfg.scaling
+    res = {"CPU": s.cpus_per_worker, **s.resources_per_worker}
+    if s.use_gpu:
+        res.setdefault("GPU", 1.0)
+    return ray.train.ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=res)
+
+
+def storage_path(cfg: RunConfig) -> str:
+    return cfg.storage_path or str((Path(cfg.workdir) / "ray").resolve())
+
+
+def make_trainer(cfg: RunConfig, collection: Collection, tracking: dict | None) -> TorchTrainer:
+    domains = method_class(cfg.method.name).domains
+    datasets = build_datasets(cfg, collection, domains, cfg.scaling.num_workers)
+    loop_config = {
+        "run": cfg.model_dump(mode="json"),
+        "val_ref": ray.put(collection.val),
+        "tracking": tracking,
+    }
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=scaling_config(cfg),
+        run_config=ray.train.RunConfig(
+            name=cfg.name,
+            storage_path=storage_path(cfg),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.scaling.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
+        ),
+        datasets=datasets,
+        # Ray Data: split every domain's stream across the workers (each gets a disjoint shard)
+        dataset_config=ray.train.DataConfig(datasets_to_split="all"),
+    )
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The innermost user-facing error of a Ray failure chain (TrainingFailedError -> worker error -> cause)."""
+    seen, todo = set(), [exc]
+    found: BaseException = exc
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, RaytrainError):
+            return e
+        found = e
+        for attr in ("cause", "__cause__", "__context__"):
+            nxt = getattr(e, attr, None)
+            if isinstance(nxt, BaseException):
+                todo.append(nxt)
+        for nxt in getattr(e, "worker_failures", {}).values() if hasattr(e, "worker_failures") else []:
+            if isinstance(nxt, BaseException):
+                todo.append(nxt)
+    return found
+
+
+def run_training(cfg: RunConfig, parent_run_id: str | None = None) -> TrainResult:
+    """Train ``cfg`` end to end and return its final metrics and checkpoint; raises RaytrainError on user errors."""
+    from raytrain.tracking import DriverRun, resolve_uri
+
+    connect(cfg.address, cfg)
+    check_resources(cfg)
+    collection = load_domains(cfg)
+    run = None
+    if cfg.tracking.enabled:
+        run = DriverRun(resolve_uri(cfg.tracking.uri, cfg.workdir), cfg.tracking.experiment, cfg.workdir, cfg.name,
+                        parent_run_id)  # fmt: skip
+        run.log_params(flatten(cfg))
+        run.set_tags({"method": cfg.method.name, "split_sizes": json.dumps(collection.split.sizes()),
+                      "val_images": ",".join(collection.val_names)})  # fmt: skip
+    trainer = make_trainer(cfg, collection, run.info if run else None)
+    try:
+        result = trainer.fit()
+    except BaseException as exc:
+        if run:
+            run.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        cause = root_cause(exc)
+        if isinstance(cause, RaytrainError):
+            raise cause from None
+        raise RaytrainError(f"training failed: {cause.__class__.__name__}: {str(cause).splitlines()[0][:300]}") from exc
+    history = result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
+    ckpt_path = result.checkpoint.path if result.checkpoint else None
+    if run:
+        if ckpt_path and Path(ckpt_path, "model.pt").is_file():
+            from raytrain.tracking import WorkerLogger
+
+            WorkerLogger(run.info).log_file(Path(ckpt_path, "model.pt"), artifact_path="weights")
+        run.end("FINISHED")
+    return TrainResult(result.metrics or {}, ckpt_path, run.run_id if run else None, storage_path(cfg), history)

@@ -1,0 +1,222 @@
+"""The one ``train_loop_per_worker`` that runs every method on Ray Train.
+
+Ray touch points (each commented where it happens): ``get_context`` (rank, world), ``torch.get_device`` and
+``prepare_model`` (DDP), ``get_dataset_shard`` (this worker's slice of each domain's patch stream),
+``get_checkpoint`` (resume after a failure or a re-run), ``report`` (metrics + checkpoint, a collective: every rank
+calls it at the same steps).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import tempfile
+import time
+from collections import defaultdict
+from typing import Iterator
+
+import numpy as np
+import ray
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+
+from raytrain.config import RunConfig
+from raytrain.errors import TrainingDiverged
+from raytrain.evaluate import evaluate_pairs, image_grid, to_tensor
+from raytrain.methods import build_method
+from raytrain.methods.base import Method
+from raytrain.train import checkpoint as ckpt
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def batch_stream(name: str, cfg: RunConfig, device: torch.device) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless batches from this worker's shard of one domain (a new pass when the shard is exhausted)."""
+    shard = ray.train.get_dataset_shard(name)  # Ray: this worker's split of the domain's patch dataset
+    while True:
+        got = False
+        for batch in shard.iter_torch_batches(
+            batch_size=cfg.train.batch_size,
+            local_shuffle_buffer_size=cfg.data.patches.shuffle_buffer or None,
+            drop_last=True,
+            device=device,
+        ):
+            got = True
+            yield batch
+        if not got:
+            raise RuntimeError(f"the {name} patch stream is empty on this worker")
+
+
+def pick_domains(method: Method, cfg: RunConfig, step: int) -> tuple[str, ...]:
+    """The domains to draw this step. Methods that mix domains draw one, with the same choice on every rank
+    (DDP needs every rank to touch the same parameters)."""
+    if method.draw == "all":
+        return method.domains
+    p = np.array([cfg.data.mix.get(d, 0.0) for d in method.domains], dtype=np.float64)
+    rng = np.random.default_rng([cfg.seed, 4242, step])
+    return (method.domains[int(rng.choice(len(p), p=p / p.sum()))],)
+
+
+def resume(method: Method, cfg: RunConfig, rank: int) -> int:
+    """Restore from Ray's checkpoint (after a failure or re-run) or ``train.resume_from``; return the step done."""
+    checkpoint = ray.train.get_checkpoint()  # Ray: the latest reported checkpoint of this run, if any
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            return _restore_from(method, d, rank)
+    if cfg.train.resume_from:
+        return _restore_from(method, cfg.train.resume_from, rank)
+    return 0
+
+
+def _restore_from(method: Method, directory, rank: int) -> int:
+    state = ckpt.load_state(directory)
+    if state["method"] != method.name:
+        raise ValueError(f"{directory}: checkpoint of method {state['method']!r}, this run is {method.name!r}")
+    method.load_state_dict(state)
+    rng = ckpt.load_rank_rng(directory, rank) if rank else state["rng"]
+    if rng is not None:
+        ckpt.restore_rng(rng)
+    return int(state["step"])
+
+
+def validate(method: Method, val: list, rank: int, world: int, device: torch.device) -> dict[str, float]:
+    """PSNR/SSIM on the validation pairs, sharded over ranks and summed with an all-reduce."""
+    method.train(False)
+    rows = evaluate_pairs(method.restore, val[rank::world], device)
+    method.train(True)
+    keys = ("psnr", "ssim", "psnr_noisy", "ssim_noisy")
+    sums = torch.tensor([[sum(r[k] for r in rows) for k in keys] + [len(rows)]], dtype=torch.float64)
+    if world > 1 and dist.is_initialized():
+        dist.all_reduce(sums)
+    n = max(sums[0, -1].item(), 1.0)
+    return {f"val_{k}": sums[0, i].item() / n for i, k in enumerate(keys)}
+
+
+def _finite_params(method: Method) -> bool:
+    return all(torch.isfinite(p).all() for net in method.nets.values() for p in net.parameters())
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Train ``config["run"]`` (a RunConfig as JSON-able dict); see the module docstring for the Ray touch points."""
+    cfg = RunConfig.model_validate(config["run"])
+    ctx = ray.train.get_context()  # Ray: who am I in the worker group
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()  # Ray: cuda:<local rank> on GPU workers, cpu otherwise
+    seed_everything(cfg.seed * 1009 + rank)
+    method = build_method(cfg, device, prepare=ray.train.torch.prepare_model)  # Ray: DDP-wraps each net
+    start = resume(method, cfg, rank)
+    logger = None
+    if rank == 0 and config.get("tracking"):
+        from raytrain.tracking import WorkerLogger
+
+        logger = WorkerLogger(config["tracking"])
+    streams = {d: batch_stream(d, cfg, device) for d in method.domains}
+    val = ray.get(config["val_ref"])
+    config_json = json.dumps(config["run"])
+    bar = None
+    if rank == 0:
+        from ray.experimental.tqdm_ray import tqdm
+
+        bar = tqdm(total=cfg.train.steps, desc=f"{cfg.name} ({cfg.method.name})")
+        bar.update(start)
+    Loop(cfg, method, streams, val, rank, world, device, logger, bar, config_json).run(start)
+
+
+class Loop:
+    """Step, guard, log, validate, checkpoint. One instance per worker."""
+
+    def __init__(self, cfg, method, streams, val, rank, world, device, logger, bar, config_json):
+        self.cfg, self.method, self.streams, self.val = cfg, method, streams, val
+        self.rank, self.world, self.device, self.logger, self.bar = rank, world, device, logger, bar
+        self.config_json = config_json
+        self.sums: dict[str, float] = defaultdict(float)
+        self.count = 0
+        self.bad_in_row = 0
+        self.bad_total = 0
+        self.best_psnr = -float("inf")
+
+    def run(self, start: int) -> None:
+        tc = self.cfg.train
+        self.method.train(True)
+        t0, samples = time.perf_counter(), 0
+        for step in range(start + 1, tc.steps + 1):
+            batches = {d: next(self.streams[d]) for d in pick_domains(self.method, self.cfg, step)}
+            out = self.method.train_step(batches, step)
+            self.method.end_step()
+            self._guard(out, step)
+            samples += sum(next(iter(b.values())).shape[0] for b in batches.values()) * self.world
+            if tc.fail_at_step == step and self.rank == 0 and ray.train.get_checkpoint() is None:
+                raise RuntimeError(f"injected failure at step {step} (train.fail_at_step)")
+            if self.bar is not None:
+                self.bar.update(1)
+            last = step == tc.steps
+            if step % tc.log_every and step % tc.val_every and step % tc.checkpoint_every and not last:
+                continue
+            metrics = self._train_metrics(step, start, samples / (time.perf_counter() - t0))
+            if step % tc.val_every == 0 or last:
+                metrics |= self._validate(step)
+            want_ckpt = step % tc.checkpoint_every == 0 or last
+            self._report(metrics, step, want_ckpt)
+        if self.bar is not None:
+            self.bar.close()
+
+    def _guard(self, out, step: int) -> None:
+        if not out.skipped:
+            self.bad_in_row = 0
+            for k, v in out.losses.items():
+                self.sums[k] += v
+            self.count += 1
+            return
+        self.bad_in_row += 1
+        self.bad_total += 1
+        if self.bad_in_row >= self.cfg.train.max_bad_steps:
+            shown = ", ".join(f"{k}={v:.3g}" for k, v in out.losses.items())
+            raise TrainingDiverged(
+                f"loss was NaN/Inf (or over train.grad_skip) for {self.bad_in_row} steps in a row up to step {step} "
+                f"({shown}); lower train.lr or set train.grad_clip"
+            )
+
+    def _train_metrics(self, step: int, start: int, samples_per_s: float) -> dict[str, float]:
+        m = {f"train_{k}": v / max(self.count, 1) for k, v in self.sums.items()}
+        self.sums.clear()
+        self.count = 0
+        return m | self.method.lrs() | {
+            "step": step, "start_step": start, "skipped_steps": self.bad_total, "samples_per_s": samples_per_s,
+        }  # fmt: skip
+
+    def _validate(self, step: int) -> dict[str, float]:
+        m = validate(self.method, self.val, self.rank, self.world, self.device)
+        self.best_psnr = max(self.best_psnr, m["val_psnr"])
+        m["val_best_psnr"] = self.best_psnr
+        if self.logger is not None and self.cfg.tracking.image_every_val and self.val:
+            noisy, clean = self.val[0]
+            self.method.train(False)
+            with torch.no_grad():
+                out = self.method.restore(to_tensor(noisy, self.device)).clamp(0, 1)[0].cpu().numpy()
+            self.method.train(True)
+            self.logger.log_image(image_grid([np.clip(noisy, 0, 1), out, clean]), f"val_step{step:07d}.png")
+        return m
+
+    def _report(self, metrics: dict[str, float], step: int, want_ckpt: bool) -> None:
+        if self.logger is not None:
+            self.logger.log_metrics({k: v for k, v in metrics.items() if k != "step"}, step)
+        if self.bar is not None and "val_psnr" in metrics:
+            self.bar.set_description(f"{self.cfg.name} val PSNR {metrics['val_psnr']:.2f} dB")
+        if not want_ckpt:
+            ray.train.report(metrics)  # Ray: a collective; every rank reports at the same steps
+            return
+        if not _finite_params(self.method):  # never replace a good checkpoint with a broken one
+            raise TrainingDiverged(f"parameters became NaN/Inf by step {step}; the last good checkpoint is kept")
+        with tempfile.TemporaryDirectory() as tmp:
+            if self.rank == 0:
+                ckpt.save_checkpoint(tmp, self.method, step, self.config_json, metrics)
+            else:
+                ckpt.save_rank_rng(tmp, self.rank)
+            # Ray: every rank's files are merged into one checkpoint directory in the run's storage
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
