@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from raytrain.errors import ConfigError
 from raytrain.methods.denoiser.config import DnCNNConfig
@@ -67,7 +67,24 @@ class Camera(Strict):
     gamma: Annotated[float, Field(gt=0, le=5)] = 2.2
 
 
-NoiseConfig = Annotated[AWGN | Poisson | PoissonGaussian | Camera, Field(discriminator="kind")]
+def _tag(field: str, default: str):
+    """Discriminator that defaults a missing tag, so ``--set data.noise.sigma=10`` alone means AWGN."""
+
+    def get(value: Any) -> str:
+        if isinstance(value, dict):
+            return value.get(field, default)
+        return getattr(value, field, default)
+
+    return Discriminator(get)
+
+
+NoiseConfig = Annotated[
+    Annotated[AWGN, Tag("awgn")]
+    | Annotated[Poisson, Tag("poisson")]
+    | Annotated[PoissonGaussian, Tag("poisson_gaussian")]
+    | Annotated[Camera, Tag("camera")],
+    _tag("kind", "awgn"),
+]
 
 
 # ------------------------------------------------------------------------------------------------------------ data
@@ -152,7 +169,7 @@ class TrackingConfig(Strict):
     image_every_val: bool = True
 
 
-MethodConfig = Annotated[DnCNNConfig, Field(discriminator="name")]
+MethodConfig = Annotated[Annotated[DnCNNConfig, Tag("dncnn")], _tag("name", "dncnn")]
 
 
 class RunConfig(Strict):
@@ -169,14 +186,6 @@ class RunConfig(Strict):
     scaling: ScalingSection = Field(default_factory=ScalingSection)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _default_method(cls, data: Any) -> Any:
-        # ``--set method.depth=5`` alone makes a method section without its tag: the default method is dncnn.
-        if isinstance(data, dict) and isinstance(data.get("method"), dict) and "name" not in data["method"]:
-            data = {**data, "method": {"name": "dncnn", **data["method"]}}
-        return data
-
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
         if self.data.paired.count is not None and self.data.split == "two_domain":
@@ -189,16 +198,22 @@ class RunConfig(Strict):
 # ------------------------------------------------------------------------------------------------------- loading
 def format_validation_error(err: ValidationError, origin: str) -> str:
     """One line naming each failing key: ``cfg.yaml: data.noise.sigma: Input should be >= 0 (got -5)``."""
-    parts = []
+    parts: dict[str, str] = {}
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
+        loc = ".".join(str(p) for p in e["loc"] if not _is_branch_name(p))
         got = e.get("input")
         shown = "" if isinstance(got, dict) or e["type"] == "missing" else f" (got {got!r})"
-        parts.append(f"{loc or '<root>'}: {e['msg']}{shown}")
-    return f"{origin}: " + "; ".join(parts)
+        msg = e["msg"].replace(" found using get()", "")
+        parts.setdefault(loc or "<root>", f"{msg}{shown}")  # a union reports each branch: keep the first
+    return f"{origin}: " + "; ".join(f"{k}: {v}" for k, v in parts.items())
 
 
-_UNION_TAGS = {"awgn", "poisson", "poisson_gaussian", "camera", "dncnn", "lir", "senm"}
+def _is_branch_name(part: Any) -> bool:
+    """pydantic puts union branch names (tags, ``constrained-float``, ``tuple[...]``) into error locations."""
+    return isinstance(part, str) and (part in _UNION_TAGS or "[" in part or part.startswith(("constrained-", "function-")))
+
+
+_UNION_TAGS = {"awgn", "poisson", "poisson_gaussian", "camera", "dncnn"}
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

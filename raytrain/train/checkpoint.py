@@ -33,11 +33,16 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
-def atomic_write_text(text: str, path: str | Path) -> None:
+def atomic_write_bytes(data: bytes, path: str | Path) -> None:
+    """Write to a hidden temporary file beside ``path`` and rename: readers never see half a file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
+    tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+def atomic_write_text(text: str, path: str | Path) -> None:
+    atomic_write_bytes(text.encode(), path)
 
 
 def capture_rng() -> dict:

@@ -96,6 +96,7 @@ def make_trainer(cfg: RunConfig, collection: Collection, tracking: dict | None) 
             storage_path=storage_path(cfg),
             failure_config=ray.train.FailureConfig(max_failures=cfg.scaling.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),  # our progress bar says what INFO would
         ),
         datasets=datasets,
         # Ray Data: split every domain's stream across the workers (each gets a disjoint shard)
@@ -127,8 +128,10 @@ def root_cause(exc: BaseException) -> BaseException:
 
 def run_training(cfg: RunConfig, parent_run_id: str | None = None) -> TrainResult:
     """Train ``cfg`` end to end and return its final metrics and checkpoint; raises RaytrainError on user errors."""
-    from raytrain.tracking import DriverRun, resolve_uri
+    from raytrain.tracking import DriverRun, check_reachable, resolve_uri
 
+    if cfg.tracking.enabled:  # an unreachable server is reported before anything starts
+        check_reachable(resolve_uri(cfg.tracking.uri, cfg.workdir))
     connect(cfg.address, cfg)
     check_resources(cfg)
     collection = load_domains(cfg)

@@ -110,6 +110,8 @@ def train_loop_per_worker(config: dict) -> None:
     device = ray.train.torch.get_device()  # Ray: cuda:<local rank> on GPU workers, cpu otherwise
     seed_everything(cfg.seed * 1009 + rank)
     method = build_method(cfg, device, prepare=ray.train.torch.prepare_model)  # Ray: DDP-wraps each net
+    # Read once: later in the run get_checkpoint() returns what this attempt itself reported.
+    first_attempt = ray.train.get_checkpoint() is None
     start = resume(method, cfg, rank)
     logger = None
     if rank == 0 and config.get("tracking"):
@@ -125,13 +127,13 @@ def train_loop_per_worker(config: dict) -> None:
 
         bar = tqdm(total=cfg.train.steps, desc=f"{cfg.name} ({cfg.method.name})")
         bar.update(start)
-    Loop(cfg, method, streams, val, rank, world, device, logger, bar, config_json).run(start)
+    Loop(cfg, method, streams, val, rank, world, device, logger, bar, config_json, first_attempt).run(start)
 
 
 class Loop:
     """Step, guard, log, validate, checkpoint. One instance per worker."""
 
-    def __init__(self, cfg, method, streams, val, rank, world, device, logger, bar, config_json):
+    def __init__(self, cfg, method, streams, val, rank, world, device, logger, bar, config_json, first_attempt=True):
         self.cfg, self.method, self.streams, self.val = cfg, method, streams, val
         self.rank, self.world, self.device, self.logger, self.bar = rank, world, device, logger, bar
         self.config_json = config_json
@@ -140,6 +142,7 @@ class Loop:
         self.bad_in_row = 0
         self.bad_total = 0
         self.best_psnr = -float("inf")
+        self.first_attempt = first_attempt  # for train.fail_at_step: fire only in an attempt Ray did not restore
 
     def run(self, start: int) -> None:
         tc = self.cfg.train
@@ -151,7 +154,7 @@ class Loop:
             self.method.end_step()
             self._guard(out, step)
             samples += sum(next(iter(b.values())).shape[0] for b in batches.values()) * self.world
-            if tc.fail_at_step == step and self.rank == 0 and ray.train.get_checkpoint() is None:
+            if tc.fail_at_step == step and self.rank == 0 and self.first_attempt:
                 raise RuntimeError(f"injected failure at step {step} (train.fail_at_step)")
             if self.bar is not None:
                 self.bar.update(1)

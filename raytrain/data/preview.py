@@ -1,0 +1,53 @@
+"""``raytrain data preview``: a picture of the patches each domain feeds to training.
+
+It cuts patches with the same function the Ray Data pipeline maps (``cut_patches``), so what you see is what the
+workers get, without starting Ray.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from raytrain.data.degrade import noise_model
+from raytrain.data.pipeline import DOMAIN_CODES, cut_patches, load_domains
+
+
+def write_preview(cfg, out: Path, per_domain: int = 8) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from raytrain.train.checkpoint import atomic_write_bytes
+
+    col = load_domains(cfg)
+    d = cfg.data
+    resample = noise_model(d.noise) if d.resample_noise and not d.noisy_source else None
+    rows: list[tuple[str, np.ndarray]] = []
+    for name, dom in col.domains.items():
+        if len(dom) == 0:
+            continue
+        got = cut_patches(np.arange(per_domain), dom, d.patches.size, d.patches.augment, cfg.seed,
+                          DOMAIN_CODES[name], resample if name == "paired" else None)  # fmt: skip
+        for key, arr in got.items():
+            rows.append((f"{name} ({len(dom)} img): {key}", arr))
+    fig, axes = plt.subplots(len(rows), per_domain, figsize=(1.3 * per_domain, 1.45 * len(rows)), squeeze=False)
+    for r, (label, arr) in enumerate(rows):
+        for c in range(per_domain):
+            ax = axes[r][c]
+            img = np.clip(arr[c].transpose(1, 2, 0), 0, 1)
+            ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r][0].set_title(label, loc="left", fontsize=8)
+    fig.suptitle(f"{cfg.name}: {d.patches.size}px patches, noise {d.noise.kind}, split {col.split.sizes()}", fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(buf.getvalue(), out)
+    return out

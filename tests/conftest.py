@@ -1,0 +1,50 @@
+"""Shared fixtures: one local Ray for the whole session, tiny configs, a trained tiny checkpoint."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+
+# Tiny everything: 5-layer 16-channel DnCNN, 32 px patches, images shrunk to 128 px.
+TINY = [
+    "method.depth=5", "method.width=16", "train.batch_size=8", "data.patches.size=32", "data.max_size=128",
+    "data.val_crop=64", "train.log_every=10", "scaling.num_workers=2", "data.resample_noise=true",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One embedded Ray for every test that needs it: 4 logical CPUs so 2 Train workers leave room for Ray Data."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    """Build a validated tiny config in a private workdir: ``tiny("train.steps=40", ...)``."""
+    from raytrain.config import load_config
+
+    def make(*extra: str):
+        return load_config(None, [f"workdir={tmp_path / 'runs'}", *TINY, *extra])
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def trained(ray_local, tmp_path_factory):
+    """A tiny 2-worker DnCNN run on the samples (AWGN sigma 25), shared by the tests that need a checkpoint."""
+    from raytrain.config import load_config
+    from raytrain.train.launch import run_training
+
+    work = tmp_path_factory.mktemp("trained")
+    cfg = load_config(None, [f"workdir={work}", *TINY, "name=tiny", "train.steps=120", "train.val_every=60",
+                             "train.checkpoint_every=60", "train.lr=0.002"])  # fmt: skip
+    return cfg, run_training(cfg)

@@ -1,0 +1,78 @@
+import pytest
+
+from raytrain.config import AWGN, RunConfig, apply_overrides, flatten, load_config
+from raytrain.errors import ConfigError
+
+
+def test_defaults_validate():
+    cfg = load_config(None)
+    assert isinstance(cfg, RunConfig)
+    assert cfg.method.name == "dncnn" and cfg.method.depth == 17 and cfg.method.width == 64
+    assert cfg.data.patches.size == 64 and cfg.data.paired.fraction == 1.0
+    assert isinstance(cfg.data.noise, AWGN) and cfg.data.noise.sigma == 25
+
+
+def test_yaml_and_overrides_are_typed(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  steps: 50\ndata:\n  noise: {kind: awgn, sigma: [5, 50]}\n")
+    cfg = load_config(f, ["train.lr=3e-4", "method.width=8", "data.noise.sigma=[1, 2]"])
+    assert cfg.train.steps == 50 and cfg.train.lr == pytest.approx(3e-4) and cfg.method.width == 8
+    assert cfg.data.noise.sigma == (1.0, 2.0)
+
+
+@pytest.mark.parametrize(
+    "override, named",
+    [
+        ("train.stepz=5", "train.stepz"),
+        ("data.noise.sigma=-5", "data.noise.awgn.sigma"),
+        ("data.paired.fraction=0", "data.paired.fraction"),
+        ("data.paired.fraction=1.5", "data.paired.fraction"),
+        ("train.steps=abc", "train.steps"),
+        ("method.name=foo", "method"),
+        ("data.noise.kind=speckle", "data.noise"),
+        ("scaling.num_workers=0", "scaling.num_workers"),
+    ],
+)
+def test_bad_values_name_the_key(override, named):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    msg = str(err.value)
+    assert named.split(".")[0] in msg and "\n" not in msg
+    assert named.replace(".awgn", "") in msg
+
+
+def test_unknown_method_message():
+    with pytest.raises(ConfigError, match="method.*'foo'"):
+        load_config(None, ["method.name=foo"])
+
+
+def test_sigma_range_order_and_paired_exclusive():
+    with pytest.raises(ConfigError, match="low > high"):
+        load_config(None, ["data.noise.sigma=[50, 5]"])
+    with pytest.raises(ConfigError, match="not both"):
+        load_config(None, ["data.paired.fraction=0.5", "data.paired.count=3"])
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: not valid YAML at line"):
+        load_config(f)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    g = tmp_path / "list.yaml"
+    g.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(g)
+
+
+def test_override_syntax_errors():
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        apply_overrides({}, ["train.steps"])
+    with pytest.raises(ConfigError, match="is a value, not a section"):
+        apply_overrides({"train": {"steps": 3}}, ["train.steps.x=1"])
+
+
+def test_flatten_roundtrip_keys():
+    flat = flatten(load_config(None))
+    assert flat["train.steps"] == 2000 and flat["method.name"] == "dncnn" and flat["data.noise.kind"] == "awgn"

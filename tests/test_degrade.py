@@ -1,0 +1,91 @@
+import numpy as np
+import pytest
+
+from raytrain.config import load_config
+from raytrain.data import degrade as dg
+from raytrain.metrics import noise_correlation
+
+FLAT = np.full((256, 256, 1), 0.5, np.float32)
+
+
+def model(*overrides):
+    return dg.noise_model(load_config(None, list(overrides)).data.noise)
+
+
+def test_awgn_fixed_sigma_std_and_mean():
+    noisy = model("data.noise.sigma=25")(FLAT, dg.rng_for(0))
+    n = (noisy - FLAT) * 255
+    assert abs(n.std() - 25) < 0.5 and abs(n.mean()) < 0.3
+    assert noisy.dtype == np.float32 and noisy.shape == FLAT.shape
+
+
+def test_awgn_blind_sigma_in_range_and_varies_per_image():
+    m = model("data.noise.sigma=[5, 50]")
+    stds = [((m(FLAT, dg.rng_for(0, i)) - FLAT) * 255).std() for i in range(40)]
+    assert min(stds) > 4.5 and max(stds) < 51
+    assert np.std(stds) > 5  # per-image levels, not one sigma
+
+
+def test_seeded_and_deterministic():
+    m = model("data.noise.kind=camera")
+    a, b = m(FLAT, dg.rng_for(3, 1)), m(FLAT, dg.rng_for(3, 1))
+    c = m(FLAT, dg.rng_for(3, 2))
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("level", [0.1, 0.5, 0.9])
+def test_poisson_peak_variance_equals_mean_in_counts(level):
+    peak = 30.0
+    img = np.full((200, 200, 1), level, np.float32)
+    counts = model("data.noise.kind=poisson", f"data.noise.peak={peak}")(img, dg.rng_for(1)) * peak
+    assert counts.mean() == pytest.approx(level * peak, rel=0.02)
+    assert counts.var() == pytest.approx(counts.mean(), rel=0.05)
+
+
+def test_poisson_skimage_on_8bit_is_shot_noise_in_8bit_counts():
+    # A full 8-bit ramp: skimage's random_noise(mode="poisson") then scales by 2**ceil(log2(256)) = 256 counts.
+    img = (np.arange(200 * 200).reshape(200, 200, 1) % 256 / 255).astype(np.float32)
+    noisy = model("data.noise.kind=poisson")(img, dg.rng_for(2))
+    mid = (img > 0.2) & (img < 0.6)  # away from the clips at 0 and 1
+    counts_in, resid = img[mid] * 256, (noisy[mid] - img[mid]) * 256
+    assert abs(resid.mean()) < 0.2
+    assert resid.var() == pytest.approx(counts_in.mean(), rel=0.08)
+
+
+def test_poisson_gaussian_variance_adds():
+    peak, sigma = 20.0, 10.0
+    img = np.full((300, 300, 1), 0.5, np.float32)
+    noisy = model("data.noise.kind=poisson_gaussian", f"data.noise.peak={peak}", f"data.noise.sigma={sigma}")(
+        img, dg.rng_for(4)
+    )
+    expected = 0.5 / peak + (sigma / 255) ** 2
+    assert (noisy - img).var() == pytest.approx(expected, rel=0.05)
+
+
+def test_camera_presets_are_quantised_ordered_and_correlated():
+    stds = {}
+    for preset in ("low", "mid", "high"):
+        noisy = model("data.noise.kind=camera", f"data.noise.preset={preset}")(FLAT, dg.rng_for(5))
+        assert np.allclose(noisy * 255, np.round(noisy * 255), atol=1e-3)  # 8-bit levels
+        assert noisy.min() >= 0 and noisy.max() <= 1
+        stds[preset] = (noisy - FLAT).std()
+        if preset == "mid":
+            rho = noise_correlation(noisy - FLAT)
+            assert rho["rho_h"] > 0.3 and rho["rho_v"] > 0.3
+    assert stds["low"] < stds["mid"] < stds["high"]
+    white = noise_correlation(model("data.noise.sigma=10")(FLAT, dg.rng_for(5)) - FLAT)
+    assert abs(white["rho_h"]) < 0.02
+
+
+def test_camera_noise_is_signal_dependent():
+    m = model("data.noise.kind=camera", "data.noise.preset=high")
+    dark, bright = np.full_like(FLAT, 0.15), np.full_like(FLAT, 0.85)
+    # Shot noise grows with the signal in linear space (before the gamma compresses highlights).
+    lin_dark = (m(dark, dg.rng_for(6)) ** 2.2 - dark**2.2).std()
+    lin_bright = (m(bright, dg.rng_for(6)) ** 2.2 - bright**2.2).std()
+    assert lin_bright > 2 * lin_dark
+
+
+def test_correlated_field_has_unit_variance():
+    f = dg.correlated_field((512, 512, 1), dg.rng_for(7), 0.8)
+    assert f.std() == pytest.approx(1.0, abs=0.02)

@@ -1,0 +1,109 @@
+"""The method contract and the loop's guards, without Ray."""
+
+import math
+
+import pytest
+import torch
+
+from raytrain.methods import build_method
+from raytrain.methods.base import StepOutput
+from raytrain.methods.denoiser.nets import DnCNN
+from raytrain.train import checkpoint as ckpt
+
+
+def _batch(n=4, s=16):
+    clean = torch.rand(n, 1, s, s)
+    return {"paired": {"clean": clean, "noisy": clean + 0.1 * torch.randn_like(clean)}}
+
+
+def test_dncnn_shapes_any_size_and_depth():
+    net = DnCNN(3, depth=5, width=8)
+    assert net(torch.rand(2, 3, 37, 53)).shape == (2, 3, 37, 53)
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 5
+    assert len([m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]) == 3
+    assert len(DnCNN(1).body) == 1 * 2 + 15 * 3 + 1  # default 17 layers: conv+relu, 15 x conv+bn+relu, conv
+
+
+def test_train_step_updates_and_loss_falls(tiny):
+    torch.manual_seed(0)
+    m = build_method(tiny("train.lr=0.01"), torch.device("cpu"))
+    batch = _batch()
+    first = m.train_step(batch, 1).losses["loss"]
+    for step in range(2, 30):
+        out = m.train_step(batch, step)
+    assert not out.skipped and out.losses["loss"] < first
+
+
+def test_nan_loss_skips_the_update(tiny):
+    m = build_method(tiny(), torch.device("cpu"))
+    before = [p.clone() for p in m.nets["denoiser"].parameters()]
+    batch = _batch()
+    batch["paired"]["noisy"][0, 0, 0, 0] = math.nan
+    out = m.train_step(batch, 1)
+    assert out.skipped
+    assert all(torch.equal(a, b) for a, b in zip(before, m.nets["denoiser"].parameters()))
+
+
+def test_grad_skip_threshold(tiny):
+    m = build_method(tiny("train.grad_skip=1e-12"), torch.device("cpu"))
+    assert m.train_step(_batch(), 1).skipped
+
+
+def test_loop_guard_fails_after_max_bad_steps(tiny):
+    from raytrain.errors import TrainingDiverged
+    from raytrain.train.loop import Loop
+
+    cfg = tiny("train.max_bad_steps=3")
+    loop = Loop(cfg, None, {}, [], 0, 1, "cpu", None, None, "{}")
+    loop._guard(StepOutput({"loss": math.nan}, skipped=True), 1)
+    loop._guard(StepOutput({"loss": 0.1}), 2)  # a good step resets the count
+    loop._guard(StepOutput({"loss": math.nan}, skipped=True), 3)
+    loop._guard(StepOutput({"loss": math.nan}, skipped=True), 4)
+    with pytest.raises(TrainingDiverged, match="3 steps in a row up to step 5"):
+        loop._guard(StepOutput({"loss": math.nan}, skipped=True), 5)
+    assert loop.bad_total == 4
+
+
+def test_checkpoint_roundtrip_full_state_and_rng(tiny, tmp_path):
+    cfg = tiny("train.lr=0.01", "train.schedule.kind=step", "train.schedule.step_size=3")
+    torch.manual_seed(0)
+    a = build_method(cfg, torch.device("cpu"))
+    for step in range(1, 6):
+        a.train_step(_batch(), step)
+        a.end_step()
+    ckpt.save_checkpoint(tmp_path, a, 5, cfg.model_dump_json(), {"loss": 0.1})
+    expected = torch.rand(3)  # what the RNG gives right after the save
+    torch.rand(100)
+
+    b = build_method(cfg, torch.device("cpu"))
+    state = ckpt.load_state(tmp_path)
+    b.load_state_dict(state)
+    ckpt.restore_rng(state["rng"])
+    assert torch.equal(torch.rand(3), expected)
+    assert state["step"] == 5 and state["method"] == "dncnn"
+    for pa, pb in zip(a.nets["denoiser"].state_dict().values(), b.nets["denoiser"].state_dict().values()):
+        assert torch.equal(pa, pb)
+    assert b.schedulers["denoiser"].state_dict()["last_epoch"] == 5
+    assert b.optimizers["denoiser"].param_groups[0]["lr"] == a.optimizers["denoiser"].param_groups[0]["lr"]
+    # the next step is identical from both
+    torch.manual_seed(1)
+    batch = _batch()
+    la, lb = a.train_step(batch, 6).losses["loss"], b.train_step(batch, 6).losses["loss"]
+    assert la == lb
+    inf = ckpt.load_inference(tmp_path)
+    assert set(inf["nets"]) == {"denoiser"} and inf["method"] == "dncnn"
+
+
+def test_not_a_checkpoint(tmp_path):
+    from raytrain.errors import RaytrainError
+
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(RaytrainError, match="not a readable raytrain checkpoint"):
+        ckpt.load_inference(bad)
+    torch.save({"weights": torch.zeros(1)}, bad)
+    with pytest.raises(RaytrainError, match="not a raytrain checkpoint"):
+        ckpt.load_inference(bad)
+    with pytest.raises(RaytrainError, match="no raytrain checkpoint"):
+        ckpt.load_inference(tmp_path / "nowhere")

@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+import torch
+from scipy.stats import entropy
+from skimage import data
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from raytrain import metrics as M
+
+RNG = np.random.default_rng(0)
+
+
+def _t(a):
+    a = a[..., None] if a.ndim == 2 else a
+    return torch.tensor(a.transpose(2, 0, 1))[None]
+
+
+@pytest.mark.parametrize("rgb", [False, True])
+def test_psnr_ssim_match_skimage(rgb):
+    clean = (data.astronaut() if rgb else data.camera())[:96, :112] / 255.0
+    noisy = np.clip(clean + RNG.normal(0, 0.08, clean.shape), 0, 1)
+    kw = {"channel_axis": -1} if rgb else {}
+    want_ssim = structural_similarity(noisy, clean, data_range=1.0, gaussian_weights=True, sigma=1.5,
+                                      use_sample_covariance=False, **kw)  # fmt: skip
+    assert float(M.ssim(_t(noisy), _t(clean))) == pytest.approx(want_ssim, abs=1e-6)
+    assert float(M.psnr(_t(noisy), _t(clean))) == pytest.approx(peak_signal_noise_ratio(clean, noisy, data_range=1))
+
+
+def test_psnr_data_range_and_identity():
+    x = torch.rand(2, 1, 16, 16)
+    assert float(M.psnr(x * 255, (x + 0.01) * 255, 255)[0]) == pytest.approx(40.0, abs=1e-4)
+    assert float(M.ssim(x, x)[0]) == pytest.approx(1.0)
+
+
+def test_noisy_histogram_kld_matches_official_formula():
+    real = np.clip(0.5 + RNG.normal(0, 0.1, (64, 64)), 0, 1)
+    gen = np.clip(0.5 + RNG.normal(0, 0.12, (64, 64)), 0, 1)
+    h1 = np.histogram(M.to_gray_uint8(gen).ravel(), bins=256, range=(0, 255))[0]
+    h2 = np.histogram(M.to_gray_uint8(real).ravel(), bins=256, range=(0, 255))[0]
+    q = h2 / h2.sum() + 1e-8
+    want = entropy(h1 / h1.sum(), qk=q / q.sum())
+    assert M.kld_noisy_histogram(gen, real) == pytest.approx(want, rel=1e-9)
+    assert M.kld_noisy_histogram(real, real) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_residual_kld_zero_for_same_and_grows_with_mismatch():
+    a = RNG.normal(0, 0.03, 200_000)
+    same = M.kld_noise_residual(a, RNG.normal(0, 0.03, 200_000))
+    near, far = M.kld_noise_residual(a, RNG.normal(0, 0.035, 200_000)), M.kld_noise_residual(a, RNG.normal(0, 0.06, 200_000))
+    assert same < 1e-3 < near < far
+
+
+def test_correlation_statistic_sees_what_histograms_cannot():
+    from scipy.ndimage import gaussian_filter
+
+    white = RNG.normal(0, 1, (256, 256))
+    blurred = gaussian_filter(white, 1.0)
+    blurred *= white.std() / blurred.std()
+    assert abs(M.noise_correlation(white)["rho_h"]) < 0.02
+    assert M.noise_correlation(blurred)["rho_v"] > 0.5
+    assert M.kld_noise_residual(white / 40, blurred / 40) < 0.01  # same histogram, very different noise
+
+
+def test_mean_std():
+    assert M.mean_std([1.0, 3.0]) == (2.0, 1.0)
+    assert M.format_mean_std([1.0, 3.0], 1) == "2.0 ± 1.0"
+    assert np.isnan(M.mean_std([])[0])

@@ -1,0 +1,75 @@
+"""Ray Train end to end: 2 CPU workers, tiny DnCNN, the shared local Ray."""
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_two_worker_dncnn_beats_the_noisy_input(trained):
+    cfg, res = trained
+    m = res.metrics
+    assert m["step"] == cfg.train.steps
+    assert m["val_psnr"] > m["val_psnr_noisy"] + 2.0, m  # sigma 25: noisy ~20.2 dB
+    assert m["val_ssim"] > m["val_ssim_noisy"]
+    assert res.checkpoint and (__import__("pathlib").Path(res.checkpoint) / "state.pt").is_file()
+
+
+def test_mlflow_run_holds_params_metrics_images_and_weights(trained):
+    from mlflow.tracking import MlflowClient
+
+    from raytrain.tracking import resolve_uri
+
+    cfg, res = trained
+    client = MlflowClient(resolve_uri(None, cfg.workdir))
+    run = client.get_run(res.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["method.width"] == "16" and run.data.params["data.noise.sigma"] == "25.0"
+    hist = client.get_metric_history(res.run_id, "val_psnr")
+    assert [h.step for h in hist] == [60, 120]
+    assert len(client.get_metric_history(res.run_id, "train_loss")) >= 10
+    arts = {a.path for a in client.list_artifacts(res.run_id, "images")} | {
+        a.path for a in client.list_artifacts(res.run_id, "weights")
+    }
+    assert "images/val_step0000060.png" in arts and "weights/model.pt" in arts
+
+
+def test_injected_worker_failure_resumes_from_the_checkpointed_step(ray_local, tiny):
+    from raytrain.train.launch import run_training
+
+    cfg = tiny("name=failover", "train.steps=40", "train.checkpoint_every=20", "train.val_every=20",
+               "train.fail_at_step=30", "scaling.max_failures=1", "tracking.enabled=false")  # fmt: skip
+    res = run_training(cfg)
+    starts = [(int(r["step"]), int(r["start_step"])) for r in res.history]
+    # Before the failure: reports from step 0; after the restart: from the step-20 checkpoint, not from 0.
+    assert (20, 0) in starts and (40, 20) in starts, starts
+    assert res.metrics["step"] == 40 and res.metrics["start_step"] == 20
+
+
+def test_rerun_with_resume_from_continues_the_step_count(ray_local, tiny, trained):
+    from raytrain.train.launch import run_training
+
+    _, first = trained
+    cfg = tiny("name=continued", "train.steps=130", "train.val_every=10", "train.checkpoint_every=10",
+               f"train.resume_from={first.checkpoint}", "tracking.enabled=false")  # fmt: skip
+    res = run_training(cfg)
+    assert res.metrics["start_step"] == 120 and res.metrics["step"] == 130
+
+
+def test_failure_without_retries_is_one_clear_error(ray_local, tiny):
+    from raytrain.errors import RaytrainError
+    from raytrain.train.launch import run_training
+
+    cfg = tiny("name=dies", "train.steps=20", "train.fail_at_step=5", "scaling.max_failures=0",
+               "tracking.enabled=false")  # fmt: skip
+    with pytest.raises(RaytrainError, match="injected failure at step 5"):
+        run_training(cfg)
+
+
+def test_cluster_too_small_is_reported_not_hung(ray_local, tiny):
+    from raytrain.errors import RaytrainError
+    from raytrain.train.launch import check_resources
+
+    with pytest.raises(RaytrainError, match="cannot place 64 workers"):
+        check_resources(tiny("scaling.num_workers=64"))
+    with pytest.raises(RaytrainError, match="GPU: need 2"):
+        check_resources(tiny("scaling.use_gpu=true"))
