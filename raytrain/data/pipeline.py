@@ -142,6 +142,8 @@ def patch_dataset(
 def build_datasets(cfg, collection: Collection, domains: tuple[str, ...], num_workers: int) -> dict:
     """One patch dataset per domain the method draws from, sized to last the run (streams also cycle)."""
     d = cfg.data
+    # Ray Data's per-operator bars would interleave with the training bar; the training bar says enough.
+    ray.data.DataContext.get_current().enable_progress_bars = False
     resample = noise_model(d.noise) if (d.resample_noise and not d.noisy_source) else None
     n = cfg.train.steps * cfg.train.batch_size * num_workers + cfg.train.batch_size * num_workers
     out = {}

@@ -102,13 +102,26 @@ def _finite_params(method: Method) -> bool:
     return all(torch.isfinite(p).all() for net in method.nets.values() for p in net.parameters())
 
 
+def _quiet_report_log() -> None:
+    """Ray 2.60 logs every report at INFO through ``logging.getLogger(__file__)``, outside the ``ray.train`` logger
+    that ``LoggingConfig`` filters; the progress bar and MLflow already carry those numbers."""
+    import logging
+
+    from ray.train.v2._internal.execution import context as train_context
+
+    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+
+
 def train_loop_per_worker(config: dict) -> None:
     """Train ``config["run"]`` (a RunConfig as JSON-able dict); see the module docstring for the Ray touch points."""
     cfg = RunConfig.model_validate(config["run"])
+    _quiet_report_log()
     ctx = ray.train.get_context()  # Ray: who am I in the worker group
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()  # Ray: cuda:<local rank> on GPU workers, cpu otherwise
     seed_everything(cfg.seed * 1009 + rank)
+    if device.type == "cpu":  # one intra-op thread per CPU Ray reserved for this worker
+        torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
     method = build_method(cfg, device, prepare=ray.train.torch.prepare_model)  # Ray: DDP-wraps each net
     # Read once: later in the run get_checkpoint() returns what this attempt itself reported.
     first_attempt = ray.train.get_checkpoint() is None
@@ -148,6 +161,7 @@ class Loop:
         tc = self.cfg.train
         self.method.train(True)
         t0, samples = time.perf_counter(), 0
+        self.t_mark, self.steps_since = t0, 0
         for step in range(start + 1, tc.steps + 1):
             batches = {d: next(self.streams[d]) for d in pick_domains(self.method, self.cfg, step)}
             out = self.method.train_step(batches, step)
@@ -156,6 +170,7 @@ class Loop:
             samples += sum(next(iter(b.values())).shape[0] for b in batches.values()) * self.world
             if tc.fail_at_step == step and self.rank == 0 and self.first_attempt:
                 raise RuntimeError(f"injected failure at step {step} (train.fail_at_step)")
+            self.steps_since += 1
             if self.bar is not None:
                 self.bar.update(1)
             last = step == tc.steps
@@ -166,6 +181,7 @@ class Loop:
                 metrics |= self._validate(step)
             want_ckpt = step % tc.checkpoint_every == 0 or last
             self._report(metrics, step, want_ckpt)
+            self.t_mark, self.steps_since = time.perf_counter(), 0  # step_time_s excludes validation/checkpoints
         if self.bar is not None:
             self.bar.close()
 
@@ -189,6 +205,8 @@ class Loop:
         m = {f"train_{k}": v / max(self.count, 1) for k, v in self.sums.items()}
         self.sums.clear()
         self.count = 0
+        now = time.perf_counter()
+        m["step_time_s"] = (now - self.t_mark) / max(self.steps_since, 1)  # training steps only, see run()
         return m | self.method.lrs() | {
             "step": step, "start_step": start, "skipped_steps": self.bad_total, "samples_per_s": samples_per_s,
         }  # fmt: skip
