@@ -65,7 +65,9 @@ def main() -> None:
     ray_t = ray_step_time(cfg)
     ray.shutdown()
     plain_t = plain_step_time(cfg, a.steps, a.threads)
-    print(f"DnCNN-{a.depth}x{a.width}, batch {a.batch}, {cfg.data.patches.size}px, {a.threads} threads, {a.steps} steps")
+    print(
+        f"DnCNN-{a.depth}x{a.width}, batch {a.batch}, {cfg.data.patches.size}px, {a.threads} threads, {a.steps} steps"
+    )
     print(f"plain PyTorch loop: {plain_t * 1000:8.1f} ms/step")
     print(f"Ray Train loop:     {ray_t * 1000:8.1f} ms/step (1 worker, Ray Data stream, median of report intervals)")
     print(f"ratio ray/plain: {ray_t / plain_t:.3f} (target <= 1.10)")

@@ -18,8 +18,14 @@ def _parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a method on Ray Train (embedded local Ray unless --address)")
     t.add_argument("config", nargs="?", help="YAML config (omit for the embedded defaults)")
-    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set train.steps=100 (repeatable)")
+    t.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.steps=100 (repeatable)",
+    )
     t.add_argument("--address", help="Ray cluster address (e.g. ray://head:10001 or auto)")
     t.add_argument("--num-workers", type=int, help="number of Ray Train workers")
 
@@ -27,8 +33,14 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("checkpoint", help="checkpoint folder, run folder or model.pt")
     e.add_argument("--data", required=True, help="clean images: a folder, a URI or 'samples'")
     e.add_argument("--noisy", help="folder of real noisy images with the same names (else the run's noise model)")
-    e.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override the checkpoint's data config, e.g. --set data.noise.sigma=50")
+    e.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override the checkpoint's data config, e.g. --set data.noise.sigma=50",
+    )
     e.add_argument("--crop", type=int, help="evaluate a centre crop of this size")
 
     d = sub.add_parser("denoise", help="restore an image or a folder of images with a checkpoint")
@@ -55,8 +67,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.num_workers is not None:
         overrides.append(f"scaling.num_workers={args.num_workers}")
     cfg = load_config(args.config, overrides)
-    from raytrain.train.launch import run_training
     from raytrain.tracking import resolve_uri
+    from raytrain.train.launch import run_training
 
     res = run_training(cfg)
     m = res.metrics
@@ -116,7 +128,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     rows = evaluate_pairs(method.restore, pairs)
     w = max(len(n) for n in names)
     print(f"{'image':<{w}}  {'PSNR noisy':>10}  {'PSNR':>7}  {'SSIM noisy':>10}  {'SSIM':>7}")
-    for n, r in zip(names, rows):
+    for n, r in zip(names, rows, strict=True):
         print(f"{n:<{w}}  {r['psnr_noisy']:>10.2f}  {r['psnr']:>7.2f}  {r['ssim_noisy']:>10.4f}  {r['ssim']:>7.4f}")
     for k in ("psnr_noisy", "psnr", "ssim_noisy", "ssim"):
         print(f"mean ± std {k}: {format_mean_std([r[k] for r in rows], 4 if 'ssim' in k else 2)}")

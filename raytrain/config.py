@@ -28,9 +28,10 @@ class AWGN(Strict):
     """Additive white Gaussian noise on the 0..255 scale; ``sigma: [lo, hi]`` draws sigma ~ U[lo, hi] per image."""
 
     kind: Literal["awgn"] = "awgn"
-    sigma: Annotated[float, Field(ge=0, le=255)] | tuple[
-        Annotated[float, Field(ge=0, le=255)], Annotated[float, Field(ge=0, le=255)]
-    ] = 25.0
+    sigma: (
+        Annotated[float, Field(ge=0, le=255)]
+        | tuple[Annotated[float, Field(ge=0, le=255)], Annotated[float, Field(ge=0, le=255)]]
+    ) = 25.0
 
     @model_validator(mode="after")
     def _ordered(self) -> AWGN:
@@ -210,7 +211,9 @@ def format_validation_error(err: ValidationError, origin: str) -> str:
 
 def _is_branch_name(part: Any) -> bool:
     """pydantic puts union branch names (tags, ``constrained-float``, ``tuple[...]``) into error locations."""
-    return isinstance(part, str) and (part in _UNION_TAGS or "[" in part or part.startswith(("constrained-", "function-")))
+    return isinstance(part, str) and (
+        part in _UNION_TAGS or "[" in part or part.startswith(("constrained-", "function-"))
+    )
 
 
 _UNION_TAGS = {"awgn", "poisson", "poisson_gaussian", "camera", "dncnn"}

@@ -39,7 +39,9 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
                     raise RaytrainError(f"MLflow server {uri} answered {resp.status} on /health")
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise RaytrainError(f"MLflow server {uri} is unreachable ({reason}); start it or fix tracking.uri") from None
+            raise RaytrainError(
+                f"MLflow server {uri} is unreachable ({reason}); start it or fix tracking.uri"
+            ) from None
     elif uri.startswith("sqlite:///"):
         db = Path(uri[len("sqlite:///") :])
         try:

@@ -42,7 +42,7 @@ def test_nan_loss_skips_the_update(tiny):
     batch["paired"]["noisy"][0, 0, 0, 0] = math.nan
     out = m.train_step(batch, 1)
     assert out.skipped
-    assert all(torch.equal(a, b) for a, b in zip(before, m.nets["denoiser"].parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(before, m.nets["denoiser"].parameters(), strict=True))
 
 
 def test_grad_skip_threshold(tiny):
@@ -82,7 +82,7 @@ def test_checkpoint_roundtrip_full_state_and_rng(tiny, tmp_path):
     ckpt.restore_rng(state["rng"])
     assert torch.equal(torch.rand(3), expected)
     assert state["step"] == 5 and state["method"] == "dncnn"
-    for pa, pb in zip(a.nets["denoiser"].state_dict().values(), b.nets["denoiser"].state_dict().values()):
+    for pa, pb in zip(a.nets["denoiser"].state_dict().values(), b.nets["denoiser"].state_dict().values(), strict=True):
         assert torch.equal(pa, pb)
     assert b.schedulers["denoiser"].state_dict()["last_epoch"] == 5
     assert b.optimizers["denoiser"].param_groups[0]["lr"] == a.optimizers["denoiser"].param_groups[0]["lr"]

@@ -46,7 +46,10 @@ def test_noisy_histogram_kld_matches_official_formula():
 def test_residual_kld_zero_for_same_and_grows_with_mismatch():
     a = RNG.normal(0, 0.03, 200_000)
     same = M.kld_noise_residual(a, RNG.normal(0, 0.03, 200_000))
-    near, far = M.kld_noise_residual(a, RNG.normal(0, 0.035, 200_000)), M.kld_noise_residual(a, RNG.normal(0, 0.06, 200_000))
+    near, far = (
+        M.kld_noise_residual(a, RNG.normal(0, 0.035, 200_000)),
+        M.kld_noise_residual(a, RNG.normal(0, 0.06, 200_000)),
+    )
     assert same < 1e-3 < near < far
 
 

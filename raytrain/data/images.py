@@ -165,9 +165,7 @@ def load_pairs(clean_source: str, noisy_source: str, color: str) -> list[tuple[I
     noisy = {im.name: im for im in load_collection(noisy_source, color)}
     only_c, only_n = sorted(set(clean) - set(noisy)), sorted(set(noisy) - set(clean))
     if only_c or only_n:
-        raise DataError(
-            f"{noisy_source}: pairs do not match by name: clean-only {only_c[:5]}, noisy-only {only_n[:5]}"
-        )
+        raise DataError(f"{noisy_source}: pairs do not match by name: clean-only {only_c[:5]}, noisy-only {only_n[:5]}")
     for name in sorted(clean):
         if clean[name].pixels.shape != noisy[name].pixels.shape:
             raise DataError(

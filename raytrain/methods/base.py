@@ -7,8 +7,9 @@ Nothing here imports Ray or MLflow: DDP wrapping arrives as the ``prepare`` call
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -47,7 +48,11 @@ def make_scheduler(opt: torch.optim.Optimizer, train: TrainConfig) -> torch.opti
 
 def unwrap(module: nn.Module) -> nn.Module:
     """The bare module under a DDP wrapper (``prepare_model``), for state dicts and inference."""
-    return module.module if hasattr(module, "module") and isinstance(module, nn.parallel.DistributedDataParallel) else module
+    return (
+        module.module
+        if hasattr(module, "module") and isinstance(module, nn.parallel.DistributedDataParallel)
+        else module
+    )
 
 
 class Method:

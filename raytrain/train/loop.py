@@ -13,7 +13,7 @@ import random
 import tempfile
 import time
 from collections import defaultdict
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import ray
