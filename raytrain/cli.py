@@ -31,7 +31,11 @@ def _parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="PSNR/SSIM table of a checkpoint on a set of images")
     e.add_argument("checkpoint", help="checkpoint folder, run folder or model.pt")
-    e.add_argument("--data", required=True, help="clean images: a folder, a URI or 'samples'")
+    e.add_argument(
+        "--data",
+        help="clean images: a folder, a URI or 'samples' (default: the run's held-out "
+        "validation images, rebuilt from the config stored in the checkpoint)",
+    )
     e.add_argument("--noisy", help="folder of real noisy images with the same names (else the run's noise model)")
     e.add_argument(
         "--set",
@@ -115,7 +119,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg, method = _load_restorer(args.checkpoint)
     cfg = validate(apply_overrides(cfg.model_dump(mode="json"), args.overrides), "eval --set")
     color = cfg.data.color
-    if args.noisy:
+    if args.data is None:
+        from raytrain.data.pipeline import load_domains
+
+        col = load_domains(cfg)
+        pairs = [(n.transpose(1, 2, 0), c.transpose(1, 2, 0)) for n, c in col.val]
+        names = col.val_names
+        print(f"held-out validation images of the run (split seed {cfg.seed}): {', '.join(names)}")
+    elif args.noisy:
         real = load_pairs(args.data, args.noisy, color)
         pairs = [(n.pixels, c.pixels) for c, n in real]
         names = [c.name for c, _ in real]

@@ -79,3 +79,14 @@ def test_data_preview_writes_a_png(tmp_path):
                  "--out", str(out), "--per-domain", "4"]) == 0  # fmt: skip
     img = iio.imread(out)
     assert img.ndim == 3 and img.shape[0] > 100
+
+
+def test_eval_defaults_to_the_held_out_images(trained, capsys):
+    cfg, res = trained
+    assert main(["eval", res.checkpoint]) == 0
+    out = capsys.readouterr().out
+    assert "held-out validation images" in out
+    from raytrain.data.pipeline import load_domains
+
+    for name in load_domains(cfg).val_names:
+        assert name in out

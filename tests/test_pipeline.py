@@ -80,3 +80,35 @@ def test_empty_domain_is_a_clear_error(ray_local, tiny):
     col = load_domains(cfg)
     with pytest.raises(DataError, match="the target domain is empty"):
         build_datasets(cfg, col, ("target",), 2)
+
+
+def test_pick_domains_mixes_with_the_configured_probabilities(tiny):
+    from raytrain.train.loop import pick_domains
+
+    class Mixer:
+        domains = ("paired", "source", "target")
+        draw = "one"
+
+    cfg = tiny("data.mix={paired: 2, source: 1, target: 1}")
+    picks = [pick_domains(Mixer, cfg, s)[0] for s in range(4000)]
+    share = {d: picks.count(d) / len(picks) for d in Mixer.domains}
+    assert share["paired"] == pytest.approx(0.5, abs=0.03) and share["source"] == pytest.approx(0.25, abs=0.03)
+    assert picks == [pick_domains(Mixer, cfg, s)[0] for s in range(4000)]  # every rank draws the same sequence
+
+    class Both:
+        domains = ("source", "target")
+        draw = "all"
+
+    assert pick_domains(Both, cfg, 1) == ("source", "target")
+
+
+def test_collection_from_a_uri_via_ray_data(ray_local, tmp_path):
+    import imageio.v3 as iio
+
+    from raytrain.data.images import load_collection
+
+    for i in range(3):
+        iio.imwrite(tmp_path / f"u{i}.png", RNG.integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    (tmp_path / "notes.txt").write_text("skip me")
+    imgs = load_collection(f"local://{tmp_path}", "rgb")
+    assert [im.name for im in imgs] == ["u0", "u1", "u2"] and imgs[0].pixels.shape == (40, 40, 3)
