@@ -109,7 +109,7 @@ def _load_restorer(checkpoint: str, device: str = "cpu"):
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from raytrain.config import apply_overrides, validate
+    from raytrain.config import apply_overrides, to_raw, validate
     from raytrain.data.degrade import noise_model, rng_for
     from raytrain.data.images import load_collection, load_pairs
     from raytrain.data.pipeline import centre_crop, chw
@@ -117,7 +117,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from raytrain.metrics import format_mean_std
 
     cfg, method = _load_restorer(args.checkpoint)
-    cfg = validate(apply_overrides(cfg.model_dump(mode="json"), args.overrides), "eval --set")
+    cfg = validate(apply_overrides(to_raw(cfg), args.overrides), "eval --set")
     color = cfg.data.color
     if args.data is None:
         from raytrain.data.pipeline import load_domains

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, Validatio
 
 from raytrain.errors import ConfigError
 from raytrain.methods.denoiser.config import DnCNNConfig
+from raytrain.methods.lir.config import LIRConfig
 
 
 class Strict(BaseModel):
@@ -170,7 +171,10 @@ class TrackingConfig(Strict):
     image_every_val: bool = True
 
 
-MethodConfig = Annotated[Annotated[DnCNNConfig, Tag("dncnn")], _tag("name", "dncnn")]
+MethodConfig = Annotated[
+    Annotated[DnCNNConfig, Tag("dncnn")] | Annotated[LIRConfig, Tag("lir")],
+    _tag("name", "dncnn"),
+]
 
 
 class RunConfig(Strict):
@@ -216,7 +220,7 @@ def _is_branch_name(part: Any) -> bool:
     )
 
 
-_UNION_TAGS = {"awgn", "poisson", "poisson_gaussian", "camera", "dncnn"}
+_UNION_TAGS = {"awgn", "poisson", "poisson_gaussian", "camera", "dncnn", "lir"}
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -280,6 +284,12 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     raw = read_yaml(path) if path is not None else {}
     raw = apply_overrides(raw, overrides or [])
     return validate(raw, str(path) if path is not None else "defaults")
+
+
+def to_raw(cfg: RunConfig) -> dict:
+    """The JSON-able form that re-validates to the same config: only what the user set (defaults refill on load),
+    so checks that depend on which keys were given (LIR's ablation sanity checks) hold after a round trip."""
+    return cfg.model_dump(mode="json", exclude_unset=True)
 
 
 def flatten(cfg: BaseModel | dict, prefix: str = "") -> dict[str, Any]:

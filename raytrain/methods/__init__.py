@@ -21,7 +21,11 @@ def method_class(name: str) -> type[Method]:
         from raytrain.methods.denoiser.method import SupervisedDenoiser
 
         return SupervisedDenoiser
-    raise ConfigError(f"method.name: unknown method {name!r} (known: dncnn)")
+    if name == "lir":
+        from raytrain.methods.lir.method import LIR
+
+        return LIR
+    raise ConfigError(f"method.name: unknown method {name!r} (known: dncnn, lir)")
 
 
 def build_method(

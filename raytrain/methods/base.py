@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 if TYPE_CHECKING:
@@ -30,9 +31,23 @@ def all_finite(loss: torch.Tensor) -> bool:
     """Whether the loss is finite on every rank. Under DDP all ranks must take the same branch (skip or backward),
     or the gradient all-reduce of the ranks that went on would wait forever."""
     ok = torch.isfinite(loss.detach()).all().to(torch.float32).reshape(1)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(ok, op=dist.ReduceOp.MIN)
     return bool(ok.item())
+
+
+def average_gradients(params: list[nn.Parameter]) -> None:
+    """All-reduce (mean) the gradients of ``params`` over ranks in one flat buffer; no-op on a single process."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1 or not params:
+        return
+    grads = [p.grad for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
 
 
 def make_scheduler(opt: torch.optim.Optimizer, train: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
@@ -67,6 +82,9 @@ class Method:
     draw: str = "all"
     #: nets kept for inference (``raytrain denoise``, exported weights)
     inference_nets: tuple[str, ...] = ()
+    #: True: nets are not DDP-wrapped; :meth:`update` averages gradients over ranks itself (GAN steps that reuse
+    #: a net twice per backward or freeze some nets do not fit DDP's hooks)
+    grad_sync: bool = False
 
     def __init__(self, cfg: RunConfig, device: torch.device, prepare: Callable[[nn.Module], nn.Module] | None):
         self.cfg = cfg
@@ -87,18 +105,30 @@ class Method:
         raise NotImplementedError
 
     # ---------------------------------------------------------------------------------------------- helpers
-    def update(self, loss: torch.Tensor, opt: torch.optim.Optimizer, params: Iterable[nn.Parameter]) -> bool:
+    def replicate(self, net: nn.Module) -> nn.Module:
+        """Place a net for a ``grad_sync`` method: on this device, with rank 0's initial weights on every rank."""
+        net = net.to(self.device)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            for t in net.state_dict().values():
+                dist.broadcast(t, src=0)
+        return net
+
+    def update(
+        self, loss: torch.Tensor, opt: torch.optim.Optimizer, params: Iterable[nn.Parameter], clip: float | None = None
+    ) -> bool:
         """Backward + step unless the loss is NaN/Inf or the grad norm is over ``train.grad_skip`` (vdvae's guard).
 
-        Returns whether the update was applied. ``train.grad_clip`` clips the norm of applied updates.
+        Returns whether the update was applied. ``clip`` (else ``train.grad_clip``) clips the norm of applied updates.
         """
         opt.zero_grad(set_to_none=True)
         if not all_finite(loss):
             return False
         loss.backward()
         params = [p for p in params if p.grad is not None]
+        if self.grad_sync:
+            average_gradients(params)
         tc = self.cfg.train
-        limit = tc.grad_clip if tc.grad_clip is not None else math.inf
+        limit = clip or (tc.grad_clip if tc.grad_clip is not None else math.inf)
         norm = torch.nn.utils.clip_grad_norm_(params, limit)
         if not torch.isfinite(norm) or (tc.grad_skip is not None and norm > tc.grad_skip):
             opt.zero_grad(set_to_none=True)

@@ -16,7 +16,7 @@ import ray
 import ray.train
 from ray.train.torch import TorchTrainer
 
-from raytrain.config import RunConfig, flatten
+from raytrain.config import RunConfig, flatten, to_raw
 from raytrain.data.pipeline import Collection, build_datasets, load_domains
 from raytrain.errors import RaytrainError
 from raytrain.methods import method_class
@@ -83,7 +83,7 @@ def make_trainer(cfg: RunConfig, collection: Collection, tracking: dict | None) 
     domains = method_class(cfg.method.name).domains
     datasets = build_datasets(cfg, collection, domains, cfg.scaling.num_workers)
     loop_config = {
-        "run": cfg.model_dump(mode="json"),
+        "run": to_raw(cfg),
         "val_ref": ray.put(collection.val),
         "tracking": tracking,
     }

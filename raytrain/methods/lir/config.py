@@ -1,0 +1,77 @@
+"""LIR config: networks, the weights of eq. 14 (paper defaults), the official code's variants, ablation switches.
+
+Latent: content codes are ``width * 2**n_down`` x H/2**n_down x W/2**n_down (256 x H/4 x W/4 by default).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Weight = Annotated[float, Field(ge=0, le=1000)]
+
+
+class LIRConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    name: Literal["lir"] = "lir"
+    # --- networks (official UNIT-based defaults)
+    width: Annotated[int, Field(ge=2, le=256)] = 64
+    n_down: Annotated[int, Field(ge=1, le=4)] = 2
+    n_res: Annotated[int, Field(ge=0, le=16)] = 4
+    norm: Literal["bn", "in", "none"] = "bn"
+    noise_dim: Annotated[int, Field(ge=1, le=1024)] = 256  # channels of the noise code z^N_X
+    disc_width: Annotated[int, Field(ge=2, le=512)] = 64
+    disc_layers: Annotated[int, Field(ge=1, le=6)] = 4
+    disc_scales: Annotated[int, Field(ge=1, le=4)] = 3
+    repr_widths: tuple[int, ...] = (32, 64, 128, 256)
+    # --- loss weights of eq. 14 (paper)
+    lambda_R: Weight = 1.0  # representation adversarial (eq. 9)
+    lambda_adv: Weight = 1.0  # domain adversarial (eqs. 12-13)
+    lambda_CC: Weight = 10.0  # cross-cycle (eqs. 7-8)
+    lambda_rec: Weight = 10.0  # self-reconstruction
+    lambda_bc: Weight = 5.0  # background consistency (eq. 10)
+    lambda_sc: Weight = 1.0  # semantic consistency (eq. 11)
+    lambda_KL: Weight = 0.01  # KL of the noise code
+    bcm_weights: tuple[Weight, Weight, Weight] = (0.25, 0.5, 1.0)  # per blur level 5 / 9 / 15
+    bcm_reading: Literal["paper", "official"] = "paper"  # paper: sigma 5/9/15; official: kernel size 5/9/15, sigma 25
+    scm_layer: Literal["conv5_1", "conv4_1"] = "conv5_1"  # paper: conv5_1; official: conv4_1
+    scm_instance_norm: bool = False  # official: features instance-normalised before the L2
+    scm_weights: str | None = None  # local torchvision VGG-19 state dict (e.g. vgg19-dcbb9e9d.pth)
+    scm_backbone: Literal["pretrained", "random"] = "pretrained"  # random: tests and demos only (logged as such)
+    kl: Literal["gaussian", "mu2"] = "gaussian"  # paper KL(N(mu, var) || N(0,1)); official mean(mu^2), z = mu + N(0,1)
+    repr_gan: Literal["lsgan", "bce"] = "lsgan"
+    # --- update schedule (official): D_R steps, then D_X/D_Y, then encoders + generators
+    repr_steps: Annotated[int, Field(ge=1, le=10)] = 3
+    repr_lr_factor: Annotated[float, Field(gt=0, le=10)] = 0.5
+    repr_clip: Annotated[float, Field(gt=0)] = 5.0
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.0, 0.9)
+    # --- ablation switches (paper Table 4): (a) noise_encoder=false, (b) repr_disc=false, (c) bcm=false, (d) all on
+    noise_encoder: bool = True
+    repr_disc: bool = True
+    bcm: bool = True
+    scm: bool = True
+
+    @model_validator(mode="after")
+    def _sensible(self) -> LIRConfig:
+        set_ = self.model_fields_set
+        off_but_weighted = [
+            (flag, w) for flag, w in (("noise_encoder", "lambda_KL"), ("repr_disc", "lambda_R"), ("bcm", "lambda_bc"),
+                                      ("scm", "lambda_sc"))
+            if not getattr(self, flag) and w in set_ and getattr(self, w) > 0
+        ]  # fmt: skip
+        if off_but_weighted:
+            flag, w = off_but_weighted[0]
+            raise ValueError(f"{w}={getattr(self, w)} has no effect with {flag}=false; drop one of them")
+        if not self.repr_disc and self.lambda_adv == 0:
+            raise ValueError("repr_disc=false and lambda_adv=0: nothing aligns the two domains")
+        if self.scm and self.scm_backbone == "pretrained" and self.scm_weights is None:
+            raise ValueError(
+                "scm=true needs VGG-19 weights: set method.scm_weights to a local torchvision vgg19 .pth file "
+                "(no download happens), or method.scm=false, or method.scm_backbone=random for a demo"
+            )
+        return self
+
+    def width_at_latent(self) -> int:
+        return self.width * 2**self.n_down

@@ -1,0 +1,206 @@
+"""LIR on the one training loop.
+
+Per step (official order): ``repr_steps`` updates of D_R, one of D_X + D_Y, one of the encoders + generators with
+every discriminator frozen. Nets work in [-1, 1] (tanh outputs, as the official code); the loop's [0, 1] images are
+mapped in and out here.
+
+Gradients across Ray Train workers are averaged by :meth:`Method.update` (``grad_sync``), not by DDP: LIR calls its
+encoders twice per step and freezes discriminators in the generator step, which DDP's once-per-backward hooks reject.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from raytrain.errors import ConfigError
+from raytrain.losses.adversarial import bce_target, lsgan_d, lsgan_target
+from raytrain.losses.consistency import BackgroundConsistency, SemanticConsistency
+from raytrain.losses.kl import gaussian_kl, mu_squared
+from raytrain.methods.base import Method, StepOutput, make_scheduler
+from raytrain.nn.blocks import (
+    ContentEncoder,
+    Decoder,
+    MultiScaleDiscriminator,
+    NoiseEncoder,
+    RepresentationDiscriminator,
+)
+from raytrain.nn.vgg import VGG19Features
+
+GENERATORS = ("enc_noisy", "enc_clean", "enc_noise", "gen_noisy", "gen_clean")
+
+
+def build_nets(m, channels: int, inference: bool) -> dict[str, nn.Module]:
+    """E_X, E_Y, E^N_X, G_X, G_Y (+ D_X, D_Y, D_R for training), as configured."""
+    nets: dict[str, nn.Module] = {"enc_noisy": ContentEncoder(channels, m.width, m.n_down, m.n_res, m.norm)}
+    latent = nets["enc_noisy"].out_dim
+    nets["gen_clean"] = Decoder(latent, channels, m.n_down, m.n_res, m.norm)
+    if inference:
+        return nets
+    nets["enc_clean"] = ContentEncoder(channels, m.width, m.n_down, m.n_res, m.norm)
+    noise_out = m.noise_dim * (2 if m.kl == "gaussian" else 1)
+    if m.noise_encoder:
+        nets["enc_noise"] = NoiseEncoder(channels, m.width, m.n_down, noise_out, m.norm)
+    nets["gen_noisy"] = Decoder(latent + (m.noise_dim if m.noise_encoder else 0), channels, m.n_down, m.n_res, m.norm)
+    nets["disc_noisy"] = MultiScaleDiscriminator(channels, m.disc_width, m.disc_layers, m.disc_scales)
+    nets["disc_clean"] = MultiScaleDiscriminator(channels, m.disc_width, m.disc_layers, m.disc_scales)
+    if m.repr_disc:
+        nets["disc_repr"] = RepresentationDiscriminator(latent, m.repr_widths)
+    return nets
+
+
+def semantic_features(m) -> nn.Module:
+    vgg = VGG19Features(m.scm_layer)
+    if m.scm_backbone == "random":
+        return vgg
+    path = Path(m.scm_weights)
+    if not path.is_file():
+        raise ConfigError(f"method.scm_weights: {path} not found; put a torchvision VGG-19 state dict there")
+    try:
+        return vgg.load_torchvision(path)
+    except ValueError as exc:
+        raise ConfigError(f"method.scm_weights: {exc}") from None
+
+
+class LIR(Method):
+    name = "lir"
+    domains = ("target", "source")  # x: noisy-only target domain, y: clean-only source domain
+    draw = "all"
+    inference_nets = ("enc_noisy", "gen_clean")
+    grad_sync = True
+
+    def __init__(self, cfg, device: torch.device, prepare: Callable | None = None, inference: bool = False):
+        super().__init__(cfg, device, prepare)
+        m = self.m = cfg.method
+        self.stride = 2**m.n_down
+        for k, net in build_nets(m, self.channels, inference).items():
+            self.nets[k] = self.replicate(net)
+        if inference:
+            return
+        self.bcm = BackgroundConsistency(m.bcm_reading, m.bcm_weights)
+        self.scm = SemanticConsistency(semantic_features(m).to(device), m.scm_instance_norm) if m.scm else None
+        tc = cfg.train
+        adam = dict(betas=m.betas, weight_decay=tc.weight_decay)
+        gen_params = [p for k in GENERATORS if k in self.nets for p in self.nets[k].parameters()]
+        self.optimizers["gen"] = torch.optim.Adam(gen_params, lr=tc.lr, **adam)
+        disc = [*self.nets["disc_noisy"].parameters(), *self.nets["disc_clean"].parameters()]
+        self.optimizers["disc"] = torch.optim.Adam(disc, lr=tc.lr, **adam)
+        if m.repr_disc:
+            self.optimizers["disc_repr"] = torch.optim.Adam(
+                self.nets["disc_repr"].parameters(), lr=tc.lr * m.repr_lr_factor, **adam
+            )
+        self.schedulers = {k: make_scheduler(opt, tc) for k, opt in self.optimizers.items()}
+
+    # ------------------------------------------------------------------------------------------------ pieces
+    def encode_noise(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """z^N_X (sampled) and its KL to N(0, 1); (None, 0) without the noise encoder (ablation a)."""
+        if "enc_noise" not in self.nets:
+            return None, x.new_zeros(())
+        h = self.nets["enc_noise"](x)
+        if self.m.kl == "mu2":
+            return h + torch.randn_like(h), mu_squared(h)
+        mu, logvar = h.chunk(2, dim=1)
+        logvar = logvar.clamp(-20, 10)
+        return mu + torch.randn_like(mu) * (0.5 * logvar).exp(), gaussian_kl(mu, logvar)
+
+    def gen_noisy(self, z: torch.Tensor, zn: torch.Tensor | None) -> torch.Tensor:
+        return self.nets["gen_noisy"](z if zn is None else torch.cat([z, zn], 1))
+
+    def translate(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Forward cross translation (eqs. 3-4) plus the codes the losses need."""
+        n = self.nets
+        z_x, z_y = n["enc_noisy"](x), n["enc_clean"](y)
+        zn, kl = self.encode_noise(x)
+        return {"z_x": z_x, "z_y": z_y, "zn": zn, "kl": kl,
+                "x2y": n["gen_clean"](z_x), "y2x": self.gen_noisy(z_y, zn)}  # fmt: skip
+
+    # ------------------------------------------------------------------------------------------------ steps
+    def step_repr_disc(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, bool]:
+        with torch.no_grad():
+            z_x, z_y = self.nets["enc_noisy"](x), self.nets["enc_clean"](y)
+        d = self.nets["disc_repr"]
+        if self.m.repr_gan == "lsgan":
+            loss = lsgan_d(d(z_y), d(z_x))
+        else:
+            loss = bce_target(d(z_y), 1.0) + bce_target(d(z_x), 0.0)
+        ok = self.update(loss, self.optimizers["disc_repr"], d.parameters(), clip=self.m.repr_clip)
+        return float(loss.detach()), ok
+
+    def step_domain_disc(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, bool]:
+        with torch.no_grad():
+            t = self.translate(x, y)
+        dx, dy = self.nets["disc_noisy"], self.nets["disc_clean"]
+        loss = lsgan_d(dx(x), dx(t["y2x"])) + lsgan_d(dy(y), dy(t["x2y"]))
+        params = [*dx.parameters(), *dy.parameters()]
+        ok = self.update(self.m.lambda_adv * loss, self.optimizers["disc"], params)
+        return float(loss.detach()), ok
+
+    def generator_losses(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every term of eq. 14 for the encoder/generator step (unweighted)."""
+        n, m = self.nets, self.m
+        t = self.translate(x, y)
+        rec_x = self.gen_noisy(t["z_x"], t["zn"])
+        rec_y = n["gen_clean"](t["z_y"])
+        zn_cc, _ = self.encode_noise(t["y2x"])  # backward cross reconstruction (eqs. 5-6)
+        cc_x = self.gen_noisy(n["enc_clean"](t["x2y"]), zn_cc)
+        cc_y = n["gen_clean"](n["enc_noisy"](t["y2x"]))
+        losses = {
+            "rec": F.l1_loss(rec_x, x) + F.l1_loss(rec_y, y),
+            "cc": F.l1_loss(cc_x, x) + F.l1_loss(cc_y, y),
+            "adv": lsgan_target(n["disc_clean"](t["x2y"]), 1.0) + lsgan_target(n["disc_noisy"](t["y2x"]), 1.0),
+            "kl": t["kl"],
+        }
+        if m.repr_disc:  # encoders make D_R unsure (target 1/2) for both domains (eq. 9)
+            confuse = lsgan_target if m.repr_gan == "lsgan" else bce_target
+            losses["repr"] = confuse(n["disc_repr"](t["z_x"]), 0.5) + confuse(n["disc_repr"](t["z_y"]), 0.5)
+        if m.bcm:
+            losses["bc"] = self.bcm(x, t["x2y"]) + self.bcm(y, t["y2x"])
+        if self.scm is not None:
+            to01 = lambda v: (v + 1) / 2  # noqa: E731 - VGG expects [0, 1]
+            losses["sc"] = self.scm(to01(x), to01(t["x2y"])) + self.scm(to01(y), to01(t["y2x"]))
+        return losses
+
+    def weighted(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        m = self.m
+        w = {"repr": m.lambda_R, "adv": m.lambda_adv, "cc": m.lambda_CC, "rec": m.lambda_rec, "bc": m.lambda_bc,
+             "sc": m.lambda_sc, "kl": m.lambda_KL}  # fmt: skip
+        return sum(w[k] * v for k, v in losses.items())
+
+    def step_generators(self, x: torch.Tensor, y: torch.Tensor) -> tuple[dict[str, float], bool]:
+        discs = [self.nets[k] for k in ("disc_noisy", "disc_clean", "disc_repr") if k in self.nets]
+        for d in discs:  # frozen: no discriminator gradient in the generator step
+            d.requires_grad_(False)
+        losses = self.generator_losses(x, y)
+        total = self.weighted(losses)
+        params = [p for k in GENERATORS if k in self.nets for p in self.nets[k].parameters()]
+        ok = self.update(total, self.optimizers["gen"], params)
+        for d in discs:
+            d.requires_grad_(True)
+        return {f"g_{k}": float(v.detach()) for k, v in losses.items()} | {"g_total": float(total.detach())}, ok
+
+    def train_step(self, batches: dict[str, dict[str, torch.Tensor]], step: int) -> StepOutput:
+        x = batches["target"]["noisy"] * 2 - 1
+        y = batches["source"]["clean"] * 2 - 1
+        out: dict[str, float] = {}
+        ok = True
+        if self.m.repr_disc:
+            for _ in range(self.m.repr_steps):
+                out["d_repr"], good = self.step_repr_disc(x, y)
+                ok &= good
+        out["d_domain"], good = self.step_domain_disc(x, y)
+        ok &= good
+        g, good = self.step_generators(x, y)
+        return StepOutput(out | g, skipped=not (ok and good))
+
+    @torch.no_grad()
+    def restore(self, noisy: torch.Tensor) -> torch.Tensor:
+        """G_Y(E_X(x)) with reflect padding to a multiple of the encoder stride, cropped back."""
+        h, w = noisy.shape[-2:]
+        ph, pw = (-h) % self.stride, (-w) % self.stride
+        x = F.pad(noisy * 2 - 1, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
+        out = self.nets["gen_clean"](self.nets["enc_noisy"](x))
+        return ((out + 1) / 2)[..., :h, :w]

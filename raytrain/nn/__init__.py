@@ -1,0 +1,1 @@
+"""Shared network blocks (no Ray, no MLflow)."""

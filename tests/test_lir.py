@@ -1,0 +1,206 @@
+"""LIR: losses on known inputs, net shapes, which parameters each phase moves, ablation variants, state."""
+
+import pytest
+import torch
+
+from raytrain.config import load_config
+from raytrain.errors import ConfigError
+from raytrain.losses.adversarial import bce_target, lsgan_d, lsgan_target
+from raytrain.losses.consistency import BackgroundConsistency, blur_kernels
+from raytrain.losses.kl import gaussian_kl, gaussian_kl_two, mu_squared
+from raytrain.methods import build_method
+from raytrain.nn.vgg import LAYERS, VGG19Features
+
+TINY_LIR = [
+    "method.name=lir", "method.width=4", "method.n_res=1", "method.noise_dim=4", "method.disc_width=4",
+    "method.disc_layers=2", "method.disc_scales=2", "method.repr_widths=[4,4,4,4]", "method.scm_backbone=random",
+    "method.repr_steps=1", "data.split=two_domain",
+]  # fmt: skip
+
+
+def lir(*extra):
+    return build_method(load_config(None, [*TINY_LIR, *extra]), torch.device("cpu"))
+
+
+def batch(n=2, s=16):
+    torch.manual_seed(0)
+    return {"target": {"noisy": torch.rand(n, 1, s, s)}, "source": {"clean": torch.rand(n, 1, s, s)}}
+
+
+# ----------------------------------------------------------------------------------------------------- losses
+def test_bcm_zero_for_identical_and_weights_scales():
+    a, b = torch.rand(2, 1, 32, 32), torch.rand(2, 1, 32, 32)
+    assert float(BackgroundConsistency()(a, a)) == 0.0
+    full = BackgroundConsistency("paper", (0.25, 0.5, 1.0))
+    parts = full.per_scale(a, b)
+    assert float(full(a, b)) == pytest.approx(float(0.25 * parts[0] + 0.5 * parts[1] + 1.0 * parts[2]))
+    only_last = BackgroundConsistency("paper", (0.0, 0.0, 1.0))
+    assert float(only_last(a, b)) == pytest.approx(float(parts[2]))
+
+
+def test_bcm_readings_differ_as_documented():
+    paper, official = blur_kernels("paper"), blur_kernels("official")
+    assert [len(k) for k in paper] == [31, 55, 91]  # sigma 5 / 9 / 15 -> 2 ceil(3 sigma) + 1 taps
+    assert [len(k) for k in official] == [5, 9, 15]  # kernel size 5 / 9 / 15, sigma 25: nearly a box filter
+    assert float(official[2].max() - official[2].min()) < 0.01
+    assert all(float(k.sum()) == pytest.approx(1.0) for k in paper + official)
+
+
+def test_kl_zero_at_standard_normal_and_positive_elsewhere():
+    z = torch.zeros(3, 4)
+    assert float(gaussian_kl(z, z)) == 0.0 and float(mu_squared(z)) == 0.0
+    assert float(gaussian_kl(z + 1, z)) == pytest.approx(0.5)
+    mu_q, lv_q = torch.randn(1000), torch.randn(1000) * 0.3
+    mc = torch.distributions.kl_divergence(
+        torch.distributions.Normal(mu_q, (0.5 * lv_q).exp()), torch.distributions.Normal(0.0, 1.0)
+    )
+    assert torch.allclose(gaussian_kl_two(mu_q, lv_q, torch.zeros(1000), torch.zeros(1000)), mc, atol=1e-5)
+
+
+def test_adversarial_targets():
+    ones, zeros, halves = torch.ones(5), torch.zeros(5), torch.full((5,), 0.5)
+    assert float(lsgan_d(ones, zeros)) == 0.0  # a perfect D: real -> 1, fake -> 0
+    assert float(lsgan_d(zeros, ones)) == 2.0
+    assert float(lsgan_target([ones, ones], 1.0)) == 0.0  # multi-scale lists sum
+    assert float(lsgan_target(halves, 0.5)) == 0.0  # eq. 9: encoders aim at D_R = 1/2
+    assert float(bce_target(torch.zeros(5), 0.5)) == pytest.approx(0.6931, abs=1e-4)  # logit 0 = p 1/2 is optimal
+
+
+# -------------------------------------------------------------------------------------------------- networks
+def test_shapes_of_every_net():
+    m = lir()
+    n = m.nets
+    x = torch.rand(2, 1, 32, 32)
+    z = n["enc_noisy"](x)
+    assert z.shape == (2, 16, 8, 8)  # width * 2**n_down channels at H/4, W/4
+    assert n["enc_noise"](x).shape == (2, 8, 8, 8)  # mean and log-variance of a 4-channel noise code
+    assert n["gen_clean"](z).shape == (2, 1, 32, 32)
+    assert n["gen_noisy"](torch.cat([z, torch.zeros(2, 4, 8, 8)], 1)).shape == (2, 1, 32, 32)
+    assert [o.shape for o in n["disc_noisy"](x)] == [(2, 1, 8, 8), (2, 1, 4, 4)]
+    assert n["disc_repr"](z).shape == (2,)
+    assert m.restore(torch.rand(1, 1, 29, 35)).shape == (1, 1, 29, 35)  # any size: pad to the stride, crop back
+
+
+def test_default_latent_is_256_by_quarter_resolution():
+    cfg = load_config(None, ["method.name=lir", "method.scm=false", "method.n_res=0"])
+    from raytrain.methods.lir.method import build_nets
+
+    nets = build_nets(cfg.method, 1, inference=True)
+    assert nets["enc_noisy"](torch.rand(1, 1, 64, 48)).shape == (1, 256, 16, 12)
+
+
+def test_vgg_layers_and_torchvision_file(tmp_path):
+    full = VGG19Features("conv5_1")
+    assert len(full.features) == LAYERS["conv5_1"] + 1
+    assert full(torch.rand(1, 1, 32, 32)).shape == (1, 512, 2, 2)
+    tv = {f"features.{k}": v for k, v in full.features.state_dict().items()} | {"classifier.0.weight": torch.zeros(1)}
+    torch.save(tv, tmp_path / "vgg19.pth")
+    four = VGG19Features("conv4_1").load_torchvision(tmp_path / "vgg19.pth")
+    assert torch.equal(four.features[0].weight, full.features[0].weight)
+    torch.save({"x": torch.zeros(1)}, tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match="not a torchvision VGG-19"):
+        VGG19Features().load_torchvision(tmp_path / "bad.pth")
+
+
+# ------------------------------------------------------------------------------------------- update schedule
+def _snapshot(m):
+    return {k: [p.detach().clone() for p in net.parameters()] for k, net in m.nets.items()}
+
+
+def _moved(before, m):
+    def changed(k):
+        return any(not torch.equal(a, b) for a, b in zip(before[k], m.nets[k].parameters(), strict=True))
+
+    return {k for k in before if changed(k)}
+
+
+def test_each_phase_moves_exactly_its_parameter_groups():
+    m = lir()
+    b = batch()
+    x, y = b["target"]["noisy"] * 2 - 1, b["source"]["clean"] * 2 - 1
+    before = _snapshot(m)
+    m.step_repr_disc(x, y)
+    assert _moved(before, m) == {"disc_repr"}
+    before = _snapshot(m)
+    m.step_domain_disc(x, y)
+    assert _moved(before, m) == {"disc_noisy", "disc_clean"}
+    before = _snapshot(m)
+    m.step_generators(x, y)
+    assert _moved(before, m) == {"enc_noisy", "enc_clean", "enc_noise", "gen_noisy", "gen_clean"}
+    assert all(p.requires_grad for k in ("disc_noisy", "disc_clean", "disc_repr") for p in m.nets[k].parameters())
+
+
+def test_generator_step_reports_every_loss_of_eq14():
+    out = lir().train_step(batch(), 1)
+    assert not out.skipped
+    assert {"g_repr", "g_adv", "g_cc", "g_rec", "g_bc", "g_sc", "g_kl", "d_repr", "d_domain"} <= set(out.losses)
+
+
+@pytest.mark.parametrize(
+    "variant, absent_nets, absent_losses",
+    [
+        (["method.noise_encoder=false"], {"enc_noise"}, set()),  # (a) no E^N_X
+        (["method.repr_disc=false"], {"disc_repr"}, {"g_repr", "d_repr"}),  # (b) no D_R
+        (["method.bcm=false"], set(), {"g_bc"}),  # (c) no BCM
+        ([], set(), set()),  # (d) full
+    ],
+)
+def test_ablation_variants_train(variant, absent_nets, absent_losses):
+    m = lir(*variant)
+    assert not absent_nets & set(m.nets)
+    b = batch()
+    for step in range(1, 4):
+        out = m.train_step(b, step)
+        m.end_step()
+    assert not out.skipped and not absent_losses & set(out.losses)
+    assert all(torch.isfinite(torch.tensor(v)) for v in out.losses.values())
+
+
+def test_official_variants_run():
+    out = lir("method.kl=mu2", "method.bcm_reading=official", "method.scm_layer=conv4_1",
+              "method.scm_instance_norm=true", "method.repr_gan=bce").train_step(batch(), 1)  # fmt: skip
+    assert not out.skipped
+
+
+def test_state_roundtrip_restores_every_net_and_optimiser(tmp_path):
+    from raytrain.train import checkpoint as ckpt
+
+    cfg = load_config(None, TINY_LIR)
+    a = build_method(cfg, torch.device("cpu"))
+    for step in range(1, 3):
+        a.train_step(batch(), step)
+        a.end_step()
+    ckpt.save_checkpoint(tmp_path, a, 2, "{}", {})
+    b = build_method(cfg, torch.device("cpu"))
+    b.load_state_dict(ckpt.load_state(tmp_path))
+    assert set(b.optimizers) == {"gen", "disc", "disc_repr"}
+    for k in a.nets:
+        for pa, pb in zip(a.nets[k].state_dict().values(), b.nets[k].state_dict().values(), strict=True):
+            assert torch.equal(pa, pb), k
+    for k in a.optimizers:
+        assert a.optimizers[k].state_dict()["state"].keys() == b.optimizers[k].state_dict()["state"].keys()
+    inf = ckpt.load_inference(tmp_path)
+    assert set(inf["nets"]) == {"enc_noisy", "gen_clean"}  # restoration keeps only E_X and G_Y
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["method.name=lir"], "scm=true needs VGG-19 weights: set method.scm_weights"),
+        (["method.name=lir", "method.scm=false", "method.lambda_sc=2"], "lambda_sc=2.0 has no effect with scm=false"),
+        (
+            ["method.name=lir", "method.scm=false", "method.repr_disc=false", "method.lambda_adv=0"],
+            "nothing that aligns",
+        ),
+    ],
+)
+def test_nonsense_configs_are_rejected(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+
+
+def test_missing_vgg_file_names_it(tmp_path):
+    cfg = load_config(None, ["method.name=lir", f"method.scm_weights={tmp_path}/vgg19.pth", *TINY_LIR[1:-3]])
+    with pytest.raises(ConfigError, match=r"method.scm_weights: .*vgg19.pth not found"):
+        build_method(cfg, torch.device("cpu"))
