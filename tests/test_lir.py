@@ -191,7 +191,7 @@ def test_state_roundtrip_restores_every_net_and_optimiser(tmp_path):
         (["method.name=lir", "method.scm=false", "method.lambda_sc=2"], "lambda_sc=2.0 has no effect with scm=false"),
         (
             ["method.name=lir", "method.scm=false", "method.repr_disc=false", "method.lambda_adv=0"],
-            "nothing that aligns",
+            "nothing aligns the two domains",
         ),
     ],
 )
