@@ -6,6 +6,7 @@ Both train the same DnCNN at the same batch size with the same number of CPU thr
 tensors. Target: ratio <= 1.10.
 
     python benchmarks/loop_overhead.py [--steps 60] [--depth 17] [--width 64] [--batch 16] [--threads 2]
+    python benchmarks/loop_overhead.py --method lir --steps 6 --log-every 2 --set method.scm_backbone=random
 """
 
 from __future__ import annotations
@@ -24,18 +25,23 @@ from raytrain.methods import build_method
 from raytrain.train.launch import run_training
 
 
+def fake_batch(domains: tuple[str, ...], n: int, c: int, s: int) -> dict:
+    keys = {"paired": ("clean", "noisy"), "source": ("clean",), "target": ("noisy",)}
+    return {d: {k: torch.rand(n, c, s, s) for k in keys[d]} for d in domains}
+
+
 def plain_step_time(cfg, steps: int, threads: int) -> float:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     method = build_method(cfg, torch.device("cpu"))
-    s = cfg.data.patches.size
-    batches = [{"paired": {"clean": torch.rand(cfg.train.batch_size, 1, s, s),
-                           "noisy": torch.rand(cfg.train.batch_size, 1, s, s)}} for _ in range(8)]  # fmt: skip
-    for i in range(3):
-        method.train_step(batches[i % 8], i)
+    c = 1 if cfg.data.color == "gray" else 3
+    batches = [fake_batch(method.domains, cfg.train.batch_size, c, cfg.data.patches.size) for _ in range(4)]
+    warm = min(3, max(1, steps // 3))
+    for i in range(warm):
+        method.train_step(batches[i % 4], i)
     t0 = time.perf_counter()
     for i in range(steps):
-        method.train_step(batches[i % 8], i)
+        method.train_step(batches[i % 4], i)
         method.end_step()
     return (time.perf_counter() - t0) / steps
 
@@ -53,13 +59,19 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=64)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--method", default="dncnn")
+    ap.add_argument("--log-every", type=int, default=10)
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra config overrides")
     a = ap.parse_args()
+    sizes = [f"method.depth={a.depth}", f"method.width={a.width}"] if a.method == "dncnn" else []
     work = tempfile.mkdtemp(prefix="raytrain-bench-")
+    split = "two_domain" if a.method == "lir" else "semi"
     cfg = load_config(None, [
-        f"workdir={work}", "name=overhead", f"method.depth={a.depth}", f"method.width={a.width}",
-        f"train.batch_size={a.batch}", f"train.steps={a.steps}", "train.log_every=10", f"train.val_every={a.steps}",
+        f"workdir={work}", "name=overhead", f"method.name={a.method}", *sizes, f"data.split={split}",
+        f"train.batch_size={a.batch}", f"train.steps={a.steps}", f"train.log_every={a.log_every}",
+        f"train.val_every={a.steps}",
         f"train.checkpoint_every={a.steps}", "scaling.num_workers=1", f"scaling.cpus_per_worker={a.threads}",
-        "data.resample_noise=true", "data.max_size=256", "tracking.enabled=false", "data.val_crop=32",
+        "data.resample_noise=true", "data.max_size=256", "tracking.enabled=false", "data.val_crop=32", *a.overrides,
     ])  # fmt: skip
     ray.init(num_cpus=a.threads + 1, include_dashboard=False, log_to_driver=False)
     ray_t = ray_step_time(cfg)

@@ -152,6 +152,7 @@ class TrainConfig(Strict):
     checkpoint_every: Annotated[int, Field(ge=1)] = 200
     keep_checkpoints: Annotated[int, Field(ge=1)] = 3
     max_bad_steps: Annotated[int, Field(ge=1)] = 20  # consecutive NaN/Inf steps before the run fails
+    max_minutes: Annotated[float, Field(gt=0)] | None = None  # time budget: stop (validate + checkpoint) when spent
     resume_from: str | None = None  # a checkpoint directory to start from (when Ray has none for this run)
     fail_at_step: Annotated[int, Field(ge=1)] | None = None  # fault injection: rank 0 dies once at this step
 

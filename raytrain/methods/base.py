@@ -104,6 +104,11 @@ class Method:
         """Restore a batch of noisy images (N, C, H, W) in [0, 1]; any H, W."""
         raise NotImplementedError
 
+    @torch.no_grad()
+    def preview(self, noisy: torch.Tensor, clean: torch.Tensor) -> list[torch.Tensor]:
+        """Columns of the validation image grid (one image each, (1, C, H, W) in [0, 1]): noisy | output | clean."""
+        return [noisy, self.restore(noisy), clean]
+
     # ---------------------------------------------------------------------------------------------- helpers
     def replicate(self, net: nn.Module) -> nn.Module:
         """Place a net for a ``grad_sync`` method: on this device, with rank 0's initial weights on every rank."""

@@ -140,6 +140,8 @@ def run_training(cfg: RunConfig, parent_run_id: str | None = None) -> TrainResul
         run = DriverRun(resolve_uri(cfg.tracking.uri, cfg.workdir), cfg.tracking.experiment, cfg.workdir, cfg.name,
                         parent_run_id)  # fmt: skip
         run.log_params(flatten(cfg))
+        if getattr(cfg.method, "scm", False) and getattr(cfg.method, "scm_backbone", "") == "random":
+            run.set_tags({"warning": "SCM uses a RANDOM VGG-19 (method.scm_backbone=random): test/demo only"})
         run.set_tags({"method": cfg.method.name, "split_sizes": json.dumps(collection.split.sizes()),
                       "val_images": ",".join(collection.val_names)})  # fmt: skip
     trainer = make_trainer(cfg, collection, run.info if run else None)

@@ -91,7 +91,8 @@ def validate(method: Method, val: list, rank: int, world: int, device: torch.dev
     rows = evaluate_pairs(method.restore, val[rank::world], device)
     method.train(True)
     keys = ("psnr", "ssim", "psnr_noisy", "ssim_noisy")
-    sums = torch.tensor([[sum(r[k] for r in rows) for k in keys] + [len(rows)]], dtype=torch.float64)
+    # on the worker's device: NCCL all-reduces only CUDA tensors
+    sums = torch.tensor([[sum(r[k] for r in rows) for k in keys] + [len(rows)]], dtype=torch.float64, device=device)
     if world > 1 and dist.is_initialized():
         dist.all_reduce(sums)
     n = max(sums[0, -1].item(), 1.0)
@@ -173,7 +174,7 @@ class Loop:
             self.steps_since += 1
             if self.bar is not None:
                 self.bar.update(1)
-            last = step == tc.steps
+            last = step == tc.steps or self._budget_spent(t0)
             if step % tc.log_every and step % tc.val_every and step % tc.checkpoint_every and not last:
                 continue
             metrics = self._train_metrics(step, start, samples / (time.perf_counter() - t0))
@@ -182,8 +183,19 @@ class Loop:
             want_ckpt = step % tc.checkpoint_every == 0 or last
             self._report(metrics, step, want_ckpt)
             self.t_mark, self.steps_since = time.perf_counter(), 0  # step_time_s excludes validation/checkpoints
+            if last:
+                break
         if self.bar is not None:
             self.bar.close()
+
+    def _budget_spent(self, t0: float) -> bool:
+        """``train.max_minutes`` elapsed on any rank (all ranks agree, so the report collective stays in step)."""
+        if self.cfg.train.max_minutes is None:
+            return False
+        spent = torch.tensor([float(time.perf_counter() - t0 > 60 * self.cfg.train.max_minutes)], device=self.device)
+        if self.world > 1 and dist.is_initialized():
+            dist.all_reduce(spent, op=dist.ReduceOp.MAX)
+        return bool(spent.item())
 
     def _guard(self, out, step: int) -> None:
         if not out.skipped:
@@ -218,10 +230,10 @@ class Loop:
         if self.logger is not None and self.cfg.tracking.image_every_val and self.val:
             noisy, clean = self.val[0]
             self.method.train(False)
-            with torch.no_grad():
-                out = self.method.restore(to_tensor(noisy, self.device)).clamp(0, 1)[0].cpu().numpy()
+            cols = self.method.preview(to_tensor(noisy, self.device), to_tensor(clean, self.device))
             self.method.train(True)
-            self.logger.log_image(image_grid([np.clip(noisy, 0, 1), out, clean]), f"val_step{step:07d}.png")
+            arrays = [c.clamp(0, 1)[0].cpu().numpy() for c in cols]
+            self.logger.log_image(image_grid(arrays), f"val_step{step:07d}.png")
         return m
 
     def _report(self, metrics: dict[str, float], step: int, want_ckpt: bool) -> None:

@@ -197,6 +197,16 @@ class LIR(Method):
         return StepOutput(out | g, skipped=not (ok and good))
 
     @torch.no_grad()
+    def preview(self, noisy: torch.Tensor, clean: torch.Tensor) -> list[torch.Tensor]:
+        """noisy | restored | clean | degraded clean (G_X(E_Y(y) (+) E^N_X(x)), the learned noise on the clean)."""
+        h, w = noisy.shape[-2:]
+        h, w = h - h % self.stride, w - w % self.stride
+        x, y = noisy[..., :h, :w] * 2 - 1, clean[..., :h, :w] * 2 - 1
+        zn, _ = self.encode_noise(x)
+        degraded = (self.gen_noisy(self.nets["enc_clean"](y), zn) + 1) / 2
+        return [noisy[..., :h, :w], self.restore(noisy)[..., :h, :w], clean[..., :h, :w], degraded]
+
+    @torch.no_grad()
     def restore(self, noisy: torch.Tensor) -> torch.Tensor:
         """G_Y(E_X(x)) with reflect padding to a multiple of the encoder stride, cropped back."""
         h, w = noisy.shape[-2:]
