@@ -90,3 +90,48 @@ def test_eval_defaults_to_the_held_out_images(trained, capsys):
 
     for name in load_domains(cfg).val_names:
         assert name in out
+
+
+@pytest.mark.slow
+def test_sigterm_marks_the_run_killed_and_leaves_no_ray_behind(tmp_path):
+    import signal
+    import time
+    from pathlib import Path
+
+    from mlflow.tracking import MlflowClient
+
+    def raylets():  # pids of live raylet processes (Linux /proc)
+        pids = set()
+        for comm in Path("/proc").glob("[0-9]*/comm"):
+            try:
+                if comm.read_text().startswith("raylet") and "Z" not in (comm.parent / "stat").read_text().split()[2]:
+                    pids.add(int(comm.parent.name))
+            except OSError:
+                continue
+        return pids
+
+    before = raylets()
+    work = tmp_path / "w"
+    cmd = [sys.executable, "-m", "raytrain.cli", "train", "--set", f"workdir={work}", "--set", "name=term",
+           "--set", "train.steps=100000", "--set", "method.depth=3", "--set", "method.width=4",
+           "--set", "data.max_size=96", "--set", "data.patches.size=32", "--num-workers", "1"]  # fmt: skip
+    err_file = (tmp_path / "stderr.txt").open("w")  # a file, not a pipe: Ray's output must never block the child
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err_file)
+    client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until training is under way: a step metric has been logged
+        time.sleep(2)
+        exp = client.get_experiment_by_name("raytrain") if (work / "mlflow.db").exists() else None
+        runs = client.search_runs([exp.experiment_id]) if exp else []
+        if runs and client.get_metric_history(runs[0].info.run_id, "train_loss"):
+            break
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130
+    err_file.close()
+    assert "raytrain: interrupted" in (tmp_path / "stderr.txt").read_text()
+    assert client.search_runs([exp.experiment_id])[0].info.status == "KILLED"
+    for _ in range(20):
+        if not raylets() - before:
+            break
+        time.sleep(1)
+    assert not raylets() - before, "the embedded Ray cluster outlived the driver"

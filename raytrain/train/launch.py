@@ -49,6 +49,17 @@ def connect(address: str | None, cfg: RunConfig) -> None:
     need = cfg.scaling.num_workers * cfg.scaling.cpus_per_worker
     # Logical CPUs: the workers' share plus one for Ray Data's crop tasks, even on a 2-core machine.
     ray.init(num_cpus=max(os.cpu_count() or 1, int(need + 0.999) + 1), **kwargs)
+    exit_on_sigterm()
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM (``kill``, a scheduler) handled as Ctrl-C: Ray Train aborts the run, the MLflow run is marked KILLED
+    and the embedded Ray is shut down instead of orphaned. Installed after ``ray.init``, whose own handler aborts."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def check_resources(cfg: RunConfig) -> None:
@@ -148,9 +159,10 @@ def run_training(cfg: RunConfig, parent_run_id: str | None = None) -> TrainResul
     try:
         result = trainer.fit()
     except BaseException as exc:
+        interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
         if run:
-            run.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
-        if isinstance(exc, KeyboardInterrupt):
+            run.end("KILLED" if interrupted else "FAILED")
+        if interrupted:
             raise
         cause = root_cause(exc)
         if isinstance(cause, RaytrainError):
