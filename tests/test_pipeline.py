@@ -112,3 +112,15 @@ def test_collection_from_a_uri_via_ray_data(ray_local, tmp_path):
     (tmp_path / "notes.txt").write_text("skip me")
     imgs = load_collection(f"local://{tmp_path}", "rgb")
     assert [im.name for im in imgs] == ["u0", "u1", "u2"] and imgs[0].pixels.shape == (40, 40, 3)
+
+
+def test_long_runs_keep_blocks_small(ray_local, tiny):
+    # 1M steps must not turn into a few multi-GB blocks (a stalled stream); one pass is capped and cycles.
+    from raytrain.data.pipeline import MAX_PATCHES_PER_PASS, PATCHES_PER_BLOCK, pass_size
+
+    cfg = tiny("train.steps=1000000", "data.paired.fraction=1.0")
+    assert pass_size(cfg, 2) == MAX_PATCHES_PER_PASS
+    assert pass_size(tiny("train.steps=10"), 2) == 10 * 8 * 2 + 16
+    assert MAX_PATCHES_PER_PASS // PATCHES_PER_BLOCK <= 1024
+    ds = build_datasets(cfg, load_domains(cfg), ("paired",), 2)["paired"]
+    assert ds.take_batch(4)["clean"].shape == (4, 1, 32, 32)  # streams at once, no giant first block

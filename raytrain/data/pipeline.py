@@ -18,6 +18,8 @@ from raytrain.data.images import check_min_size, load_collection, load_pairs
 from raytrain.errors import DataError
 
 DOMAIN_CODES = {"paired": 1, "source": 2, "target": 3}
+PATCHES_PER_BLOCK = 1024
+MAX_PATCHES_PER_PASS = 2**20  # a longer run cycles through the stream again (see loop.batch_stream)
 
 
 @dataclass
@@ -135,8 +137,15 @@ def patch_dataset(
     def to_patches(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return cut_patches(batch["id"], ray.get(ref), size, augment, seed, code, resample)
 
-    ds = ray.data.range(n_patches, override_num_blocks=blocks or max(1, min(64, n_patches // 512)))
+    # Small blocks (<= PATCHES_PER_BLOCK rows): a map task's output block stays a few MB however long the run is.
+    ds = ray.data.range(n_patches, override_num_blocks=blocks or max(1, -(-n_patches // PATCHES_PER_BLOCK)))
     return ds.map_batches(to_patches, batch_size=128, batch_format="numpy")
+
+
+def pass_size(cfg, num_workers: int) -> int:
+    """Patches in one pass of a domain's stream: enough for the run (plus a batch per worker), at most 2**20."""
+    per_step = cfg.train.batch_size * num_workers
+    return min(cfg.train.steps * per_step + per_step, MAX_PATCHES_PER_PASS)
 
 
 def build_datasets(cfg, collection: Collection, domains: tuple[str, ...], num_workers: int) -> dict:
@@ -145,7 +154,7 @@ def build_datasets(cfg, collection: Collection, domains: tuple[str, ...], num_wo
     # Ray Data's per-operator bars would interleave with the training bar; the training bar says enough.
     ray.data.DataContext.get_current().enable_progress_bars = False
     resample = noise_model(d.noise) if (d.resample_noise and not d.noisy_source) else None
-    n = cfg.train.steps * cfg.train.batch_size * num_workers + cfg.train.batch_size * num_workers
+    n = pass_size(cfg, num_workers)
     out = {}
     for name in domains:
         dom = collection.domains[name]
