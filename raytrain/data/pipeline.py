@@ -41,7 +41,6 @@ class Collection:
     val: list[tuple[np.ndarray, np.ndarray]]
     val_names: list[str]
     split: Split
-    names: list[str]
 
 
 def centre_crop(img: np.ndarray, size: int | None) -> np.ndarray:
@@ -81,7 +80,7 @@ def load_domains(cfg) -> Collection:
         "target": DomainImages(noisy=pick(noisy, split.target)),
     }
     val = [(chw(centre_crop(noisy[i], d.val_crop)), chw(centre_crop(clean[i], d.val_crop))) for i in split.val]
-    return Collection(domains, val, [images[i].name for i in split.val], split, [im.name for im in images])
+    return Collection(domains, val, [images[i].name for i in split.val], split)
 
 
 def dihedral(img: np.ndarray, k: int) -> np.ndarray:

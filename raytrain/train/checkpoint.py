@@ -132,7 +132,3 @@ def load_inference(path: str | Path) -> dict:
     if obj.get("kind") != "inference":  # a full state.pt also works
         obj = {"method": obj["method"], "config": obj["config"], "nets": obj["nets"], "kind": "inference"}
     return obj
-
-
-def latest_checkpoint_step(directory: str | Path) -> int:
-    return int(load_state(directory)["step"])
