@@ -91,6 +91,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _load_restorer(checkpoint: str, device: str = "cpu"):
     """(cfg, method) for inference from any checkpoint form."""
+    import json
+
     import torch
 
     from raytrain.config import validate
@@ -98,8 +100,6 @@ def _load_restorer(checkpoint: str, device: str = "cpu"):
     from raytrain.train.checkpoint import load_inference
 
     payload = load_inference(checkpoint)
-    import json
-
     cfg = validate(json.loads(payload["config"]), f"{checkpoint} (stored config)")
     method = build_method(cfg, torch.device(device), inference=True)
     for k in method.inference_nets:

@@ -96,9 +96,6 @@ class DriverRun:
         for k, v in tags.items():
             self.client.set_tag(self.run_id, k, str(v))
 
-    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
-        WorkerLogger(self.info).log_metrics(metrics, step)
-
     def end(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status=status)
 
@@ -129,6 +126,3 @@ class WorkerLogger:
             arr = np.clip(np.round(image * 255), 0, 255).astype(np.uint8)
             imsave(path, arr.squeeze(-1) if arr.ndim == 3 and arr.shape[-1] == 1 else arr, check_contrast=False)
             self.client.log_artifact(self.run_id, str(path), artifact_path="images")
-
-    def log_file(self, path: str | Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), artifact_path=artifact_path)

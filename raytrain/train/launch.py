@@ -45,10 +45,10 @@ def connect(address: str | None, cfg: RunConfig) -> None:
             ray.init(address=address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise RaytrainError(f"cannot connect to the Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
-        return
-    need = cfg.scaling.num_workers * cfg.scaling.cpus_per_worker
-    # Logical CPUs: the workers' share plus one for Ray Data's crop tasks, even on a 2-core machine.
-    ray.init(num_cpus=max(os.cpu_count() or 1, int(need + 0.999) + 1), **kwargs)
+    else:
+        need = cfg.scaling.num_workers * cfg.scaling.cpus_per_worker
+        # Logical CPUs: the workers' share plus one for Ray Data's crop tasks, even on a 2-core machine.
+        ray.init(num_cpus=max(os.cpu_count() or 1, int(need + 0.999) + 1), **kwargs)
     exit_on_sigterm()
 
 
@@ -172,8 +172,6 @@ def run_training(cfg: RunConfig, parent_run_id: str | None = None) -> TrainResul
     ckpt_path = result.checkpoint.path if result.checkpoint else None
     if run:
         if ckpt_path and Path(ckpt_path, "model.pt").is_file():
-            from raytrain.tracking import WorkerLogger
-
-            WorkerLogger(run.info).log_file(Path(ckpt_path, "model.pt"), artifact_path="weights")
+            run.client.log_artifact(run.run_id, str(Path(ckpt_path, "model.pt")), artifact_path="weights")
         run.end("FINISHED")
     return TrainResult(result.metrics or {}, ckpt_path, run.run_id if run else None, storage_path(cfg), history)

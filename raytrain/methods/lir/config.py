@@ -72,6 +72,3 @@ class LIRConfig(BaseModel):
                 "(no download happens), or method.scm=false, or method.scm_backbone=random for a demo"
             )
         return self
-
-    def width_at_latent(self) -> int:
-        return self.width * 2**self.n_down
