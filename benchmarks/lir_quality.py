@@ -35,8 +35,9 @@ VARIANTS = {
     "no_bcm": ["method.bcm=false"],
 }
 CPU_NETS = [  # reduced widths for a 2-core CPU; the official sizes are the config defaults
-    "method.scm=false", "method.width=16", "method.n_res=1", "method.noise_dim=16", "method.disc_width=16",
-    "method.disc_layers=3", "method.disc_scales=2", "method.repr_widths=[16,16,32,32]", "method.norm=in",
+    "method.scm=false", "method.width=16", "method.n_res=2", "method.noise_dim=16", "method.disc_width=16",
+    "method.disc_layers=3", "method.repr_widths=[16,32,32,64]", "method.norm=none", "method.n_down=1",
+    "method.betas=[0.5,0.999]",
 ]  # fmt: skip
 
 

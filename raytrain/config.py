@@ -252,14 +252,23 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             if not isinstance(nxt, dict):
                 raise ConfigError(f"--set {item!r}: {part!r} is a value, not a section")
             node = nxt
+        if retagged(tuple(path[:-1]), node, {path[-1]: value}):
+            node.clear()  # another noise kind / method: the old one's keys do not apply
         node[path[-1]] = value
     return out
 
 
 def read_yaml(path: str | Path) -> dict:
-    p = Path(path)
+    """A YAML mapping from ``path``; an ``extends: base.yaml`` key (relative to the file) deep-merges it over the base."""
+    return _read_yaml(Path(path), ())
+
+
+def _read_yaml(p: Path, chain: tuple[Path, ...]) -> dict:
     if not p.is_file():
-        raise ConfigError(f"{p}: config file not found")
+        where = f" (extended by {chain[-1]})" if chain else ""
+        raise ConfigError(f"{p}: config file not found{where}")
+    if p.resolve() in chain:
+        raise ConfigError(f"{p}: `extends` loops back to itself ({' -> '.join(str(c) for c in chain)})")
     try:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as exc:
@@ -270,7 +279,35 @@ def read_yaml(path: str | Path) -> dict:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping of sections at the top level, got {type(data).__name__}")
-    return data
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{p}: extends: expected a file name, got {base!r}")
+    return deep_merge(_read_yaml(p.parent / base, (*chain, p.resolve())), data)
+
+
+def deep_merge(base: dict, over: dict, path: tuple[str, ...] = ()) -> dict:
+    """``over`` on top of ``base``: mappings merge key by key, anything else replaces; a tagged section switched to
+    another kind (``data.noise``, ``method``) is replaced whole."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        sub = (*path, k)
+        merge = isinstance(v, dict) and isinstance(out.get(k), dict) and not retagged(sub, out[k], v)
+        out[k] = deep_merge(out[k], v, sub) if merge else copy.deepcopy(v)
+    return out
+
+
+# Tagged unions: section path -> (tag key, the kind a section without the key means)
+TAGGED = {("data", "noise"): ("kind", "awgn"), ("method",): ("name", "dncnn")}
+
+
+def retagged(path: tuple[str, ...], old: dict, new: dict) -> bool:
+    """Whether ``new`` switches the tagged section at ``path`` to another kind: the old kind's keys then do not apply."""
+    if path not in TAGGED:
+        return False
+    tag, default = TAGGED[path]
+    return tag in new and new[tag] != old.get(tag, default)
 
 
 def validate(raw: dict, origin: str = "config") -> RunConfig:

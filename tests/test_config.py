@@ -76,3 +76,29 @@ def test_override_syntax_errors():
 def test_flatten_roundtrip_keys():
     flat = flatten(load_config(None))
     assert flat["train.steps"] == 2000 and flat["method.name"] == "dncnn" and flat["data.noise.kind"] == "awgn"
+
+
+def test_extends_deep_merges_and_a_new_tag_replaces_the_section(tmp_path):
+    (tmp_path / "base.yaml").write_text(
+        "name: base\nmethod: {name: lir, scm: false, width: 8}\ndata: {noise: {kind: awgn, sigma: [5, 50]}}\n"
+    )
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\nname: child\ndata: {noise: {kind: poisson}}\n")
+    cfg = load_config(tmp_path / "child.yaml")
+    assert cfg.name == "child" and cfg.method.width == 8  # merged from the base
+    assert cfg.data.noise.kind == "poisson"  # another kind: the base's sigma does not leak in
+
+
+def test_extends_errors_name_the_files(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="loops back"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("extends: missing.yaml\n")
+    with pytest.raises(ConfigError, match=r"missing.yaml: config file not found \(extended by .*c.yaml\)"):
+        load_config(tmp_path / "c.yaml")
+
+
+def test_set_of_another_kind_drops_the_old_kinds_keys():
+    cfg = load_config(None, ["data.noise.sigma=[5,50]", "data.noise.kind=camera"])
+    assert cfg.data.noise.kind == "camera"
+    assert load_config(None, ["method.name=lir", "method.scm=false", "method.name=dncnn"]).method.name == "dncnn"
