@@ -14,8 +14,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from raytrain.errors import ConfigError
-from raytrain.methods.denoiser.config import DnCNNConfig
+from raytrain.methods.denoiser.config import DnCNNConfig, DRUNetConfig
 from raytrain.methods.lir.config import LIRConfig
+from raytrain.methods.senm.config import SeNMConfig
 
 
 class Strict(BaseModel):
@@ -116,6 +117,9 @@ class DataConfig(Strict):
 
     source: str = "samples"  # "samples" (bundled, offline), a local folder, or any URI Ray Data reads
     noisy_source: str | None = None  # folder of real noisy images with the same names as ``source`` (real pairs)
+    # a folder written by `raytrain synthesize` (clean/ and noisy/ with the same names): its pairs join the paired
+    # domain for training (never validation), beside the real pairs of the split
+    synthetic: str | None = None
     color: Literal["gray", "rgb"] = "gray"
     noise: NoiseConfig = Field(default_factory=AWGN)
     # False: each image has one fixed noisy realisation (as real scarce pairs do). True: paired patches get fresh
@@ -134,9 +138,16 @@ class DataConfig(Strict):
 
 # ----------------------------------------------------------------------------------------------------------- train
 class Schedule(Strict):
-    kind: Literal["constant", "step", "exponential", "cosine"] = "step"
+    kind: Literal["constant", "step", "multistep", "exponential", "cosine"] = "step"
     step_size: Annotated[int, Field(ge=1)] = 1000  # for kind=step
-    gamma: Annotated[float, Field(gt=0, le=1)] = 0.5  # step: factor every step_size; exponential: per step
+    milestones: tuple[Annotated[int, Field(ge=1)], ...] = ()  # for kind=multistep (SeNM-VAE: 150k, 225k, 270k, 285k)
+    gamma: Annotated[float, Field(gt=0, le=1)] = 0.5  # step/multistep: factor at each; exponential: per step
+
+    @model_validator(mode="after")
+    def _milestones(self) -> Schedule:
+        if self.kind == "multistep" and list(self.milestones) != sorted(set(self.milestones)):
+            raise ValueError(f"milestones {list(self.milestones)} must increase strictly")
+        return self
 
 
 class TrainConfig(Strict):
@@ -173,7 +184,10 @@ class TrackingConfig(Strict):
 
 
 MethodConfig = Annotated[
-    Annotated[DnCNNConfig, Tag("dncnn")] | Annotated[LIRConfig, Tag("lir")],
+    Annotated[DnCNNConfig, Tag("dncnn")]
+    | Annotated[DRUNetConfig, Tag("drunet")]
+    | Annotated[LIRConfig, Tag("lir")]
+    | Annotated[SeNMConfig, Tag("senm")],
     _tag("name", "dncnn"),
 ]
 
@@ -221,7 +235,7 @@ def _is_branch_name(part: Any) -> bool:
     )
 
 
-_UNION_TAGS = {"awgn", "poisson", "poisson_gaussian", "camera", "dncnn", "lir"}
+_UNION_TAGS = {"awgn", "poisson", "poisson_gaussian", "camera", "dncnn", "drunet", "lir", "senm"}
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -259,7 +273,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
 
 
 def read_yaml(path: str | Path) -> dict:
-    """A YAML mapping from ``path``; an ``extends: base.yaml`` key (relative to the file) deep-merges it over the base."""
+    """A YAML mapping from ``path``; ``extends: base.yaml`` (relative to the file) deep-merges it over that base."""
     return _read_yaml(Path(path), ())
 
 
@@ -303,7 +317,7 @@ TAGGED = {("data", "noise"): ("kind", "awgn"), ("method",): ("name", "dncnn")}
 
 
 def retagged(path: tuple[str, ...], old: dict, new: dict) -> bool:
-    """Whether ``new`` switches the tagged section at ``path`` to another kind: the old kind's keys then do not apply."""
+    """Whether ``new`` switches the tagged section at ``path`` to another kind (the old kind's keys then go)."""
     if path not in TAGGED:
         return False
     tag, default = TAGGED[path]

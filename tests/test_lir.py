@@ -9,7 +9,7 @@ from raytrain.losses.adversarial import bce_target, lsgan_d, lsgan_target
 from raytrain.losses.consistency import BackgroundConsistency, blur_kernels
 from raytrain.losses.kl import gaussian_kl, gaussian_kl_two, mu_squared
 from raytrain.methods import build_method
-from raytrain.nn.vgg import LAYERS, VGG19Features
+from raytrain.nn.backbones import LAYERS, VGG19Features
 
 TINY_LIR = [
     "method.name=lir", "method.width=4", "method.n_res=1", "method.noise_dim=4", "method.disc_width=4",

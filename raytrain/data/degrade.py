@@ -79,6 +79,35 @@ def camera(
     return (np.round(noisy_lin ** (1.0 / gamma) * 255.0) / 255.0).astype(np.float32)
 
 
+def heteroscedastic(img: np.ndarray, rng: np.random.Generator, a: float, b: float) -> np.ndarray:
+    """Signal-dependent Gaussian noise: variance ``a * img + b`` (both on the [0, 1] scale), pixel-independent."""
+    std = np.sqrt(np.clip(a * img.astype(np.float64) + b, 1e-12, None))
+    return (img + std * rng.standard_normal(img.shape)).astype(np.float32)
+
+
+def fit_gaussian(pairs: list[tuple[np.ndarray, np.ndarray]]) -> NoiseModel:
+    """AWGN with the std of the residuals (noisy - clean) of ``pairs`` [(clean, noisy), ...], pooled."""
+    res = np.concatenate([(n.astype(np.float64) - c).ravel() for c, n in pairs])
+    return NoiseModel("awgn", {"sigma": float(res.std() * 255.0)})
+
+
+def fit_heteroscedastic(pairs: list[tuple[np.ndarray, np.ndarray]], bins: int = 32) -> NoiseModel:
+    """Variance = a * clean + b, least squares on the residual variance of ``bins`` clean-intensity bins (each
+    weighted by its pixel count); a and b are kept >= 0."""
+    clean = np.concatenate([c.astype(np.float64).ravel() for c, _ in pairs])
+    res = np.concatenate([(n.astype(np.float64) - c).ravel() for c, n in pairs])
+    idx = np.minimum((np.clip(clean, 0, 1) * bins).astype(int), bins - 1)
+    count = np.bincount(idx, minlength=bins)
+    keep = count > 1
+    mean = np.bincount(idx, clean, bins)[keep] / count[keep]
+    var = (np.bincount(idx, res**2, bins)[keep] / count[keep]) - (np.bincount(idx, res, bins)[keep] / count[keep]) ** 2
+    w = np.sqrt(count[keep])
+    if keep.sum() < 2:  # one intensity only: no slope to fit
+        return NoiseModel("heteroscedastic", {"a": 0.0, "b": float(max(res.var(), 0.0))})
+    (a, b), *_ = np.linalg.lstsq(np.stack([mean, np.ones_like(mean)], 1) * w[:, None], var * w, rcond=None)
+    return NoiseModel("heteroscedastic", {"a": float(max(a, 0.0)), "b": float(max(b, 0.0))})
+
+
 @dataclass(frozen=True)
 class NoiseModel:
     """A callable noise model built from a noise config (``raytrain.config.NoiseConfig``), with its level.
@@ -102,6 +131,8 @@ class NoiseModel:
             return poisson_gaussian(img, rng, p["peak"], p["sigma"])
         if self.kind == "camera":
             return camera(img, rng, p["shot"], p["read"], p["correlation"], p["gamma"])
+        if self.kind == "heteroscedastic":
+            return heteroscedastic(img, rng, p["a"], p["b"])
         raise ValueError(f"unknown noise kind {self.kind!r}")
 
 

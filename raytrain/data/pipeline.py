@@ -74,8 +74,13 @@ def load_domains(cfg) -> Collection:
     def pick(lst: list[np.ndarray], idx: list[int]) -> list[np.ndarray]:
         return [lst[i] for i in idx]
 
+    paired = DomainImages(pick(clean, split.paired), pick(noisy, split.paired))
+    if d.synthetic:  # synthetic pairs (e.g. from a noise model) train beside the real ones
+        synth = load_pairs(f"{d.synthetic}/clean", f"{d.synthetic}/noisy", d.color)
+        check_min_size([c for c, _ in synth], d.patches.size, f"{d.synthetic}/clean")
+        paired = DomainImages(paired.clean + [c.pixels for c, _ in synth], paired.noisy + [n.pixels for _, n in synth])
     domains = {
-        "paired": DomainImages(pick(clean, split.paired), pick(noisy, split.paired)),
+        "paired": paired,
         "source": DomainImages(clean=pick(clean, split.source)),
         "target": DomainImages(noisy=pick(noisy, split.target)),
     }

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 def method_class(name: str) -> type[Method]:
     """The Method class registered under ``name`` (imported lazily: a run loads only its own method)."""
-    if name == "dncnn":
+    if name in ("dncnn", "drunet"):
         from raytrain.methods.denoiser.method import SupervisedDenoiser
 
         return SupervisedDenoiser
@@ -25,7 +25,11 @@ def method_class(name: str) -> type[Method]:
         from raytrain.methods.lir.method import LIR
 
         return LIR
-    raise ConfigError(f"method.name: unknown method {name!r} (known: dncnn, lir)")
+    if name == "senm":
+        from raytrain.methods.senm.method import SeNM
+
+        return SeNM
+    raise ConfigError(f"method.name: unknown method {name!r} (known: dncnn, drunet, lir, senm)")
 
 
 def build_method(

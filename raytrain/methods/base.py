@@ -15,6 +15,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from raytrain.evaluate import evaluate_pairs
+
 if TYPE_CHECKING:
     from raytrain.config import RunConfig, TrainConfig
 
@@ -56,6 +58,8 @@ def make_scheduler(opt: torch.optim.Optimizer, train: TrainConfig) -> torch.opti
         return torch.optim.lr_scheduler.StepLR(opt, step_size=s.step_size, gamma=s.gamma)
     if s.kind == "exponential":
         return torch.optim.lr_scheduler.ExponentialLR(opt, gamma=s.gamma)
+    if s.kind == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(s.milestones), gamma=s.gamma)
     if s.kind == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=train.steps)
     return torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
@@ -85,6 +89,17 @@ class Method:
     #: True: nets are not DDP-wrapped; :meth:`update` averages gradients over ranks itself (GAN steps that reuse
     #: a net twice per backward or freeze some nets do not fit DDP's hooks)
     grad_sync: bool = False
+    #: whether :meth:`restore` exists (``raytrain denoise`` / ``eval``); a noise model (SeNM-VAE) synthesises instead
+    restores: bool = True
+    #: per-image validation values :meth:`evaluate` returns; the loop reports their means as ``val_<key>``
+    val_keys: tuple[str, ...] = ("psnr", "ssim", "psnr_noisy", "ssim_noisy")
+    #: the validation number shown on the progress bar and tracked as ``val_best_<key>``: (key, label, better)
+    headline: tuple[str, str, str] = ("psnr", "PSNR {:.2f} dB", "max")
+
+    @classmethod
+    def domains_for(cls, cfg: RunConfig) -> tuple[str, ...]:
+        """The domains a run of ``cfg`` draws from (the driver builds one Ray Data stream for each)."""
+        return cls.domains
 
     def __init__(self, cfg: RunConfig, device: torch.device, prepare: Callable[[nn.Module], nn.Module] | None):
         self.cfg = cfg
@@ -105,6 +120,11 @@ class Method:
         raise NotImplementedError
 
     @torch.no_grad()
+    def evaluate(self, pairs: list, device: torch.device | str) -> list[dict[str, float]]:
+        """One row of :attr:`val_keys` per (noisy, clean) (C, H, W) validation pair; restorers score PSNR/SSIM."""
+        return evaluate_pairs(self.restore, pairs, device)
+
+    @torch.no_grad()
     def preview(self, noisy: torch.Tensor, clean: torch.Tensor) -> list[torch.Tensor]:
         """Columns of the validation image grid (one image each, (1, C, H, W) in [0, 1]): noisy | output | clean."""
         return [noisy, self.restore(noisy), clean]
@@ -119,12 +139,16 @@ class Method:
         return net
 
     def update(
-        self, loss: torch.Tensor, opt: torch.optim.Optimizer, params: Iterable[nn.Parameter], clip: float | None = None
+        self,
+        loss: torch.Tensor,
+        opt: torch.optim.Optimizer,
+        params: Iterable[nn.Parameter],
+        clip: float | None = None,
+        skip: float | None = None,
     ) -> bool:
-        """Backward + step unless the loss is NaN/Inf or the grad norm is over ``train.grad_skip`` (vdvae's guard).
-
-        Returns whether the update was applied. ``clip`` (else ``train.grad_clip``) clips the norm of applied updates.
-        """
+        """Backward + step unless the loss is NaN/Inf or the grad norm is over ``skip`` (else ``train.grad_skip``;
+        vdvae's guard). Returns whether the update was applied. ``clip`` (else ``train.grad_clip``) clips the norm of
+        applied updates."""
         opt.zero_grad(set_to_none=True)
         if not all_finite(loss):
             return False
@@ -135,7 +159,8 @@ class Method:
         tc = self.cfg.train
         limit = clip or (tc.grad_clip if tc.grad_clip is not None else math.inf)
         norm = torch.nn.utils.clip_grad_norm_(params, limit)
-        if not torch.isfinite(norm) or (tc.grad_skip is not None and norm > tc.grad_skip):
+        skip = skip if skip is not None else tc.grad_skip
+        if not torch.isfinite(norm) or (skip is not None and norm > skip):
             opt.zero_grad(set_to_none=True)
             return False
         opt.step()

@@ -126,3 +126,23 @@ class RepresentationDiscriminator(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.model(z).flatten()
+
+
+class PatchDiscriminator(nn.Module):
+    """pix2pix's N-layer PatchGAN (stride-2 4x4 convs doubling the width up to 8x, batch norm, leaky ReLU), one logit
+    per overlapping patch: SeNM-VAE's discriminator on noisy reconstructions."""
+
+    def __init__(self, cin: int, dim: int = 64, n_layers: int = 3):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(cin, dim, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
+        mult = 1
+        for n in range(1, n_layers + 1):
+            prev, mult = mult, min(2**n, 8)
+            stride = 2 if n < n_layers else 1
+            layers += [nn.Conv2d(dim * prev, dim * mult, 4, stride, 1, bias=False), nn.BatchNorm2d(dim * mult),
+                       nn.LeakyReLU(0.2, inplace=True)]  # fmt: skip
+        layers.append(nn.Conv2d(dim * mult, 1, 4, 1, 1))
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)

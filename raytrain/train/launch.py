@@ -91,7 +91,7 @@ def storage_path(cfg: RunConfig) -> str:
 
 
 def make_trainer(cfg: RunConfig, collection: Collection, tracking: dict | None) -> TorchTrainer:
-    domains = method_class(cfg.method.name).domains
+    domains = method_class(cfg.method.name).domains_for(cfg)
     datasets = build_datasets(cfg, collection, domains, cfg.scaling.num_workers)
     loop_config = {
         "run": to_raw(cfg),

@@ -24,7 +24,7 @@ import torch.distributed as dist
 
 from raytrain.config import RunConfig
 from raytrain.errors import TrainingDiverged
-from raytrain.evaluate import evaluate_pairs, image_grid, to_tensor
+from raytrain.evaluate import image_grid, to_tensor
 from raytrain.methods import build_method
 from raytrain.methods.base import Method
 from raytrain.train import checkpoint as ckpt
@@ -86,11 +86,12 @@ def _restore_from(method: Method, directory, rank: int) -> int:
 
 
 def validate(method: Method, val: list, rank: int, world: int, device: torch.device) -> dict[str, float]:
-    """PSNR/SSIM on the validation pairs, sharded over ranks and summed with an all-reduce."""
+    """The method's per-image validation values (:attr:`Method.val_keys`) on the validation pairs, sharded over
+    ranks and summed with an all-reduce; reported as means ``val_<key>``."""
     method.train(False)
-    rows = evaluate_pairs(method.restore, val[rank::world], device)
+    rows = method.evaluate(val[rank::world], device)
     method.train(True)
-    keys = ("psnr", "ssim", "psnr_noisy", "ssim_noisy")
+    keys = method.val_keys
     # on the worker's device: NCCL all-reduces only CUDA tensors
     sums = torch.tensor([[sum(r[k] for r in rows) for k in keys] + [len(rows)]], dtype=torch.float64, device=device)
     if world > 1 and dist.is_initialized():
@@ -155,7 +156,7 @@ class Loop:
         self.count = 0
         self.bad_in_row = 0
         self.bad_total = 0
-        self.best_psnr = -float("inf")
+        self.best: float | None = None  # best headline validation value so far (Method.headline)
         self.first_attempt = first_attempt  # for train.fail_at_step: fire only in an attempt Ray did not restore
 
     def run(self, start: int) -> None:
@@ -225,8 +226,11 @@ class Loop:
 
     def _validate(self, step: int) -> dict[str, float]:
         m = validate(self.method, self.val, self.rank, self.world, self.device)
-        self.best_psnr = max(self.best_psnr, m["val_psnr"])
-        m["val_best_psnr"] = self.best_psnr
+        key, _, better = self.method.headline
+        now = m[f"val_{key}"]
+        pick = max if better == "max" else min
+        self.best = now if self.best is None else pick(self.best, now)
+        m[f"val_best_{key}"] = self.best
         if self.logger is not None and self.cfg.tracking.image_every_val and self.val:
             noisy, clean = self.val[0]
             self.method.train(False)
@@ -239,8 +243,9 @@ class Loop:
     def _report(self, metrics: dict[str, float], step: int, want_ckpt: bool) -> None:
         if self.logger is not None:
             self.logger.log_metrics({k: v for k, v in metrics.items() if k != "step"}, step)
-        if self.bar is not None and "val_psnr" in metrics:
-            self.bar.set_description(f"{self.cfg.name} val PSNR {metrics['val_psnr']:.2f} dB")
+        key, label, _ = self.method.headline
+        if self.bar is not None and f"val_{key}" in metrics:
+            self.bar.set_description(f"{self.cfg.name} val {label.format(metrics[f'val_{key}'])}")
         if not want_ckpt:
             ray.train.report(metrics)  # Ray: a collective; every rank reports at the same steps
             return

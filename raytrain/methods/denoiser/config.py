@@ -17,3 +17,18 @@ class DnCNNConfig(BaseModel):
     width: Annotated[int, Field(ge=1, le=512)] = 64
     batch_norm: bool = True
     loss: Literal["l2", "l1"] = "l2"
+
+
+class DRUNetConfig(BaseModel):
+    """DRUNet: U-Net with residual blocks (Zhang et al. 2021); SeNM-VAE's downstream denoiser. Predicts the clean
+    image; L1 loss as in the DRUNet paper. ``noise_map``: the non-blind variant with a noise-level input channel
+    (training uses each patch's true level; ``denoise`` takes ``--level`` or estimates it with scikit-image's
+    wavelet estimator)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    name: Literal["drunet"] = "drunet"
+    widths: tuple[Annotated[int, Field(ge=1, le=1024)], ...] = (64, 128, 256, 512)
+    blocks: Annotated[int, Field(ge=1, le=16)] = 4
+    noise_map: bool = False
+    loss: Literal["l2", "l1"] = "l1"

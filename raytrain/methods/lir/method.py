@@ -22,6 +22,7 @@ from raytrain.losses.adversarial import bce_target, lsgan_d, lsgan_target
 from raytrain.losses.consistency import BackgroundConsistency, SemanticConsistency
 from raytrain.losses.kl import gaussian_kl, mu_squared
 from raytrain.methods.base import Method, StepOutput, make_scheduler
+from raytrain.nn.backbones import VGG19Features
 from raytrain.nn.blocks import (
     ContentEncoder,
     Decoder,
@@ -29,7 +30,6 @@ from raytrain.nn.blocks import (
     NoiseEncoder,
     RepresentationDiscriminator,
 )
-from raytrain.nn.vgg import VGG19Features
 
 GENERATORS = ("enc_noisy", "enc_clean", "enc_noise", "gen_noisy", "gen_clean")
 

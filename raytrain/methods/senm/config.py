@@ -1,0 +1,79 @@
+"""SeNM-VAE config: the hierarchy, the objective's weights (paper defaults), the official code's variants, the Table 6
+ablation switch.
+
+Hierarchy: ``blocks_per_scale: [2, 4]`` = 2 latent groups at full resolution, 1 at the downsampling step between the
+scales, 4 at half resolution: 7 groups (the paper's L = 7). Every group has a content latent z (``z_dim`` channels)
+and a noise latent z_n (``zn_dim`` channels) at its resolution.
+
+Loss scaling follows the official code: reconstruction terms are per-pixel means (MSE), KL terms per-element means
+summed over groups. ``kl_noise_weight`` (official 1e-2) weights KL(q(z_n | y, z) || p(z_n | z)) and is annealed
+linearly from 0 over ``kl_anneal_steps``; ``kl_z_weight`` is the paper's lambda on KL(q(z | y) || q(z | x)).
+``kl_z_scale: paper`` uses lambda as is; ``official`` multiplies it by the (annealed) noise-KL weight, as the official
+``KL_weight * KLZ_weight`` does (1e-2 * 1e-7: an effective 1e-9).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Weight = Annotated[float, Field(ge=0, le=1000)]
+
+
+class SeNMConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    name: Literal["senm"] = "senm"
+    # --- networks (official SIDD sizes)
+    width: Annotated[int, Field(ge=4, le=512)] = 64  # feature channels of every encoder/decoder block
+    growth: Annotated[int, Field(ge=2, le=256)] = 32  # RDB growth channels
+    blocks_per_scale: tuple[Annotated[int, Field(ge=1, le=16)], ...] = (2, 4)
+    z_dim: Annotated[int, Field(ge=1, le=512)] = 64
+    zn_dim: Annotated[int, Field(ge=1, le=256)] = 16
+    num_down: Annotated[int, Field(ge=0, le=3)] = 0  # pixel-unshuffle steps before the hierarchy (official SIDD: 0)
+    level_net_width: Annotated[int, Field(ge=4, le=512)] = 64
+    disc_width: Annotated[int, Field(ge=4, le=512)] = 64
+    disc_layers: Annotated[int, Field(ge=1, le=6)] = 3
+    # --- objective (eqs. 9-11)
+    mixture_p1: Annotated[float, Field(gt=0, lt=1)] = 0.5  # q(z|x,y) = p1 q(z|x) + (1-p1) q(z|y)
+    kl_z_weight: Annotated[float, Field(ge=0, le=1)] = 1e-7  # lambda (the paper's searched range: [1e-7, 1e-6])
+    kl_z_scale: Literal["paper", "official"] = "paper"
+    kl_noise_weight: Weight = 1e-2
+    kl_anneal_steps: Annotated[int, Field(ge=0)] = 10_000  # linear 0 -> 1 on the noise KL; 0 = no annealing
+    rec_x: bool = True  # Table 6: false drops -log p(x | z) (the source domain then contributes nothing)
+    perceptual: Literal["none", "vgg", "lpips"] = "none"  # official: LPIPS (AlexNet) on the noisy reconstruction
+    perceptual_weight: Weight = 1e-2
+    perceptual_weights: str | None = None  # vgg: torchvision VGG-19 .pth; lpips: torchvision AlexNet .pth
+    lpips_weights: str | None = None  # lpips: the LPIPS v0.1 linear layers (alex.pth of the lpips package)
+    perceptual_backbone: Literal["pretrained", "random"] = "pretrained"  # random: tests and demos only
+    adv_weight: Weight = 0.1  # PatchGAN on the noisy reconstruction (official D_lossfn_weight)
+    gan: Literal["ragan", "lsgan"] = "ragan"
+    # --- training guards (official): clip the grad norm at 200, skip the update when it is over 150
+    grad_clip: Annotated[float, Field(gt=0)] = 200.0
+    grad_skip: Annotated[float, Field(gt=0)] | None = 150.0
+    nan_policy: Literal["drop_term", "skip_step"] = "drop_term"  # official: NaN terms are left out of the sum
+    # --- data / conditioning
+    domain_sampling: Literal["batch", "sample"] = "batch"  # paper: whole batches per domain; official: per sample
+    level_conditioning: bool = True  # the noise level conditions z_n (a constant channel beside the features)
+    level_detach: bool = True  # the VAE loss does not train the level net (official: it does, on target batches)
+    level_reservoir: Annotated[int, Field(ge=16, le=1_000_000)] = 4096  # levels kept for the synthesis prior
+
+    @property
+    def groups(self) -> int:
+        """Number of latent groups: the blocks of every scale plus one per downsampling between scales."""
+        return sum(self.blocks_per_scale) + len(self.blocks_per_scale) - 1
+
+    @model_validator(mode="after")
+    def _sensible(self) -> SeNMConfig:
+        needs_file = self.perceptual != "none" and self.perceptual_backbone == "pretrained"
+        if needs_file and self.perceptual_weights is None:
+            raise ValueError(
+                f"perceptual={self.perceptual} needs method.perceptual_weights: a local torchvision "
+                f"{'VGG-19' if self.perceptual == 'vgg' else 'AlexNet'} .pth (no download happens); or perceptual=none"
+            )
+        if self.perceptual == "lpips" and self.perceptual_backbone == "pretrained" and self.lpips_weights is None:
+            raise ValueError("perceptual=lpips needs method.lpips_weights: the LPIPS v0.1 linear layers (alex.pth)")
+        if self.width % 4:
+            raise ValueError(f"width={self.width} must be a multiple of 4 (pixel-shuffle up-sampling)")
+        return self

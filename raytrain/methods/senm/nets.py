@@ -1,0 +1,159 @@
+"""SeNM-VAE networks: the hierarchical VAE of Fig. 3, the noise-level prediction net and the PatchGAN discriminator.
+
+Notation as the paper: x is the clean image, y the noisy one, z the content latents, z_n the noise latents, l the
+noise level (std of y - x on the [0, 1] scale). Three bottom-up branches give the features of every latent group:
+``enc_x`` for q(z | x), ``enc_y`` for q(z | y), ``enc_n`` (reading y) for q(z_n | y, z). One top-down decoder serves
+p(x | z) (content latents only) and p(y | z, z_n) (content and noise latents), as in the official code.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from raytrain.losses.kl import gaussian_kl_two
+from raytrain.nn.rdb import DownSample, GaussianHead, ResidualDenseBlock, UpSample
+
+
+def group_layout(blocks_per_scale: tuple[int, ...]) -> list[str]:
+    """Kind of every latent group bottom-up: ``block`` (an RDB at the scale's resolution) or ``down`` (a downsampling
+    step, whose latent lives at the lower resolution). (2, 4) -> 2 blocks, down, 4 blocks: 7 groups."""
+    kinds: list[str] = []
+    for i, n in enumerate(blocks_per_scale):
+        kinds += ["block"] * n
+        if i < len(blocks_per_scale) - 1:
+            kinds.append("down")
+    return kinds
+
+
+class Branch(nn.Module):
+    """Bottom-up encoder: 1x1 stem (+ ``num_down`` pixel-unshuffles), then one block per latent group (eq. 15)."""
+
+    def __init__(self, cin: int, width: int, growth: int, layout: list[str], num_down: int):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(cin, width, 1), *[DownSample(width, width) for _ in range(num_down)])
+        self.blocks = nn.ModuleList(
+            ResidualDenseBlock(width, growth) if k == "block" else DownSample(width, width) for k in layout
+        )
+
+    def forward(self, img: torch.Tensor) -> list[torch.Tensor]:
+        h, acts = self.stem(img), []
+        for block in self.blocks:
+            h = block(h)
+            acts.append(h)
+        return acts
+
+
+def _sample(mean: torch.Tensor, logstd: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    return mean + temperature * logstd.exp() * torch.randn_like(mean)
+
+
+def _kl(q: tuple[torch.Tensor, torch.Tensor], p: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Per-sample mean over (C, H, W) of KL(q || p) for diagonal Gaussians given as (mean, log-std)."""
+    return gaussian_kl_two(q[0], 2 * q[1], p[0], 2 * p[1]).mean(dim=(1, 2, 3))
+
+
+def _zero_conv(cin: int, cout: int) -> nn.Conv2d:
+    conv = nn.Conv2d(cin, cout, 1)
+    conv.weight.data.zero_()  # latents enter the decoder gradually (official: zero_weight_nets)
+    return conv
+
+
+class SeNMVAE(nn.Module):
+    """The hierarchical VAE. :meth:`top_down` is the one decoding pass; the public methods name its uses."""
+
+    def __init__(self, channels: int, m):
+        super().__init__()
+        layout = group_layout(tuple(m.blocks_per_scale))
+        self.layout = layout
+        w, lv = m.width, int(m.level_conditioning)
+        self.level_conditioning = m.level_conditioning
+        self.enc_x = Branch(channels, w, m.growth, layout, m.num_down)
+        self.enc_y = Branch(channels, w, m.growth, layout, m.num_down)
+        self.enc_n = Branch(channels, w, m.growth, layout, m.num_down)
+        groups = range(len(layout))
+        self.q_z_x = nn.ModuleList(GaussianHead(w, m.z_dim, m.growth) for _ in groups)
+        self.q_z_y = nn.ModuleList(GaussianHead(w, m.z_dim, m.growth) for _ in groups)
+        self.q_zn = nn.ModuleList(GaussianHead(w + lv, m.zn_dim, m.growth) for _ in groups)
+        self.p_zn = nn.ModuleList(GaussianHead(w + lv, m.zn_dim, m.growth) for _ in groups)
+        self.proj_z = nn.ModuleList(_zero_conv(m.z_dim, w) for _ in groups)
+        self.proj_zn = nn.ModuleList(_zero_conv(m.zn_dim, w) for _ in groups)
+        self.dec = nn.ModuleList(ResidualDenseBlock(w, m.growth) if k == "block" else UpSample(w, w) for k in layout)
+        self.out = nn.Sequential(*[UpSample(w, w) for _ in range(m.num_down)], nn.Conv2d(w, w, 3, padding=1),
+                                 nn.ReLU(inplace=True), nn.Conv2d(w, channels, 3, padding=1))  # fmt: skip
+        self.stride = 2 ** (m.num_down + len(m.blocks_per_scale) - 1)  # image sides must divide by this
+
+    def _cond(self, h: torch.Tensor, level: torch.Tensor | None) -> torch.Tensor:
+        """Concatenate the noise level (N, 1, 1, 1) as a constant channel (official ``cat_degrade_level``)."""
+        if not self.level_conditioning:
+            return h
+        return torch.cat([h, level.to(h.dtype).expand(h.shape[0], 1, *h.shape[2:])], 1)
+
+    def top_down(
+        self,
+        acts_x: list[torch.Tensor] | None,
+        acts_y: list[torch.Tensor] | None,
+        acts_n: list[torch.Tensor] | None = None,
+        level: torch.Tensor | None = None,
+        pick_x: torch.Tensor | None = None,
+        noise: str = "none",
+        temperature: float = 1.0,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Decode top-down through every group. Returns (output, KL_z, KL_n), the KLs per sample summed over groups.
+
+        z_l comes from q(z_l | x, .) where ``pick_x`` (N, 1, 1, 1) is 1 and from q(z_l | y, .) where it is 0 (the
+        mixture of eq. 5); with one branch only, from that branch. KL_z = KL(q(z | y) || q(z | x)) when both are given.
+        ``noise``: ``none`` -> p(x | z); ``posterior`` -> z_n ~ q(z_n | y, z) and KL_n = KL(q || p(z_n | z)), for
+        p(y | z, z_n); ``prior`` -> z_n ~ p(z_n | z) at ``temperature`` (synthesis).
+        """
+        first = acts_x if acts_x is not None else acts_y
+        dec: torch.Tensor | float = 0.0
+        kl_z = kl_n = first[0].new_zeros(first[0].shape[0])
+        for g in reversed(range(len(self.layout))):
+            qx = self.q_z_x[g](dec + acts_x[g]) if acts_x is not None else None
+            qy = self.q_z_y[g](dec + acts_y[g]) if acts_y is not None else None
+            if qx is not None and qy is not None:
+                kl_z = kl_z + _kl(qy, qx)
+                z = torch.where(pick_x.bool(), _sample(*qx), _sample(*qy))
+            else:
+                z = _sample(*(qx if qx is not None else qy))
+            dec = dec + self.proj_z[g](z)
+            if noise != "none":
+                prior = self.p_zn[g](self._cond(dec, level))
+                if noise == "posterior":
+                    post = self.q_zn[g](self._cond(dec + acts_n[g], level))
+                    kl_n = kl_n + _kl(post, prior)
+                    zn = _sample(*post)
+                else:
+                    zn = _sample(*prior, temperature)
+                dec = dec + self.proj_zn[g](zn)
+            dec = self.dec[g](dec)
+        return self.out(dec), kl_z, kl_n
+
+    @torch.no_grad()
+    def synthesize(self, clean: torch.Tensor, level: torch.Tensor | None, temperature: float = 1.0) -> torch.Tensor:
+        """Ancestral sampling of Fig. 1b: z ~ q(z | x), z_n ~ p(z_n | z, l), y = the mean of p(y | z, z_n)."""
+        return self.top_down(self.enc_x(clean), None, level=level, noise="prior", temperature=temperature)[0]
+
+    @torch.no_grad()
+    def denoise(self, noisy: torch.Tensor) -> torch.Tensor:
+        """z ~ q(z | y), x = mean of p(x | z): the VAE's own clean estimate (shown in validation grids)."""
+        return self.top_down(None, self.enc_y(noisy))[0]
+
+
+class LevelNet(nn.Module):
+    """Noise-level prediction from a noisy image: 4 stride-2 convs, global average pooling, a 3-layer MLP."""
+
+    def __init__(self, channels: int, width: int = 64):
+        super().__init__()
+        w = [width, 2 * width, 4 * width, 8 * width]
+        convs: list[nn.Module] = []
+        for cin, cout in zip([channels, *w[:-1]], w, strict=True):
+            convs += [nn.Conv2d(cin, cout, 4, 2, 1), nn.ReLU(inplace=True)]
+        self.features = nn.Sequential(*convs[:-1], nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Sequential(nn.Linear(w[3], w[2]), nn.ReLU(inplace=True), nn.Linear(w[2], w[1]),
+                                  nn.ReLU(inplace=True), nn.Linear(w[1], 1))  # fmt: skip
+
+    def forward(self, noisy: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> (N, 1, 1, 1) predicted std of the noise on the [0, 1] scale."""
+        return self.head(self.features(noisy)).view(-1, 1, 1, 1)
