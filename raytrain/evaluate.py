@@ -69,7 +69,7 @@ def noise_rows(
         level = torch.tensor(float(np.std(real, ddof=1)), device=device).view(1, 1, 1, 1)
         gen_noisy = quantize8(synthesize(to_tensor(clean, device), level)[0].cpu().numpy())
         gen = gen_noisy - clean
-        hwc = (lambda a: np.asarray(a).transpose(1, 2, 0))  # noqa: E731
+        hwc = lambda a: np.asarray(a).transpose(1, 2, 0)  # noqa: E731
         rho, rho_real = noise_correlation(hwc(gen)), noise_correlation(hwc(real))
         rows.append({
             "kld": kld_noise_residual(real, gen), "kld_noisy": kld_noisy_histogram(hwc(gen_noisy), hwc(noisy)),

@@ -225,7 +225,8 @@ def test_two_worker_cpu_run_beats_the_noisy_input_and_logs_every_loss(ray_local,
     assert m["val_psnr"] > m["val_psnr_noisy"] + 0.5, m
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     logged = set(client.get_run(res.run_id).data.metrics)
-    assert {f"train_g_{k}" for k in ("repr", "adv", "cc", "rec", "bc", "kl")} | {"train_d_repr", "train_d_domain"} <= logged
+    expected = {f"train_g_{k}" for k in ("repr", "adv", "cc", "rec", "bc", "kl")} | {"train_d_repr", "train_d_domain"}
+    assert expected <= logged
     grid = client.download_artifacts(res.run_id, "images/val_step0000150.png", str(tmp_path))
     h, w = iio.imread(grid).shape[:2]
     assert w == 4 * h + 3 * 4  # noisy | restored | clean | degraded clean, 4 px gaps

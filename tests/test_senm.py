@@ -102,7 +102,7 @@ def test_each_domain_touches_only_its_own_terms(domain, terms):
     assert all(v.shape == (4,) for k, v in got.items() if not k.startswith("_"))
     sum(v.mean() for k, v in got.items() if not k.startswith("_")).backward()
     vae = m.nets["vae"]
-    used = {name for name in ("enc_x", "enc_y", "enc_n") if any(p.grad is not None for p in getattr(vae, name).parameters())}
+    used = {k for k in ("enc_x", "enc_y", "enc_n") if any(p.grad is not None for p in getattr(vae, k).parameters())}
     assert used == {"paired": {"enc_x", "enc_y", "enc_n"}, "source": {"enc_x"}, "target": {"enc_y", "enc_n"}}[domain]
     level_net_moved = any(p.grad is not None for p in m.nets["level_net"].parameters())
     assert level_net_moved == (domain == "paired")  # trained on pairs only; target levels are detached predictions
@@ -129,7 +129,8 @@ def test_train_step_moves_vae_level_net_and_disc_on_a_paired_batch():
     before = {k: [p.detach().clone() for p in net.parameters()] for k, net in m.nets.items()}
     out = m.train_step({"paired": {"clean": x, "noisy": y}}, 1)
     assert not out.skipped and {"rec_x", "rec_y", "kl_n", "kl_z", "level", "adv", "d_loss"} <= set(out.losses)
-    moved = {k for k, ps in before.items() if any(not torch.equal(a, b) for a, b in zip(ps, m.nets[k].parameters()))}
+    moved = {k for k, ps in before.items()
+             if any(not torch.equal(a, b) for a, b in zip(ps, m.nets[k].parameters(), strict=True))}  # fmt: skip
     assert moved == {"vae", "level_net", "disc"}
     assert all(p.requires_grad for p in m.nets["disc"].parameters())  # unfrozen again after the VAE step
 
@@ -158,7 +159,7 @@ def test_grad_norm_over_the_skip_threshold_skips_the_update():
     x, y = pair()
     before = [p.detach().clone() for p in m.nets["vae"].parameters()]
     out = m.train_step({"paired": {"clean": x, "noisy": y}}, 1)
-    assert out.skipped and all(torch.equal(a, b) for a, b in zip(before, m.nets["vae"].parameters()))
+    assert out.skipped and all(torch.equal(a, b) for a, b in zip(before, m.nets["vae"].parameters(), strict=True))
 
 
 # ------------------------------------------------------------------------------------------------- synthesis
