@@ -134,6 +134,9 @@ class DataConfig(Strict):
     )
     patches: Patches = Field(default_factory=Patches)
     max_size: Annotated[int, Field(ge=16)] | None = 512  # longer side of each image is resized down to this
+    # cut the training images into tiles of this size and split the domains by tile: paired.count then counts
+    # tiles, as the papers count paired patches (SeNM-VAE: 10 / 96 / 960 of SIDD's crops); validation stays whole
+    tiles: Annotated[int, Field(ge=8, le=4096)] | None = None
 
 
 # ----------------------------------------------------------------------------------------------------------- train
@@ -210,6 +213,8 @@ class RunConfig(Strict):
     def _consistent(self) -> RunConfig:
         if self.data.paired.count is not None and self.data.split == "two_domain":
             raise ValueError("data.paired is meaningless with data.split=two_domain (no pairs are kept)")
+        if self.data.tiles is not None and self.data.tiles < self.data.patches.size:
+            raise ValueError(f"data.tiles={self.data.tiles} is smaller than data.patches.size={self.data.patches.size}")
         if not any(self.data.mix.values()):
             raise ValueError("data.mix: at least one domain needs a probability > 0")
         return self

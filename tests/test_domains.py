@@ -43,3 +43,32 @@ def test_errors():
         split_semi(2, 2, 0)
     with pytest.raises(DataError, match="at least 2"):
         split_two_domain(3, 2, 0)
+
+
+def test_tiles_split_by_tile_and_keep_validation_whole():
+    import numpy as np
+
+    from raytrain.config import load_config
+    from raytrain.data.pipeline import load_domains
+
+    base = ["data.max_size=128", "data.patches.size=32", "data.val_images=3", "data.val_crop=96"]
+    whole = load_domains(load_config(None, base))
+    col = load_domains(load_config(None, [*base, "data.tiles=32", "data.paired.count=10"]))
+    assert col.val_names == whole.val_names and all(
+        np.array_equal(a[1], b[1]) for a, b in zip(col.val, whole.val, strict=True))  # fmt: skip
+    sizes = col.split.sizes()
+    assert sizes["val"] == 3 and sizes["paired"] == 10 and abs(sizes["source"] - sizes["target"]) <= 1
+    assert all(c.shape[:2] == (32, 32) for c in col.domains["paired"].clean + col.domains["source"].clean)
+    # a tile's clean and noisy halves are aligned crops of the same image
+    c, n = col.domains["paired"].clean[0], col.domains["paired"].noisy[0]
+    assert abs(float((n - c).std()) * 255 - 25) < 3
+    with pytest.raises(DataError, match="larger than the .* training tiles"):
+        load_domains(load_config(None, [*base, "data.tiles=32", "data.paired.count=100000"]))
+
+
+def test_tiles_smaller_than_a_patch_are_rejected():
+    from raytrain.config import load_config
+    from raytrain.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="data.tiles=16 is smaller than data.patches.size=32"):
+        load_config(None, ["data.tiles=16", "data.patches.size=32"])

@@ -26,22 +26,31 @@ class Split:
     def sizes(self) -> dict[str, int]:
         return {k: len(getattr(self, k)) for k in ("val", "paired", "source", "target")}
 
+    @property
+    def train(self) -> list[int]:
+        """Every index outside validation, in order."""
+        return sorted(self.paired + self.source + self.target)
 
-def _hold_out(n: int, val_images: int, seed: int) -> tuple[list[int], list[int]]:
-    if val_images >= n:
+
+def hold_out(n: int, val_images: int, seed: int) -> tuple[list[int], list[int]]:
+    """(validation indices, sorted; the rest in a seeded order). Depends only on n, val_images and seed, so every run of
+    an ablation over paired fractions validates on the same images."""
+    if val_images >= n and n:
         raise DataError(f"collection has {n} images; data.val_images={val_images} leaves none to train on")
     perm = np.random.default_rng([seed, 7919]).permutation(n).tolist()
     return sorted(perm[:val_images]), perm[val_images:]
 
 
-def split_semi(n: int, val_images: int, seed: int, fraction: float | None = None, count: int | None = None) -> Split:
+def split_semi(
+    n: int, val_images: int, seed: int, fraction: float | None = None, count: int | None = None, unit: str = "images"
+) -> Split:
     """Held-out val, a paired set of ``count`` images (or ``round(fraction * rest)``, at least 1), and the rest
     halved into clean-only source and noisy-only target."""
-    val, rest = _hold_out(n, val_images, seed)
+    val, rest = hold_out(n, val_images, seed)
     if count is not None:
         if count > len(rest):
             raise DataError(
-                f"data.paired.count={count} is larger than the {len(rest)} training images "
+                f"data.paired.count={count} is larger than the {len(rest)} training {unit} "
                 f"({n} in the collection, {val_images} held out for validation)"
             )
         k = count
@@ -54,15 +63,16 @@ def split_semi(n: int, val_images: int, seed: int, fraction: float | None = None
 
 def split_two_domain(n: int, val_images: int, seed: int) -> Split:
     """LIR's setting: disjoint halves, one clean (source) and one noisy (target); no pairs."""
-    val, rest = _hold_out(n, val_images, seed)
+    val, rest = hold_out(n, val_images, seed)
     if len(rest) < 2:
         raise DataError(f"collection has {n} images; two domains need at least 2 besides validation")
     half = len(rest) // 2
     return Split(val, [], sorted(rest[:half]), sorted(rest[half:]))
 
 
-def make_split(n: int, data_cfg, seed: int) -> Split:
-    """Split from a validated ``DataConfig``."""
+def make_split(n: int, data_cfg, seed: int, tiles: bool = False) -> Split:
+    """Split from a validated ``DataConfig``; ``tiles``: ``n`` training tiles, validation already held out."""
+    v = 0 if tiles else data_cfg.val_images
     if data_cfg.split == "two_domain":
-        return split_two_domain(n, data_cfg.val_images, seed)
-    return split_semi(n, data_cfg.val_images, seed, data_cfg.paired.fraction, data_cfg.paired.count)
+        return split_two_domain(n, v, seed)
+    return split_semi(n, v, seed, data_cfg.paired.fraction, data_cfg.paired.count, "tiles" if tiles else "images")

@@ -13,7 +13,7 @@ import numpy as np
 import ray
 
 from raytrain.data.degrade import NoiseModel, noise_model, rng_for
-from raytrain.data.domains import Split, make_split
+from raytrain.data.domains import Split, hold_out, make_split
 from raytrain.data.images import check_min_size, load_collection, load_pairs
 from raytrain.errors import DataError
 
@@ -68,8 +68,19 @@ def load_domains(cfg) -> Collection:
         model = noise_model(d.noise)
         noisy = [model(im.pixels, rng_for(cfg.seed, 0, i)) for i, im in enumerate(images)]
     check_min_size(images, d.patches.size, d.source)
-    split = make_split(len(images), d, cfg.seed)
     clean = [im.pixels for im in images]
+    if d.tiles:  # the training images become tiles, and the domains are split by tile (validation stays whole)
+        val_idx, rest = hold_out(len(images), d.val_images, cfg.seed)
+        val = [(noisy[i], clean[i]) for i in val_idx]
+        keep = sorted(rest)
+        clean, noisy = tile_images([clean[i] for i in keep], [noisy[i] for i in keep], d.tiles)
+        split = make_split(len(clean), d, cfg.seed, tiles=True)
+        split.val = val_idx  # the held-out images (indices into the collection, not into the tiles)
+    else:
+        split = make_split(len(images), d, cfg.seed)
+        val = [(noisy[i], clean[i]) for i in split.val]
+    val_names = [images[i].name for i in split.val]
+    val = [(chw(centre_crop(n, d.val_crop)), chw(centre_crop(c, d.val_crop))) for n, c in val]
 
     def pick(lst: list[np.ndarray], idx: list[int]) -> list[np.ndarray]:
         return [lst[i] for i in idx]
@@ -84,8 +95,22 @@ def load_domains(cfg) -> Collection:
         "source": DomainImages(clean=pick(clean, split.source)),
         "target": DomainImages(noisy=pick(noisy, split.target)),
     }
-    val = [(chw(centre_crop(noisy[i], d.val_crop)), chw(centre_crop(clean[i], d.val_crop))) for i in split.val]
-    return Collection(domains, val, [images[i].name for i in split.val], split)
+    return Collection(domains, val, val_names, split)
+
+
+def tile_images(clean: list[np.ndarray], noisy: list[np.ndarray], size: int) -> tuple[list, list]:
+    """Non-overlapping ``size`` x ``size`` tiles of every (clean, noisy) image, in image then raster order (the
+    paper's setting: paired *samples* are crops, e.g. 10 of SIDD's 96,000 patches)."""
+    out_c, out_n = [], []
+    for c, n in zip(clean, noisy, strict=True):
+        h, w = c.shape[:2]
+        for top in range(0, h - size + 1, size):
+            for left in range(0, w - size + 1, size):
+                out_c.append(c[top : top + size, left : left + size])
+                out_n.append(n[top : top + size, left : left + size])
+    if not out_c:
+        raise DataError(f"data.tiles={size}: every training image is smaller than one tile")
+    return out_c, out_n
 
 
 def dihedral(img: np.ndarray, k: int) -> np.ndarray:
