@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,16 +40,18 @@ def connect(address: str | None, cfg: RunConfig) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    kwargs = {"log_to_driver": True, "include_dashboard": False}
     if address:
         try:
-            ray.init(address=address, **kwargs)
+            ray.init(address=address, log_to_driver=True)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise RaytrainError(f"cannot connect to the Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
     else:
         need = cfg.scaling.num_workers * cfg.scaling.cpus_per_worker
         # Logical CPUs: the workers' share plus one for Ray Data's crop tasks, even on a 2-core machine.
-        ray.init(num_cpus=max(os.cpu_count() or 1, int(need + 0.999) + 1), **kwargs)
+        # The dashboard (on 127.0.0.1 only) serves the State API that Ray Train's placement-group cleaner polls;
+        # without it that actor warns every few seconds. It also shows the run at http://127.0.0.1:8265.
+        ray.init(num_cpus=max(os.cpu_count() or 1, int(need + 0.999) + 1), log_to_driver=True,
+                 include_dashboard=True, dashboard_host="127.0.0.1")  # fmt: skip
     exit_on_sigterm()
 
 
@@ -97,6 +100,8 @@ def make_trainer(cfg: RunConfig, collection: Collection, tracking: dict | None) 
         "run": to_raw(cfg),
         "val_ref": ray.put(collection.val),
         "tracking": tracking,
+        # a live bar in a terminal; one line per report where the output is a log (jobs, CI, pipes)
+        "progress": "bar" if sys.stderr.isatty() else "lines",
     }
     return TorchTrainer(
         train_loop_per_worker,
@@ -113,6 +118,24 @@ def make_trainer(cfg: RunConfig, collection: Collection, tracking: dict | None) 
         # Ray Data: split every domain's stream across the workers (each gets a disjoint shard)
         dataset_config=ray.train.DataConfig(datasets_to_split="all"),
     )
+
+
+def close_leftover_bars() -> None:
+    """Close the driver's copies of worker progress bars whose final 'closed' state had not arrived when ``fit``
+    returned; otherwise every later ``print`` redraws them. Uses tqdm_ray's manager, so it is best effort."""
+    try:
+        from ray.experimental import tqdm_ray
+
+        manager = tqdm_ray._manager
+        if manager is None:
+            return
+        with manager.lock:
+            for group in manager.bar_groups.values():
+                for bar in group.bars_by_uuid.values():
+                    bar.close()
+                group.bars_by_uuid.clear()
+    except Exception:  # noqa: BLE001 - a cosmetic clean-up must never fail a run
+        return
 
 
 def root_cause(exc: BaseException) -> BaseException:
@@ -159,6 +182,7 @@ def run_training(cfg: RunConfig, parent_run_id: str | None = None) -> TrainResul
     try:
         result = trainer.fit()
     except BaseException as exc:
+        close_leftover_bars()
         interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
         if run:
             run.end("KILLED" if interrupted else "FAILED")
@@ -168,6 +192,7 @@ def run_training(cfg: RunConfig, parent_run_id: str | None = None) -> TrainResul
         if isinstance(cause, RaytrainError):
             raise cause from None
         raise RaytrainError(f"training failed: {cause.__class__.__name__}: {str(cause).splitlines()[0][:300]}") from exc
+    close_leftover_bars()
     history = result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
     ckpt_path = result.checkpoint.path if result.checkpoint else None
     if run:

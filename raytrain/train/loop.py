@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -138,11 +139,33 @@ def train_loop_per_worker(config: dict) -> None:
     config_json = json.dumps(config["run"])
     bar = None
     if rank == 0:
-        from ray.experimental.tqdm_ray import tqdm
-
+        if config.get("progress", "bar") == "bar":
+            from ray.experimental.tqdm_ray import tqdm
+        else:
+            tqdm = ProgressLines
         bar = tqdm(total=cfg.train.steps, desc=f"{cfg.name} ({cfg.method.name})")
         bar.update(start)
     Loop(cfg, method, streams, val, rank, world, device, logger, bar, config_json, first_attempt).run(start)
+
+
+class ProgressLines:
+    """The progress bar's interface for logs (Ray Jobs, CI): one line per description change, i.e. per validation,
+    instead of a bar redrawn in place."""
+
+    def __init__(self, total: int, desc: str):
+        self.total, self.n, self.desc, self.t0 = total, 0, desc, time.perf_counter()
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+
+    def set_description(self, desc: str) -> None:
+        self.desc = desc
+        # not print(): Ray Train tees a worker's print into its logger too, which would show every line twice
+        sys.stdout.write(f"{desc} | step {self.n}/{self.total} | {time.perf_counter() - self.t0:.0f} s\n")
+        sys.stdout.flush()
+
+    def close(self) -> None:
+        pass
 
 
 class Loop:
