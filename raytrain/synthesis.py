@@ -1,0 +1,195 @@
+"""Synthetic pairs: a noise model applied to clean images, written as a paired folder that ``data.synthetic`` reads.
+
+A noise source is a SeNM-VAE checkpoint (:class:`VAESource`) or a noise model fitted on the real pairs
+(:class:`FittedSource`: the Gaussian and heteroscedastic baselines). The output folder holds ``clean/NAME.png`` and
+``noisy/NAME.png`` (8-bit, the same names) and ``manifest.json`` (what made it). It is written under a hidden
+temporary name and renamed when complete, so a crash never leaves half a dataset; an existing non-empty folder is
+refused. Large sets run as a Ray Data job (one actor per worker, each loading the model once): see
+:func:`write_pairs_ray`. Nothing at import time touches Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from raytrain.data.degrade import NoiseModel, rng_for
+from raytrain.errors import DataError, RaytrainError
+from raytrain.inference import load_noise_model
+
+Source = Callable[[np.ndarray, int], np.ndarray]  # (clean (H, W, C) in [0, 1], image index) -> noisy (H, W, C)
+
+
+class VAESource:
+    """Noisy images from a SeNM-VAE: z ~ q(z | x), z_n ~ p(z_n | z, level), y = mean of p(y | z, z_n).
+
+    ``level`` (0..255 scale) fixes the noise level; ``None`` draws each image's level from the levels the model saw
+    in training (the level prior). A level outside the trained range is refused: the model never saw such noise.
+    """
+
+    def __init__(self, checkpoint: str | Path, level: float | None = None, temperature: float = 1.0, seed: int = 0,
+                 device: str = "cpu"):  # fmt: skip
+        self.cfg, self.method = load_noise_model(checkpoint, device)
+        self.device, self.seed, self.temperature = device, seed, temperature
+        if temperature <= 0:
+            raise RaytrainError(f"--temperature must be > 0 (got {temperature})")
+        self.level = None
+        if level is not None:
+            if not self.cfg.method.level_conditioning:
+                raise RaytrainError(f"{checkpoint}: this model is not level-conditioned; drop --level")
+            lo, hi = (v * 255 for v in self.method.nets["levels"].range())
+            if not (lo - 0.5 <= level <= hi + 0.5):
+                raise RaytrainError(f"--level {level:g} is outside the trained range {lo:.1f}..{hi:.1f} "
+                                    "(std of the noise, 0..255 scale); the model never saw such noise")  # fmt: skip
+            self.level = level / 255.0
+
+    @property
+    def color(self) -> str:
+        return self.cfg.data.color
+
+    def describe(self) -> dict:
+        lo, hi = (round(v * 255, 2) for v in self.method.nets["levels"].range())
+        return {"kind": "senm", "level": "prior" if self.level is None else round(self.level * 255, 3),
+                "trained_level_range": [lo, hi], "temperature": self.temperature, "seed": self.seed}  # fmt: skip
+
+    @torch.no_grad()
+    def __call__(self, clean: np.ndarray, index: int) -> np.ndarray:
+        torch.manual_seed(self.seed * 1_000_003 + index)  # per image: the same image gets the same noise in any order
+        x = torch.tensor(np.ascontiguousarray(clean.transpose(2, 0, 1)), dtype=torch.float32)[None].to(self.device)
+        lv = None if self.level is None else torch.full((1, 1, 1, 1), self.level, device=self.device)
+        return self.method.synthesize(x, lv, self.temperature)[0].cpu().numpy().transpose(1, 2, 0)
+
+
+class FittedSource:
+    """A closed-form noise model (e.g. :func:`raytrain.data.degrade.fit_gaussian`), seeded per image."""
+
+    def __init__(self, model: NoiseModel, seed: int = 0):
+        self.model, self.seed = model, seed
+
+    def describe(self) -> dict:
+        return {"kind": self.model.kind, **self.model.params, "seed": self.seed}
+
+    def __call__(self, clean: np.ndarray, index: int) -> np.ndarray:
+        return self.model(clean, rng_for(self.seed, 7, index))
+
+
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    arr = np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
+    return arr[..., 0] if arr.ndim == 3 and arr.shape[-1] == 1 else arr
+
+
+def write_png(img: np.ndarray, path: Path) -> None:
+    import imageio.v3 as iio
+
+    iio.imwrite(path, to_uint8(img), extension=".png")
+
+
+def staging(out: Path) -> Path:
+    """A fresh hidden folder beside ``out`` (refusing a non-empty ``out``) with clean/ and noisy/ inside."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DataError(f"{out}: exists and is not empty; give a new folder (nothing was written)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "clean").mkdir(parents=True)
+    (tmp / "noisy").mkdir()
+    return tmp
+
+
+def publish(tmp: Path, out: Path, manifest: dict) -> Path:
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    if out.exists():
+        out.rmdir()  # empty (checked by staging)
+    os.replace(tmp, out)
+    return out
+
+
+def names_for(names: list[str], copies: int) -> list[tuple[int, str]]:
+    """(image index, output name) for every copy; names must be unique (they are file stems)."""
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise DataError(f"clean images with the same name: {', '.join(dup[:5])}")
+    return [(i, n if copies == 1 else f"{n}_{k}") for i, n in enumerate(names) for k in range(copies)]
+
+
+def write_pairs(images: Iterable, source: Source, out: str | Path, copies: int = 1, progress: bool = True,
+                describe: dict | None = None) -> Path:  # fmt: skip
+    """Synthesise ``copies`` noisy versions of every image (objects with ``name`` and ``pixels``) into ``out``."""
+    from tqdm import tqdm
+
+    images = list(images)
+    if not images:
+        raise DataError("no clean images to synthesise from")
+    out = Path(out)
+    jobs = names_for([im.name for im in images], copies)
+    tmp = staging(out)
+    try:
+        for n, (i, name) in enumerate(tqdm(jobs, desc="synthesize", unit="img", disable=not progress)):
+            clean = images[i].pixels
+            write_png(clean, tmp / "clean" / f"{name}.png")
+            write_png(source(clean, n), tmp / "noisy" / f"{name}.png")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return publish(tmp, out, {"count": len(jobs), "source": describe or {}, "names": [n for _, n in jobs]})
+
+
+class _RayWriter:
+    """A Ray Data actor: loads the SeNM-VAE once, then synthesises and writes each batch of files."""
+
+    def __init__(self, checkpoint: str, level: float | None, temperature: float, seed: int, tmp: str, color: str):
+        self.source = VAESource(checkpoint, level, temperature, seed)
+        self.tmp, self.color = Path(tmp), color
+
+    def __call__(self, batch: dict) -> dict:
+        from raytrain.data.images import read_image
+
+        for idx, path, name in zip(batch["index"], batch["path"], batch["name"], strict=True):
+            clean = read_image(path, self.color)
+            write_png(clean, self.tmp / "clean" / f"{name}.png")
+            write_png(self.source(clean, int(idx)), self.tmp / "noisy" / f"{name}.png")
+        return {"name": batch["name"]}
+
+
+def write_pairs_ray(files: list[Path], checkpoint: str, out: str | Path, level: float | None = None,
+                    temperature: float = 1.0, seed: int = 0, copies: int = 1, actors: int = 2) -> Path:  # fmt: skip
+    """:func:`write_pairs` for a large folder as a Ray Data job (``actors`` model replicas, on the running Ray;
+    ``out`` must be on storage every node sees). Same names, seeds and manifest as the in-process path."""
+    import ray
+
+    source = VAESource(checkpoint, level, temperature, seed)  # validates level/kind once, on the driver
+    out = Path(out).resolve()
+    jobs = names_for([f.stem for f in files], copies)
+    tmp = staging(out)
+    rows = [{"index": n, "path": str(files[i]), "name": name} for n, (i, name) in enumerate(jobs)]
+    try:
+        ds = ray.data.from_items(rows).map_batches(
+            _RayWriter, batch_size=8, concurrency=actors, num_cpus=1,
+            fn_constructor_args=(str(checkpoint), level, temperature, seed, str(tmp), source.color),
+        )  # fmt: skip
+        done = ds.count()
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if done != len(rows):
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise RaytrainError(f"synthesis wrote {done} of {len(rows)} images")
+    return publish(tmp, out, {"count": len(rows), "source": source.describe(), "names": [n for _, n in jobs]})
+
+
+def as_synthesizer(source: Source, seed_offset: int = 10_000):
+    """A (clean (1, C, H, W), level) -> noisy tensor view of a numpy source, for :func:`raytrain.evaluate.noise_rows`.
+    Fitted models ignore the level (they are the baselines: one model for the whole camera)."""
+    counter = iter(range(seed_offset, 2**31))
+
+    def synth(clean: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        noisy = source(clean[0].cpu().numpy().transpose(1, 2, 0), next(counter))
+        return torch.from_numpy(np.ascontiguousarray(noisy.transpose(2, 0, 1)))[None].to(clean.device)
+
+    return synth

@@ -1,0 +1,213 @@
+"""Synthesis (`raytrain synthesize`), noise-eval, the checkpoint-kind checks, and the SeNM-VAE pipeline end to end."""
+
+from __future__ import annotations
+
+import json
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from raytrain.cli import main
+from raytrain.config import load_config, to_raw
+from raytrain.errors import DataError, RaytrainError
+from raytrain.methods import build_method
+from raytrain.synthesis import FittedSource, VAESource, write_pairs, write_pairs_ray
+from raytrain.train.checkpoint import save_checkpoint
+
+TINY_SENM = [
+    "method.name=senm", "method.width=8", "method.growth=4", "method.z_dim=4", "method.zn_dim=2",
+    "method.level_net_width=4", "method.disc_width=4", "method.blocks_per_scale=[1,1]", "data.paired.count=2",
+    "data.max_size=96", "data.val_crop=64", "data.patches.size=32", "data.noise.kind=camera",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def senm_ckpt(tmp_path_factory):
+    """A SeNM-VAE checkpoint (random weights) whose level reservoir saw levels 10..20 (0..255 scale)."""
+    d = tmp_path_factory.mktemp("senm")
+    cfg = load_config(None, [f"workdir={d / 'runs'}", *TINY_SENM])
+    torch.manual_seed(0)
+    m = build_method(cfg, torch.device("cpu"))
+    m.nets["levels"].add(torch.linspace(10, 20, 16) / 255)
+    with torch.no_grad():  # the output heads start at zero (a blank image); give them weights so z_n shows
+        for p in m.nets["vae"].parameters():
+            if not p.any():
+                p.normal_(0, 0.05)
+    (d / "ckpt").mkdir()
+    save_checkpoint(d / "ckpt", m, 5, json.dumps(to_raw(cfg)), {})
+    return d / "ckpt"
+
+
+@pytest.fixture
+def clean_dir(tmp_path):
+    rng = np.random.default_rng(0)
+    d = tmp_path / "clean_in"
+    d.mkdir()
+    for i, shape in enumerate([(40, 40), (37, 50), (64, 33)]):  # sizes not a multiple of the VAE's stride
+        iio.imwrite(d / f"img{i}.png", (rng.random(shape) * 255).astype(np.uint8))
+    return d
+
+
+def read(path):
+    return iio.imread(path)
+
+
+def test_synthesize_writes_same_names_shapes_and_a_manifest(senm_ckpt, clean_dir, tmp_path, capsys):
+    out = tmp_path / "pairs"
+    assert main(["synthesize", str(senm_ckpt), "--clean", str(clean_dir), "--out", str(out), "--level", "15"]) == 0
+    names = sorted(p.name for p in clean_dir.iterdir())
+    assert sorted(p.name for p in (out / "clean").iterdir()) == names
+    assert sorted(p.name for p in (out / "noisy").iterdir()) == names
+    for n in names:
+        src, c, y = read(clean_dir / n), read(out / "clean" / n), read(out / "noisy" / n)
+        assert c.shape == y.shape == src.shape and y.dtype == np.uint8
+        np.testing.assert_array_equal(c, src)
+        assert not np.array_equal(y, c)  # noise was added
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["count"] == 3 and manifest["source"]["level"] == 15 and manifest["source"]["kind"] == "senm"
+    assert "data.synthetic=" in capsys.readouterr().out
+    assert not list(tmp_path.glob(".pairs.partial*"))
+
+
+def test_synthesis_is_seeded_and_the_level_changes_the_noise(senm_ckpt, clean_dir, tmp_path):
+    imgs = [
+        type("I", (), {"name": p.stem, "pixels": read(p)[..., None] / 255.0})() for p in sorted(clean_dir.iterdir())
+    ]
+    a = write_pairs(imgs, VAESource(senm_ckpt, 12, seed=3), tmp_path / "a", progress=False)
+    b = write_pairs(imgs, VAESource(senm_ckpt, 12, seed=3), tmp_path / "b", progress=False)
+    for n in ("img0.png", "img1.png", "img2.png"):
+        np.testing.assert_array_equal(read(a / "noisy" / n), read(b / "noisy" / n))
+    # (random weights: compare the float outputs, 8-bit rounding would hide the differences)
+    x = imgs[1].pixels.astype(np.float32)
+    ref = VAESource(senm_ckpt, 12, seed=3)(x, 0)
+    np.testing.assert_array_equal(ref, VAESource(senm_ckpt, 12, seed=3)(x, 0))
+    assert not np.array_equal(ref, VAESource(senm_ckpt, 12, seed=4)(x, 0))  # another seed
+    assert not np.array_equal(ref, VAESource(senm_ckpt, 19, seed=3)(x, 0))  # another level
+    assert not np.array_equal(ref, VAESource(senm_ckpt, 12, seed=3)(x, 1))  # another image index
+    assert ref.shape == x.shape
+    prior = write_pairs(imgs, VAESource(senm_ckpt, None), tmp_path / "p", copies=2, progress=False)
+    assert len(list((prior / "noisy").iterdir())) == 6 and (prior / "noisy" / "img0_1.png").is_file()
+
+
+def test_level_outside_the_trained_range_is_refused(senm_ckpt, clean_dir, tmp_path, capsys):
+    code = main(
+        ["synthesize", str(senm_ckpt), "--clean", str(clean_dir), "--out", str(tmp_path / "o"), "--level", "60"]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "outside the trained range 10.0..20.0" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_denoiser_checkpoint_is_refused_by_synthesize_and_senm_by_denoise(trained, senm_ckpt, clean_dir, tmp_path,
+                                                                           capsys):  # fmt: skip
+    _, res = trained
+    assert main(["synthesize", res.checkpoint, "--clean", str(clean_dir), "--out", str(tmp_path / "o")]) == 2
+    assert "a dncnn checkpoint is a denoiser, not a noise model" in capsys.readouterr().err
+    assert main(["denoise", str(senm_ckpt), str(clean_dir), str(tmp_path / "d")]) == 2
+    assert "a senm checkpoint is a noise model, not a denoiser" in capsys.readouterr().err
+    assert main(["noise-eval", res.checkpoint]) == 2
+
+
+def test_nothing_is_half_written_and_a_full_folder_is_kept(clean_dir, tmp_path):
+    imgs = [
+        type("I", (), {"name": p.stem, "pixels": read(p)[..., None] / 255.0})() for p in sorted(clean_dir.iterdir())
+    ]
+
+    def broken(clean, i):
+        if i == 2:
+            raise RuntimeError("boom")
+        return clean
+
+    with pytest.raises(RuntimeError):
+        write_pairs(imgs, broken, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.partial*"))
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("x")
+    with pytest.raises(DataError, match="exists and is not empty"):
+        write_pairs(imgs, lambda c, i: c, tmp_path / "full", progress=False)
+    assert (tmp_path / "full" / "keep.txt").read_text() == "x"
+
+
+def test_fitted_baselines_write_pairs_and_unknown_names_clash(tmp_path):
+    from raytrain.data.degrade import NoiseModel
+
+    img = type("I", (), {"name": "a", "pixels": np.full((16, 16, 1), 0.5, np.float32)})()
+    out = write_pairs([img], FittedSource(NoiseModel("awgn", {"sigma": 10.0})), tmp_path / "g", progress=False)
+    resid = read(out / "noisy" / "a.png").astype(float) - read(out / "clean" / "a.png")
+    assert 7 < resid.std() < 13
+    with pytest.raises(DataError, match="same name"):
+        write_pairs([img, img], lambda c, i: c, tmp_path / "dup", progress=False)
+
+
+def test_ray_data_synthesis_matches_the_in_process_files(ray_local, senm_ckpt, clean_dir, tmp_path):
+    files = sorted(clean_dir.iterdir())
+    out = write_pairs_ray(files, str(senm_ckpt), tmp_path / "ray", level=14, seed=1, actors=1)
+    imgs = [type("I", (), {"name": p.stem, "pixels": read(p)[..., None] / 255.0})() for p in files]
+    ref = write_pairs(imgs, VAESource(senm_ckpt, 14, seed=1), tmp_path / "ref", progress=False)
+    for f in files:
+        np.testing.assert_array_equal(read(out / "noisy" / f.name), read(ref / "noisy" / f.name))
+    assert json.loads((out / "manifest.json").read_text())["count"] == 3
+
+
+def test_noise_eval_prints_both_klds_and_the_baselines(senm_ckpt, capsys):
+    assert main(["noise-eval", str(senm_ckpt), "--crop", "48"]) == 0
+    out = capsys.readouterr().out
+    assert "KLD resid." in out and "KLD noisy" in out
+    rows = [ln for ln in out.splitlines() if ln.startswith(("SeNM-VAE", "gaussian", "heteroscedastic", "real noise"))]
+    assert len(rows) == 4
+    for ln in rows[:3]:
+        kld, kld_noisy = (float(v) for v in ln.split()[-4:-2])
+        assert kld >= 0 and kld_noisy >= 0 and np.isfinite(kld)
+
+
+def test_pipeline_section_validation(tmp_path):
+    with pytest.raises(RaytrainError, match="needs method.name=senm"):
+        load_config(None, ["pipeline.temperature=1.0"])
+    with pytest.raises(RaytrainError, match="must be dncnn or drunet"):
+        load_config(None, [*TINY_SENM, "pipeline.downstream.method.name=senm"])
+    with pytest.raises(RaytrainError, match="pipeline.arms"):
+        load_config(None, [*TINY_SENM, "pipeline.arms=[senm,bogus]"])
+
+
+@pytest.mark.slow
+def test_pipeline_end_to_end_links_every_stage(ray_local, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from raytrain.noise_pipeline import run_pipeline
+
+    cfg = load_config(None, [
+        f"workdir={tmp_path / 'runs'}", *TINY_SENM, "name=pipe", "data.tiles=32", "data.paired.count=4",
+        "data.val_images=2", "train.steps=4", "train.val_every=4", "train.checkpoint_every=4", "scaling.num_workers=1",
+        "train.batch_size=4", "pipeline.arms=[senm,gaussian,real_pairs]", "pipeline.downstream.method.depth=3",
+        "pipeline.downstream.method.width=8", "pipeline.downstream.train.steps=4",
+        "pipeline.downstream.train.val_every=4", "pipeline.downstream.train.checkpoint_every=4",
+        "pipeline.downstream.train.batch_size=4",
+    ])  # fmt: skip
+    res = run_pipeline(cfg)
+    assert list(res.rows) == ["senm", "gaussian", "real_pairs"]
+    assert "kld" in res.rows["senm"] and "kld" in res.rows["gaussian"] and "kld" not in res.rows["real_pairs"]
+    assert all(np.isfinite(r["psnr"]) for r in res.rows.values())
+    table = (res.out / "table.md").read_text()
+    assert "SeNM-VAE synthetic + real pairs" in table and "real pairs only" in table
+    client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    parent = client.get_run(res.parent_run_id)
+    assert parent.info.status == "FINISHED" and parent.data.metrics["senm_psnr"] == pytest.approx(
+        res.rows["senm"]["psnr"]
+    )
+    exp = parent.info.experiment_id
+    children = client.search_runs([exp], f"tags.mlflow.parentRunId = '{res.parent_run_id}'")
+    stages = sorted((r.data.tags.get("raytrain.stage"), r.data.tags.get("raytrain.arm", "")) for r in children)
+    assert stages == [
+        ("downstream", "gaussian"), ("downstream", "real_pairs"), ("downstream", "senm"), ("evaluate", ""),
+        ("noise_model", ""), ("synthesize", "gaussian"), ("synthesize", "senm"),
+    ]  # fmt: skip
+    assert all(r.info.status == "FINISHED" for r in children)
+    dn = next(
+        r
+        for r in children
+        if r.data.tags.get("raytrain.arm") == "senm" and r.data.tags["raytrain.stage"] == "downstream"
+    )
+    assert dn.data.tags["raytrain.synthesis_run"] == res.runs["synthesize/senm"]
+    assert dn.data.params["data.synthetic"].endswith("synthetic-senm")
