@@ -11,6 +11,15 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Weight = Annotated[float, Field(ge=0, le=1000)]
 
+# The paper's Table 4 ablation: (a) no noise encoder E^N_X, (b) no representation discriminator D_R, (c) no BCM,
+# (d) full
+VARIANTS = {
+    "full": (),
+    "no_noise_encoder": ("method.noise_encoder=false",),
+    "no_repr_disc": ("method.repr_disc=false",),
+    "no_bcm": ("method.bcm=false",),
+}
+
 
 class LIRConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)

@@ -21,6 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 Weight = Annotated[float, Field(ge=0, le=1000)]
 
 
+# The paper's Table 6 ablation: without the reconstruction of x (the clean image) vs the full objective
+VARIANTS = {"full": (), "no_rec_x": ("method.rec_x=false",)}
+
+
 class SeNMConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 

@@ -1,0 +1,1 @@
+"""Sweeps (Ray Tune + Optuna) and ablation grids over the one training loop."""

@@ -1,0 +1,194 @@
+"""``raytrain ablate``: a grid (e.g. paired count x seed) x method variants (the papers' ablation switches) through
+Tune, aggregated into the papers' table form (mean ± std over seeds per cell) as Markdown and CSV, with plots: the
+metric against the first grid axis with error bars, and validation curves per variant (as LIR's Fig. 8).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from raytrain.config import RunConfig
+from raytrain.errors import ConfigError
+from raytrain.metrics import mean_std
+from raytrain.tune.space import Param, Space, variants_of
+
+REPLICATE_AXES = ("seed",)  # averaged over, never a table axis
+
+
+def parse_grid(items: list[str], cfg: RunConfig) -> dict[str, list]:
+    """``--grid data.paired.count=10,96,960`` -> {path: values}; ``paired.count`` stands for ``data.paired.count``."""
+    out: dict[str, list] = {}
+    top = set(type(cfg).model_fields)
+    for item in items:
+        path, sep, vals = item.partition("=")
+        if not sep or not path or not vals:
+            raise ConfigError(f"--grid {item!r}: expected KEY=V1,V2,...")
+        if path.split(".")[0] not in top and path.split(".")[0] in type(cfg.data).model_fields:
+            path = f"data.{path}"
+        values = [yaml.safe_load(v) for v in vals.split(",")]
+        if len(set(map(str, values))) != len(values):
+            raise ConfigError(f"--grid {item!r}: repeated values")
+        out[path] = values
+    return out
+
+
+def grid_space(grid: dict[str, list], variants: list[str], method: str, origin: str = "--grid") -> Space:
+    known = variants_of(method)
+    bad = [v for v in variants if v not in known]
+    if bad:
+        raise ConfigError(f"--variants: unknown for {method}: {', '.join(bad)} (known: {', '.join(known)})")
+    params = {k: Param(k, "grid", tuple(v)) for k, v in grid.items()}
+    if variants:
+        params["variant"] = Param("variant", "grid", tuple(variants))
+    if not params:
+        raise ConfigError("ablate needs at least one --grid or --variants")
+    return Space(params, origin=origin)
+
+
+def aggregate(rows: list[dict], axes: list[str], metric: str) -> list[dict]:
+    """Cells: one per combination of the non-replicate axes; mean ± std of ``metric`` over replicates (seeds)."""
+    keep = [a for a in axes if a not in REPLICATE_AXES]
+    cells: dict[tuple, list[float]] = defaultdict(list)
+    for r in rows:
+        if metric in r and r[metric] is not None and np.isfinite(r[metric]):
+            cells[tuple(r.get(a) for a in keep)].append(float(r[metric]))
+    out = []
+    for key, vals in sorted(cells.items(), key=lambda kv: tuple(map(_sort_key, kv[0]))):
+        m, s = mean_std(vals)
+        out.append({**dict(zip(keep, key, strict=True)), "mean": m, "std": s, "n": len(vals)})
+    return out
+
+
+def _sort_key(v):
+    return (0, float(v), "") if isinstance(v, (int, float)) else (1, 0.0, str(v))
+
+
+def table_markdown(cells: list[dict], axes: list[str], metric: str, digits: int = 2) -> str:
+    """Papers' form: columns = the first axis (e.g. paired count), rows = the other axes (variant, ...)."""
+    keep = [a for a in axes if a not in REPLICATE_AXES]
+    if not keep:
+        c = cells[0]
+        return f"| {metric} |\n|---|\n| {c['mean']:.{digits}f} ± {c['std']:.{digits}f} (n={c['n']}) |"
+    col_axis, row_axes = keep[0], keep[1:]
+    cols = sorted({c[col_axis] for c in cells}, key=_sort_key)
+    rows = sorted({tuple(c[a] for a in row_axes) for c in cells}, key=lambda t: tuple(map(_sort_key, t)))
+    head = [" / ".join(row_axes) or metric] + [f"{col_axis}={v}" for v in cols]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for rk in rows:
+        vals = []
+        for cv in cols:
+            c = next((c for c in cells if c[col_axis] == cv and tuple(c[a] for a in row_axes) == rk), None)
+            vals.append(f"{c['mean']:.{digits}f} ± {c['std']:.{digits}f}" if c else "–")
+        lines.append("| " + " | ".join([" / ".join(map(str, rk)) or metric, *vals]) + " |")
+    return "\n".join(lines)
+
+
+def table_csv(cells: list[dict]) -> str:
+    buf = io.StringIO()
+    if cells:
+        w = csv.DictWriter(buf, fieldnames=list(cells[0]))
+        w.writeheader()
+        w.writerows(cells)
+    return buf.getvalue()
+
+
+def plot_metric(cells: list[dict], axes: list[str], metric: str, path: Path) -> Path | None:
+    """The metric against the first axis, one line per remaining combination (variant), error bars = std."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keep = [a for a in axes if a not in REPLICATE_AXES]
+    if not keep:
+        return None
+    x_axis, rest = keep[0], keep[1:]
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    groups = sorted({tuple(c[a] for a in rest) for c in cells}, key=lambda t: tuple(map(_sort_key, t)))
+    numeric = all(isinstance(c[x_axis], (int, float)) for c in cells)
+    for g in groups:
+        pts = sorted((c for c in cells if tuple(c[a] for a in rest) == g), key=lambda c: _sort_key(c[x_axis]))
+        xs = [c[x_axis] if numeric else str(c[x_axis]) for c in pts]
+        ax.errorbar(xs, [c["mean"] for c in pts], yerr=[c["std"] for c in pts], marker="o", capsize=3,
+                    label=" / ".join(map(str, g)) or metric)  # fmt: skip
+    if (
+        numeric
+        and min(c[x_axis] for c in cells) > 0
+        and max(c[x_axis] for c in cells) / min(c[x_axis] for c in cells) >= 20
+    ):
+        ax.set_xscale("log")
+    ax.set_xlabel(x_axis)
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    if len(groups) > 1:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_curves(curves: dict[str, list[list[tuple[int, float]]]], metric: str, path: Path) -> Path | None:
+    """Validation ``metric`` against step per variant (mean over the variant's trials), as LIR's Fig. 8."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not any(curves.values()):
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for label, runs in sorted(curves.items()):
+        by_step: dict[int, list[float]] = defaultdict(list)
+        for run in runs:
+            for step, v in run:
+                by_step[step].append(v)
+        steps = sorted(by_step)
+        ax.plot(steps, [np.mean(by_step[s]) for s in steps], marker=".", label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def run_ablation(cfg: RunConfig, grid: dict[str, list], variants: list[str], name: str, metric: str, mode: str,
+                 concurrent: int, resume: bool = False) -> dict:  # fmt: skip
+    """Every grid cell x variant once (Tune's grid search), then the table, CSV and plots in the sweep folder."""
+    from raytrain.tune.driver import run_sweep
+
+    space = grid_space(grid, variants, cfg.method.name)
+    res = run_sweep(cfg, space, name, 1, concurrent, [metric], [mode], None, "grid", resume)
+    axes = [a for a in space.params if a != "variant"] + (["variant"] if "variant" in space.params else [])
+    # the table's columns: the first grid axis (e.g. the paired count); rows: the variants and remaining axes
+    cells = aggregate(res.rows, axes, metric)
+    digits = 4 if "kld" in metric or "ssim" in metric or "rho" in metric else 2
+    md = table_markdown(cells, axes, metric, digits)
+    out = res.folder
+    files = {"ablation.md": f"{metric} (mean ± std over {', '.join(REPLICATE_AXES)}; last validation)\n\n{md}\n",
+             "ablation.csv": table_csv(cells)}  # fmt: skip
+    for f, text in files.items():
+        (out / f).write_text(text)
+    plots = [plot_metric(cells, axes, metric, out / "metric.png")]
+    curves: dict[str, list] = defaultdict(list)
+    for row in res.rows:
+        hist = res.histories.get(row["trial_id"], [])
+        label = " / ".join(str(row.get(a)) for a in axes if a not in REPLICATE_AXES) or metric
+        curves[label].append([(int(h["step"]), float(h[metric])) for h in hist if metric in h])
+    plots.append(plot_curves(curves, metric, out / "curves.png"))
+    if res.parent_run_id:
+        from raytrain.tracking import _client, resolve_uri
+
+        client = _client(resolve_uri(cfg.tracking.uri, cfg.workdir))
+        for f in [*files, *(p.name for p in plots if p)]:
+            client.log_artifact(res.parent_run_id, str(out / f))
+    return {"sweep": res, "cells": cells, "markdown": md, "folder": out, "plots": [p for p in plots if p]}

@@ -1,0 +1,312 @@
+"""``raytrain tune`` / ``raytrain ablate``: Ray Tune over the one training loop, in Train V2's form.
+
+Each trial is a Tune function that builds a ``TorchTrainer`` for its config and calls ``fit()`` (``Tuner(TorchTrainer)``
+is gone in Train V2); a Train callback forwards each validation report to Tune. Trials take no CPU themselves
+(``cpu: 0``) and at most ``concurrent`` run at once, after a check that ``concurrent`` worker groups fit on the cluster,
+so a sweep can neither deadlock (trials holding the CPUs their workers need) nor wait forever.
+
+MLflow: the driver opens one parent run per sweep; each trial opens a child run (params, tags ``raytrain.trial_id``)
+that its rank-0 worker logs curves into. A driver-side Tune callback ends every child run with the trial's real
+status (ASHA-stopped trials are FINISHED with ``raytrain.early_stopped``); at exit any child still RUNNING is
+marked KILLED, so no run stays RUNNING. ``--resume`` restores the Tune experiment: finished trials are kept,
+unfinished and errored ones rerun, the same parent run continues.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ray import tune
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from raytrain.config import RunConfig, to_raw, validate
+from raytrain.errors import RaytrainError
+from raytrain.tune.space import Space, check_metric, check_space, to_tune, trial_raw
+
+STATE = "raytrain_sweep.json"
+
+
+class ValidationReportCallback(TuneReportCallback):
+    """Forward only the reports that carry validation metrics: Tune checks the searched metric in every result,
+    and the loop's loss-only reports between validations do not have it."""
+
+    def after_report(self, run_context, metrics, checkpoint):
+        if any(k.startswith("val_") for k in metrics[0]):
+            super().after_report(run_context, metrics, checkpoint)
+
+
+def trial(params: dict, base_raw: dict, sweep: str, tracking: dict | None) -> None:
+    """One trial: the base config with this trial's values, trained by a TorchTrainer; a child MLflow run."""
+    from raytrain.data.pipeline import load_domains
+    from raytrain.train.launch import make_trainer, root_cause
+
+    trial_id = tune.get_context().get_trial_id()
+    cfg = validate(trial_raw(base_raw, params) | {"name": f"{sweep}-{trial_id}"}, f"trial {trial_id}")
+    run = None
+    if tracking:
+        from raytrain.config import flatten
+        from raytrain.tracking import DriverRun
+
+        run = DriverRun(tracking["uri"], cfg.tracking.experiment, cfg.workdir, cfg.name, tracking["parent"])
+        run.log_params(flatten(cfg))
+        run.set_tags({"raytrain.trial_id": trial_id, "raytrain.sweep": sweep, "method": cfg.method.name,
+                      "raytrain.searched": json.dumps(params, default=str)})  # fmt: skip
+    trainer = make_trainer(cfg, load_domains(cfg), run.info if run else None, [ValidationReportCallback()], "none")
+    try:
+        trainer.fit()
+    except BaseException as exc:
+        if run:
+            run.end("FAILED")
+        cause = root_cause(exc)
+        raise RaytrainError(
+            f"trial {trial_id}: {cause.__class__.__name__}: {str(cause).splitlines()[0][:300]}"
+        ) from None
+    if run:
+        run.end("FINISHED")
+
+
+class MLflowStatus(tune.Callback):
+    """Driver side: end each trial's child run with the trial's status (a stopped trial's actor is killed before its
+    own ``finally`` could run)."""
+
+    def __init__(self, uri: str | None, experiment_id: str | None, parent: str | None, steps: int):
+        self.uri, self.experiment_id, self.parent, self.steps = uri, experiment_id, parent, steps
+
+    def _close(self, trial_id: str, status: str, tags: dict | None = None) -> None:
+        if not self.parent:
+            return
+        from raytrain.tracking import _client
+
+        client = _client(self.uri)
+        query = f"tags.mlflow.parentRunId = '{self.parent}' and tags.`raytrain.trial_id` = '{trial_id}'"
+        for r in client.search_runs([self.experiment_id], query):
+            if r.info.status == "RUNNING":
+                for k, v in (tags or {}).items():
+                    client.set_tag(r.info.run_id, k, v)
+                client.set_terminated(r.info.run_id, status)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        stopped = int(trial.last_result.get("step", self.steps)) < self.steps  # ASHA stopped it
+        self._close(trial.trial_id, "FINISHED", {"raytrain.early_stopped": str(stopped)})
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._close(trial.trial_id, "FAILED")
+
+
+@dataclass
+class SweepResult:
+    rows: list[dict]  # one per trial: trial_id, status, the searched values, the last validation metrics
+    best: dict | None
+    best_config: Path | None
+    folder: Path
+    parent_run_id: str | None
+    wall_s: float
+    histories: dict[str, list[dict]] = field(default_factory=dict)  # trial_id -> validation reports (step, val_*)
+
+
+def absolute_paths(raw: dict) -> dict:
+    """Local paths made absolute: Tune runs each trial in its own working directory."""
+    raw = json.loads(json.dumps(raw))
+    raw["workdir"] = str(Path(raw.get("workdir", "runs")).resolve())
+    if raw.get("storage_path") and "://" not in raw["storage_path"]:
+        raw["storage_path"] = str(Path(raw["storage_path"]).resolve())
+    data = raw.get("data", {})
+    for k in ("source", "noisy_source", "synthetic"):
+        v = data.get(k)
+        if v and v != "samples" and "://" not in v and Path(v).exists():
+            data[k] = str(Path(v).resolve())
+    return raw
+
+
+def sweep_folder(cfg: RunConfig, name: str) -> Path:
+    return Path(cfg.storage_path or Path(cfg.workdir).resolve() / "sweeps") / name
+
+
+def trial_resources() -> dict:
+    """What a trial itself holds. Its workers hold the compute; the trial (a driver) holds a ``trial_slot``, a custom
+    resource the embedded Ray has (a cluster can add it: ``ray start --head --resources='{"trial_slot": 64}'``);
+    otherwise a sliver of CPU, which :func:`run_sweep` counts when checking that the workers still fit."""
+    import ray
+
+    from raytrain.train.launch import TRIAL_SLOT
+
+    return {"cpu": 0, TRIAL_SLOT: 1} if ray.cluster_resources().get(TRIAL_SLOT, 0) >= 1 else {"cpu": TRIAL_CPU}
+
+
+TRIAL_CPU = 0.01
+
+
+def check_concurrency(cfg: RunConfig, concurrent: int) -> None:
+    """On the embedded Ray, concurrent worker groups must fit on this machine's cores (logical CPUs are padded for
+    Ray Data, so Ray alone would not refuse); on a cluster, :func:`check_resources` compares with its resources."""
+    need = concurrent * cfg.scaling.num_workers * cfg.scaling.cpus_per_worker
+    cores = os.cpu_count() or 1
+    if cfg.address is None and need > cores:
+        raise RaytrainError(f"--concurrent {concurrent} x {cfg.scaling.num_workers} workers x "
+                            f"{cfg.scaling.cpus_per_worker:g} CPUs = {need:g} CPUs, this machine has {cores}; "
+                            "lower --concurrent or scaling.num_workers")  # fmt: skip
+
+
+def open_parent(cfg: RunConfig, folder: Path, name: str, resume: bool, params: dict):
+    """The sweep's parent MLflow run (reused on --resume) and the experiment id; (None, None, None) when off."""
+    if not cfg.tracking.enabled:
+        return None, None, None
+    from raytrain.tracking import DriverRun, _client, _experiment_id, check_reachable, resolve_uri
+
+    uri = resolve_uri(cfg.tracking.uri, cfg.workdir)
+    check_reachable(uri)
+    state = folder / STATE
+    if resume and state.is_file():
+        parent = json.loads(state.read_text())["parent_run_id"]
+        client = _client(uri)
+        exp = _experiment_id(client, cfg.tracking.experiment, uri, cfg.workdir)
+        client.update_run(parent, "RUNNING")
+        return uri, exp, parent
+    run = DriverRun(uri, cfg.tracking.experiment, cfg.workdir, name)
+    run.set_tags({"raytrain.stage": "sweep", "raytrain.sweep": name})
+    run.log_params(params)
+    return uri, run.experiment_id, run.run_id
+
+
+def close_children(uri: str | None, exp: str | None, parent: str | None, status: str = "KILLED") -> int:
+    """Mark every child run of ``parent`` still RUNNING as ``status``; returns how many."""
+    if not parent:
+        return 0
+    from raytrain.tracking import _client
+
+    client = _client(uri)
+    runs = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent}' and attributes.status = 'RUNNING'")
+    for r in runs:
+        client.set_terminated(r.info.run_id, status)
+    return len(runs)
+
+
+def run_sweep(cfg: RunConfig, space: Space, name: str, samples: int, concurrent: int, metrics: list[str],
+              modes: list[str], scheduler: str | None = None, search: str = "optuna", resume: bool = False,
+              seed: int | None = None) -> SweepResult:  # fmt: skip
+    """Run (or resume) a sweep; everything is validated before a trial starts."""
+    from raytrain.train.launch import check_resources, connect
+
+    base_raw = absolute_paths(to_raw(cfg))
+    check_space(space, base_raw, name)
+    check_metric(cfg, metrics, modes)
+    if concurrent < 1 or samples < 1:
+        raise RaytrainError(f"--samples and --concurrent must be >= 1 (got {samples}, {concurrent})")
+    if scheduler == "asha" and len(metrics) > 1:
+        raise RaytrainError("--scheduler asha needs a single metric (it cannot stop trials on several objectives)")
+    check_concurrency(cfg, concurrent)
+    folder = sweep_folder(cfg, name)
+    if resume and not tune.Tuner.can_restore(str(folder)):
+        raise RaytrainError(f"--resume: no sweep to resume at {folder}")
+    if not resume and folder.exists() and any(folder.iterdir()):
+        raise RaytrainError(f"sweep {name!r} exists at {folder}; add --resume to continue it, or pick another --name")
+    t0 = time.perf_counter()
+    connect(cfg.address, cfg, trials=concurrent)
+    check_resources(cfg, trials=concurrent, extra_cpu=concurrent * trial_resources()["cpu"])
+    uri, exp, parent = open_parent(cfg, folder, name, resume, {"space": space.origin, "samples": samples,
+                                   "concurrent": concurrent, "metric": ",".join(metrics), "mode": ",".join(modes),
+                                   "scheduler": scheduler or "fifo", "search": search})  # fmt: skip
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / STATE).write_text(json.dumps({"parent_run_id": parent, "base": base_raw}, default=str))
+    fn = tune.with_resources(
+        tune.with_parameters(
+            trial, base_raw=base_raw, sweep=name, tracking={"uri": uri, "parent": parent} if parent else None
+        ),
+        trial_resources(),
+    )
+    callbacks = [MLflowStatus(uri, exp, parent, cfg.train.steps)]
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Ctrl-C / SIGTERM raise here: runs are closed, state is kept
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # snapshot often: a killed driver loses <= 2 s of state
+    status = "FAILED"
+    try:
+        if resume:
+            closed = close_children(uri, exp, parent)  # the killed driver's trials: KILLED, they rerun under new runs
+            if closed:
+                print(f"[sweep] marked {closed} interrupted trial run(s) KILLED; they rerun")
+            tuner = tune.Tuner.restore(str(folder), trainable=fn, resume_unfinished=True, restart_errored=True)
+        else:
+            tuner = make_tuner(fn, space, name, folder, samples, concurrent, metrics, modes, scheduler, search,
+                               cfg.seed if seed is None else seed, callbacks)  # fmt: skip
+        results = tuner.fit()
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        close_children(uri, exp, parent)
+        if parent:
+            from raytrain.tracking import _client
+
+            _client(uri).set_terminated(parent, status)
+    return summarize(results, cfg, space, metrics, modes, folder, parent, time.perf_counter() - t0, uri)
+
+
+def make_tuner(fn, space: Space, name: str, folder: Path, samples: int, concurrent: int, metrics: list[str],
+               modes: list[str], scheduler: str | None, search: str, seed: int, callbacks: list):  # fmt: skip
+    from ray.tune.schedulers import ASHAScheduler
+
+    single = len(metrics) == 1
+    searcher = None
+    if search == "optuna":
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+
+        sampler = optuna.samplers.TPESampler(seed=seed) if single else optuna.samplers.NSGAIISampler(seed=seed)
+        searcher = OptunaSearch(metric=metrics if not single else metrics[0], mode=modes if not single else modes[0],
+                                sampler=sampler)  # fmt: skip
+    sched = None
+    if scheduler == "asha":
+        sched = ASHAScheduler(time_attr="training_iteration", grace_period=1, reduction_factor=2)
+    return tune.Tuner(
+        fn,
+        param_space=to_tune(space, grid_as_search=search == "grid"),
+        tune_config=tune.TuneConfig(
+            metric=metrics[0] if single else None, mode=modes[0] if single else None, search_alg=searcher,
+            scheduler=sched, num_samples=samples, max_concurrent_trials=concurrent, reuse_actors=False,
+        ),
+        run_config=tune.RunConfig(name=name, storage_path=str(folder.parent), callbacks=callbacks,
+                                  failure_config=tune.FailureConfig(max_failures=0), verbose=1),
+    )  # fmt: skip
+
+
+def summarize(results, cfg: RunConfig, space: Space, metrics: list[str], modes: list[str], folder: Path,
+              parent: str | None, wall: float, uri: str | None) -> SweepResult:  # fmt: skip
+    rows, histories = [], {}
+    for r in results:
+        last = r.metrics or {}
+        row = {"trial_id": last.get("trial_id", Path(r.path).name), "status": "ERROR" if r.error else "TERMINATED",
+               **{k: r.config.get(k) for k in space.params}}  # fmt: skip
+        row.update({k: v for k, v in last.items() if k.startswith("val_") or k == "step"})
+        rows.append(row)
+        df = r.metrics_dataframe
+        if df is not None and "step" in df:
+            cols = ["step", *(c for c in df.columns if c.startswith("val_"))]
+            histories[row["trial_id"]] = df[cols].dropna().to_dict("records")
+    ok = [row for row in rows if all(m in row for m in metrics)]
+    best, best_path = None, None
+    if ok:
+        m, mode = metrics[0], modes[0]
+        best = (max if mode == "max" else min)(ok, key=lambda row: row[m])
+        best_raw = trial_raw(to_raw(cfg), {k: best[k] for k in space.params}) | {"name": f"{cfg.name}-best"}
+        validate(best_raw, "best config")
+        best_path = folder / "best_config.yaml"
+        write_yaml(best_raw, best_path, f"best of sweep {folder.name} by {m} ({mode}): {best[m]:.4f}")
+        if parent:
+            from raytrain.tracking import _client
+
+            client = _client(uri)
+            client.log_artifact(parent, str(best_path))
+            client.log_metric(parent, f"best_{m}", float(best[m]))
+    return SweepResult(rows, best, best_path, folder, parent, wall, histories)
+
+
+def write_yaml(raw: dict, path: Path, comment: str) -> None:
+    import yaml
+
+    from raytrain.train.checkpoint import atomic_write_text
+
+    atomic_write_text(f"# {comment}\n" + yaml.safe_dump(raw, sort_keys=False), path)
