@@ -1,0 +1,158 @@
+"""Ray Jobs: ``jobs/*.yaml`` specs, validated here, submitted with Ray's ``JobSubmissionClient``.
+
+A spec names the ``raytrain`` command to run on the cluster, its runtime_env (working_dir uploaded from the spec's
+project, pip packages, env vars), the worker resources and the MLflow tracking URI; resources and tracking become
+``--set`` overrides of the command, so the config files stay cluster-agnostic. Before anything is submitted the spec's
+keys, the files it names and the config it runs (with those overrides) are checked: a bad spec is one line, nothing
+is submitted. The job's driver runs ``raytrain ... --address auto`` on the head node: it checks that the cluster can
+place its workers and says so instead of waiting.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import Field, ValidationError
+
+from raytrain.config import Strict, format_validation_error, load_config
+from raytrain.errors import ConfigError, RaytrainError
+
+COMMANDS = ("train", "tune", "ablate", "pipeline")  # those that take a config, --set and --address
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+class Resources(Strict):
+    num_workers: Annotated[int, Field(ge=1, le=1024)] | None = None
+    cpus_per_worker: Annotated[float, Field(gt=0)] | None = None
+    gpus_per_worker: Annotated[float, Field(ge=0)] | None = None
+
+
+class RuntimeEnv(Strict):
+    working_dir: str = "."  # relative to the project root (the spec's parent folder's parent)
+    pip: list[str] = Field(default_factory=list)
+    env_vars: dict[str, str] = Field(default_factory=dict)
+    excludes: list[str] = Field(default_factory=lambda: [".venv/", "runs/", ".git/", "*.pt", "*.db"])
+
+
+class JobSpec(Strict):
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+    entrypoint: str  # "raytrain train configs/x.yaml --set ...": run on the head node, from working_dir
+    runtime_env: RuntimeEnv = Field(default_factory=RuntimeEnv)
+    resources: Resources = Field(default_factory=Resources)
+    tracking_uri: str | None = None  # an MLflow server the workers reach; null keeps the config's
+    address: str | None = None  # default cluster (dashboard URL); --address or RAY_ADDRESS override it
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+def load_spec(path: str | Path) -> tuple[JobSpec, Path]:
+    """The validated spec and its project root (working_dir resolved)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: job spec not found")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    try:
+        spec = JobSpec.model_validate(raw if isinstance(raw, dict) else {})
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, str(p))) from None
+    root = (p.resolve().parent.parent / spec.runtime_env.working_dir).resolve()
+    if not root.is_dir():
+        raise ConfigError(f"{p}: runtime_env.working_dir {spec.runtime_env.working_dir!r} is not a folder ({root})")
+    return spec, root
+
+
+def overrides(spec: JobSpec) -> list[str]:
+    r, out = spec.resources, []
+    if r.num_workers is not None:
+        out.append(f"scaling.num_workers={r.num_workers}")
+    if r.cpus_per_worker is not None:
+        out.append(f"scaling.cpus_per_worker={r.cpus_per_worker}")
+    if r.gpus_per_worker:
+        out += ["scaling.use_gpu=true", f"scaling.resources_per_worker={{GPU: {r.gpus_per_worker}}}"]
+    if spec.tracking_uri:
+        out.append(f"tracking.uri={spec.tracking_uri}")
+    return out
+
+
+def command(spec: JobSpec, root: Path) -> list[str]:
+    """The entrypoint as argv with the spec's overrides and ``--address auto``; its files and config checked."""
+    argv = shlex.split(spec.entrypoint)
+    if len(argv) < 3 or argv[0] != "raytrain" or argv[1] not in COMMANDS:
+        raise ConfigError(f"{spec.name}: entrypoint must be 'raytrain {{{'|'.join(COMMANDS)}}} CONFIG ...' "
+                          f"(got {spec.entrypoint!r})")  # fmt: skip
+    config = root / argv[2]
+    if not config.is_file():
+        raise ConfigError(f"{spec.name}: entrypoint names {argv[2]}, not found under {root}")
+    for flag in ("--space",):
+        if flag in argv:
+            f = argv[argv.index(flag) + 1] if argv.index(flag) + 1 < len(argv) else ""
+            if not (root / f).is_file():
+                raise ConfigError(f"{spec.name}: {flag} {f!r} not found under {root}")
+    sets = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--set"]
+    load_config(config, [*sets, *overrides(spec)])  # a config that does not load is refused here
+    extra = [x for o in overrides(spec) for x in ("--set", o)]
+    return [*argv, *extra, "--address", "auto"]
+
+
+def auth_headers() -> dict[str, str]:
+    """Ray's token auth (on by default in Ray 2.60) for the job API: the token in ``RAY_AUTH_TOKEN``, or in the file
+    ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token`` (where ``ray start`` keeps it); none if RAY_AUTH_MODE=disabled."""
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+        return {}
+    token = os.environ.get("RAY_AUTH_TOKEN")
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if not token and path.is_file():
+        token = path.read_text().strip()
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def client(address: str | None, spec: JobSpec | None = None):
+    from ray.job_submission import JobSubmissionClient
+
+    addr = address or (spec.address if spec else None) or os.environ.get("RAY_ADDRESS") or "http://127.0.0.1:8265"
+    try:
+        return JobSubmissionClient(addr, headers=auth_headers())
+    except Exception as exc:  # noqa: BLE001 - ConnectionError, ValueError, RuntimeError depending on the failure
+        raise RaytrainError(f"cannot reach the Ray job API at {addr}: {str(exc).splitlines()[0][:200]}") from None
+
+
+def submit(path: str | Path, address: str | None = None) -> tuple[Any, str, list[str]]:
+    """Validate and submit; returns (client, job id, the command run)."""
+    spec, root = load_spec(path)
+    argv = command(spec, root)
+    env: dict[str, Any] = {"working_dir": str(root), "excludes": spec.runtime_env.excludes,
+                           "env_vars": {"PYTHONUNBUFFERED": "1", **spec.runtime_env.env_vars}}  # fmt: skip
+    if spec.runtime_env.pip:
+        env["pip"] = spec.runtime_env.pip
+    c = client(address, spec)
+    job_id = c.submit_job(entrypoint=shlex.join(argv), runtime_env=env, entrypoint_num_cpus=0,
+                          submission_id=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+                          metadata={"raytrain.spec": str(path), **spec.metadata})  # fmt: skip
+    return c, job_id, argv
+
+
+def wait(c, job_id: str, poll_s: float = 2.0, timeout_s: float | None = None, echo: bool = True) -> str:
+    """Follow the job's logs until it ends; returns its final status."""
+    shown, t0 = 0, time.time()
+    while True:
+        status = str(c.get_job_status(job_id)).split(".")[-1]
+        logs = c.get_job_logs(job_id)
+        if echo and len(logs) > shown:
+            print(logs[shown:], end="", flush=True)
+        shown = len(logs)
+        if status in TERMINAL:
+            return status
+        if timeout_s is not None and time.time() - t0 > timeout_s:
+            raise RaytrainError(f"job {job_id} still {status} after {timeout_s:.0f} s")
+        time.sleep(poll_s)
+
+
+def tail(c, job_id: str, lines: int = 30) -> str:
+    return "\n".join(c.get_job_logs(job_id).rstrip().splitlines()[-lines:])
