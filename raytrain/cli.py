@@ -52,6 +52,89 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("input", help="image file or folder")
     d.add_argument("output", help="output file (for a file input) or folder")
 
+    s = sub.add_parser("synthesize", help="write a paired dataset (clean + synthetic noisy) with a SeNM-VAE")
+    s.add_argument("checkpoint", help="SeNM-VAE checkpoint folder, run folder or model.pt")
+    s.add_argument("--clean", required=True, help="clean images: a folder, a URI or 'samples'")
+    s.add_argument("--out", required=True, help="new folder: OUT/clean, OUT/noisy (same names), OUT/manifest.json")
+    lv = s.add_mutually_exclusive_group()
+    lv.add_argument("--level", type=float, help="noise level (std, 0..255) inside the range seen in training")
+    lv.add_argument("--level-prior", action="store_true", help="draw each image's level from training (default)")
+    s.add_argument("--temperature", type=float, default=1.0, help="scale of the noise latent's prior std")
+    s.add_argument("--copies", type=int, default=1, help="noisy versions per clean image (NAME_k)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--ray", action="store_true", help="run as a Ray Data job (default for folders over 500 images)")
+    s.add_argument("--actors", type=int, default=2, help="model replicas of the Ray Data job")
+    s.add_argument("--address", help="Ray cluster for the Ray Data job (default: a local one)")
+
+    ne = sub.add_parser("noise-eval", help="noise quality of a SeNM-VAE beside fitted baselines (Table 1 columns)")
+    ne.add_argument("checkpoint", help="SeNM-VAE checkpoint")
+    ne.add_argument("--data", help="clean images of real pairs (default: the run's held-out validation pairs)")
+    ne.add_argument("--noisy", help="real noisy images with the same names as --data")
+    ne.add_argument("--no-baselines", action="store_true", help="skip the Gaussian/heteroscedastic baselines")
+    ne.add_argument(
+        "--denoiser",
+        action="append",
+        default=[],
+        metavar="LABEL=CKPT",
+        help="add a downstream PSNR column: a denoiser checkpoint and its row label (repeatable)",
+    )
+    ne.add_argument("--crop", type=int, help="evaluate a centre crop of this size")
+
+    pl = sub.add_parser("pipeline", help="noise model -> synthesis -> downstream denoisers -> evaluation")
+    pl.add_argument("config", help="SeNM-VAE config with a pipeline: section (e.g. configs/senm_pipeline.yaml)")
+    pl.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    pl.add_argument("--address", help="Ray cluster address")
+
+    tu = sub.add_parser("tune", help="search a space with Ray Tune + Optuna (each trial a TorchTrainer run)")
+    tu.add_argument("config", help="the base run config")
+    tu.add_argument("--space", required=True, help="search space YAML (search_spaces/*.yaml)")
+    tu.add_argument("--samples", type=int, default=8, help="number of trials")
+    tu.add_argument("--concurrent", type=int, default=1, help="trials at once (checked against the CPUs/GPUs)")
+    tu.add_argument("--metric", help="validation metric(s), comma-separated for multi-objective (default: the space's)")
+    tu.add_argument("--mode", help="min or max per metric (default: the space's)")
+    tu.add_argument("--scheduler", choices=["fifo", "asha"], default="fifo", help="asha: stop poor trials early")
+    tu.add_argument("--name", help="sweep name (default: <config name>-sweep); its folder is workdir/sweeps/NAME")
+    tu.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
+    tu.add_argument("--seed", type=int, help="the sampler's seed (default: the config's seed)")
+    tu.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    tu.add_argument("--address", help="Ray cluster address")
+
+    ab = sub.add_parser("ablate", help="a grid x method variants; mean ± std tables (Markdown, CSV) and plots")
+    ab.add_argument("config")
+    ab.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="a grid axis, e.g. --grid data.paired.count=10,96,960 --grid seed=0,1,2 (repeatable)",
+    )
+    ab.add_argument("--variants", help="comma-separated ablation variants of the method (e.g. full,no_bcm)")
+    ab.add_argument("--metric", help="validation metric of the table (default: the method's headline)")
+    ab.add_argument("--concurrent", type=int, default=1)
+    ab.add_argument("--name", help="ablation name (default: <config name>-ablate)")
+    ab.add_argument("--resume", action="store_true")
+    ab.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ab.add_argument("--address", help="Ray cluster address")
+
+    sb = sub.add_parser("submit", help="validate a jobs/*.yaml spec and submit it to a Ray cluster (Ray Jobs)")
+    sb.add_argument("spec", help="job spec YAML (jobs/*.yaml)")
+    sb.add_argument("--address", help="the cluster's dashboard URL (default: the spec's, RAY_ADDRESS, or local)")
+    sb.add_argument("--wait", action="store_true", help="follow the logs until the job ends; exit 1 unless it succeeds")
+    sb.add_argument("--dry-run", action="store_true", help="validate and print the command; submit nothing")
+
+    jb = sub.add_parser("jobs", help="status, logs or stop of a submitted job")
+    jb.add_argument("action", choices=["status", "logs", "stop", "list"])
+    jb.add_argument("job_id", nargs="?")
+    jb.add_argument("--address")
+
+    dm = sub.add_parser("demo", help="the main demo: SeNM-VAE -> DnCNN paired-count ablation + a short LIR run")
+    dm.add_argument("--workdir", default="runs/demo", help="where runs, MLflow (SQLite) and the results go")
+    dm.add_argument("--counts", default="10,40", help="paired tile counts of the ablation (comma-separated)")
+    dm.add_argument("--quick", action="store_true", help="a few steps per run (a smoke test, not results)")
+
+    cr = sub.add_parser("config-reference", help="write the configuration reference generated from the typed configs")
+    cr.add_argument("--out", default="docs/config.md")
+
     data = sub.add_parser("data", help="inspect the data a config produces")
     dsub = data.add_subparsers(dest="data_command", required=True)
     pv = dsub.add_parser("preview", help="write a grid of sample patches of each domain")
@@ -89,34 +172,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_restorer(checkpoint: str, device: str = "cpu"):
-    """(cfg, method) for inference from any checkpoint form."""
-    import json
-
-    import torch
-
-    from raytrain.config import validate
-    from raytrain.methods import build_method
-    from raytrain.train.checkpoint import load_inference
-
-    payload = load_inference(checkpoint)
-    cfg = validate(json.loads(payload["config"]), f"{checkpoint} (stored config)")
-    method = build_method(cfg, torch.device(device), inference=True)
-    for k in method.inference_nets:
-        method.nets[k].load_state_dict(payload["nets"][k])
-    method.train(False)
-    return cfg, method
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
     from raytrain.config import apply_overrides, to_raw, validate
     from raytrain.data.degrade import noise_model, rng_for
     from raytrain.data.images import load_collection, load_pairs
     from raytrain.data.pipeline import centre_crop, chw
     from raytrain.evaluate import evaluate_pairs
+    from raytrain.inference import load_restorer
     from raytrain.metrics import format_mean_std
 
-    cfg, method = _load_restorer(args.checkpoint)
+    cfg, method = load_restorer(args.checkpoint)
     cfg = validate(apply_overrides(to_raw(cfg), args.overrides), "eval --set")
     color = cfg.data.color
     if args.data is None:
@@ -153,9 +218,10 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     from raytrain.data.images import EXTENSIONS, list_images, read_image
     from raytrain.errors import DataError
     from raytrain.evaluate import to_tensor
+    from raytrain.inference import load_restorer
     from raytrain.train.checkpoint import atomic_write_bytes
 
-    cfg, method = _load_restorer(args.checkpoint)
+    cfg, method = load_restorer(args.checkpoint)
     src, dst = Path(args.input), Path(args.output)
     if src.is_dir():
         jobs = [(f, dst / (f.stem + ".png")) for f in list_images(src)]
@@ -180,6 +246,216 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_synthesize(args: argparse.Namespace) -> int:
+    from raytrain.data.images import is_uri, list_images, load_collection
+    from raytrain.errors import DataError
+    from raytrain.synthesis import VAESource, write_pairs, write_pairs_ray
+
+    if args.copies < 1:
+        raise DataError(f"--copies must be >= 1 (got {args.copies})")
+    src = VAESource(args.checkpoint, args.level, args.temperature, args.seed)
+    folder = Path(args.clean)
+    files = list_images(folder) if folder.is_dir() else []
+    if args.ray or len(files) > 500:
+        if not files:
+            raise DataError(f"{args.clean}: --ray needs a local folder of images")
+        import ray
+
+        ray.init(address=args.address, log_to_driver=False) if args.address else ray.init(num_cpus=max(2, args.actors))
+        out = write_pairs_ray(files, args.checkpoint, args.out, args.level, args.temperature, args.seed, args.copies,
+                              args.actors)  # fmt: skip
+    else:
+        if args.clean != "samples" and not is_uri(args.clean) and not folder.exists():
+            raise DataError(f"{args.clean}: no such folder")
+        images = load_collection(args.clean, src.color, None)
+        out = write_pairs(images, src, args.out, args.copies, describe=src.describe())
+    d = src.describe()
+    level = d["level"] if d["level"] == "prior" else f"{d['level']:g}"
+    print(f"wrote synthetic pairs to {out} (level {level}, trained range {d['trained_level_range']}, "
+          f"temperature {args.temperature:g}); train on them with --set data.synthetic={out}")  # fmt: skip
+    return 0
+
+
+def cmd_noise_eval(args: argparse.Namespace) -> int:
+    from raytrain.data.images import load_pairs
+    from raytrain.data.pipeline import centre_crop, chw, load_domains
+    from raytrain.errors import DataError
+    from raytrain.evaluate import evaluate_pairs
+    from raytrain.inference import load_noise_model, load_restorer
+    from raytrain.noise_pipeline import fitted_sources, noise_quality
+    from raytrain.synthesis import as_synthesizer
+
+    cfg, model = load_noise_model(args.checkpoint)
+    collection = load_domains(cfg) if (args.data is None or not args.no_baselines) else None
+    if args.data is None:
+        pairs, where = collection.val, f"the run's held-out images ({', '.join(collection.val_names)})"
+    else:
+        if not args.noisy:
+            raise DataError("--data needs --noisy (real noisy images with the same names)")
+        pairs = [(chw(n.pixels), chw(c.pixels)) for c, n in load_pairs(args.data, args.noisy, cfg.data.color)]
+        where = f"{len(pairs)} real pairs from {args.data}"
+    crop = lambda a: chw(centre_crop(a.transpose(1, 2, 0), args.crop))  # noqa: E731
+    pairs = [(crop(n), crop(c)) for n, c in pairs]
+    synths = {"SeNM-VAE": lambda c, lv: model.synthesize(c, lv)}
+    if not args.no_baselines:
+        fitted = fitted_sources(collection, cfg.seed)
+        synths |= {f"{k} (fitted on the paired set)": as_synthesizer(v) for k, v in fitted.items()}
+    rows = {name: noise_quality(name, fn, pairs) for name, fn in synths.items()}
+    print(f"noise quality on {where}; each synthesised at the real pair's noise level")
+    w = max(len(n) for n in rows)
+    print(f"{'noise model':<{w}}  {'KLD resid.':>10}  {'KLD noisy':>10}  {'corr.':>6}  {'std':>6}")
+    for name, r in rows.items():
+        print(f"{name:<{w}}  {r['kld']:>10.4f}  {r['kld_noisy']:>10.4f}  {r['rho']:>6.3f}  {r['noise_std']:>6.2f}")
+    real = next(iter(rows.values()))
+    print(f"{'real noise':<{w}}  {0:>10.4f}  {0:>10.4f}  {real['rho_real']:>6.3f}")
+    print("KLD resid.: histograms of noisy - clean, KL(real || synthetic). KLD noisy: the official script's uint8 "
+          "noisy-image histograms, KL(synthetic || real). FID: not implemented (no Inception net).")  # fmt: skip
+    for item in args.denoiser:
+        label, _, ckpt = item.rpartition("=")
+        _, den = load_restorer(ckpt)
+        scores = evaluate_pairs(den.restore, pairs)
+        ps = [s["psnr"] for s in scores]
+        print(f"downstream {label or ckpt}: PSNR {sum(ps) / len(ps):.2f} dB on the same pairs")
+    return 0
+
+
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from raytrain.config import load_config
+    from raytrain.noise_pipeline import markdown, run_pipeline
+    from raytrain.tracking import resolve_uri
+
+    overrides = list(args.overrides) + ([f"address={args.address}"] if args.address else [])
+    cfg = load_config(args.config, overrides)
+    res = run_pipeline(cfg)
+    print(f"\npipeline {cfg.name}: {res.wall_s / 60:.1f} min\n")
+    print(markdown(res, cfg))
+    print(f"\ntables and run ids: {res.out}")
+    if res.parent_run_id:
+        print(f"MLflow parent run {res.parent_run_id}: mlflow ui --backend-store-uri "
+              f"{resolve_uri(cfg.tracking.uri, cfg.workdir)} --host 127.0.0.1")  # fmt: skip
+    return 0
+
+
+def _headline(cfg) -> tuple[str, str]:
+    from raytrain.methods import method_class
+
+    key, _, mode = method_class(cfg.method.name).headline
+    return f"val_{key}", mode
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from raytrain.config import load_config
+    from raytrain.tune.driver import run_sweep
+    from raytrain.tune.space import load_space
+
+    cfg = load_config(args.config, args.overrides + ([f"address={args.address}"] if args.address else []))
+    space = load_space(args.space)
+    default_metric, default_mode = _headline(cfg)
+    metrics = (args.metric or space.metric or default_metric).split(",")
+    modes = (args.mode or space.mode or (default_mode if metrics == [default_metric] else "max")).split(",")
+    if len(modes) == 1 and len(metrics) > 1:
+        modes = modes * len(metrics)
+    name = args.name or f"{cfg.name}-sweep"
+    res = run_sweep(cfg, space, name, args.samples, args.concurrent, metrics, modes,
+                    None if args.scheduler == "fifo" else args.scheduler, "optuna", args.resume, args.seed)  # fmt: skip
+    cols = list(space.params) + metrics
+    print(f"\nsweep {name}: {len(res.rows)} trials in {res.wall_s:.0f} s")
+    print("| trial | status | " + " | ".join(cols) + " |")
+    print("|---|---|" + "---|" * len(cols))
+    for r in res.rows:
+        vals = [f"{r[c]:.4g}" if isinstance(r.get(c), float) else str(r.get(c, "–")) for c in cols]
+        print(f"| {r['trial_id']} | {r['status']} | " + " | ".join(vals) + " |")
+    if res.best_config:
+        print(f"best by {metrics[0]}: {res.best[metrics[0]]:.4f}; config: {res.best_config}"
+              f"  (raytrain train {res.best_config})")  # fmt: skip
+    if res.parent_run_id:
+        print(f"MLflow parent run {res.parent_run_id}")
+    return 0
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from raytrain.config import load_config
+    from raytrain.tune.ablate import parse_grid, run_ablation
+
+    cfg = load_config(args.config, args.overrides + ([f"address={args.address}"] if args.address else []))
+    metric, mode = _headline(cfg)
+    if args.metric:
+        metric, mode = args.metric, "max" if "psnr" in args.metric or "ssim" in args.metric else "min"
+    grid = parse_grid(args.grid, cfg)
+    variants = args.variants.split(",") if args.variants else []
+    out = run_ablation(cfg, grid, variants, args.name or f"{cfg.name}-ablate", metric, mode, args.concurrent,
+                       args.resume)  # fmt: skip
+    print(f"\nablation: {len(out['sweep'].rows)} runs in {out['sweep'].wall_s:.0f} s\n")
+    print(out["markdown"])
+    print(f"\ntables and plots: {out['folder']} (ablation.md, ablation.csv, {', '.join(p.name for p in out['plots'])})")
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    import shlex
+
+    from raytrain import jobs
+
+    if args.dry_run:
+        spec, root = jobs.load_spec(args.spec)
+        print(f"valid; would run in {root}: {shlex.join(jobs.command(spec, root))}")
+        return 0
+    c, job_id, argv = jobs.submit(args.spec, args.address)
+    print(f"submitted {job_id}: {shlex.join(argv)}")
+    print(f"  raytrain jobs status {job_id} | raytrain jobs logs {job_id} | raytrain jobs stop {job_id}")
+    if not args.wait:
+        return 0
+    status = jobs.wait(c, job_id)
+    print(f"\njob {job_id}: {status}")
+    if status != "SUCCEEDED":
+        print(f"--- last lines of its log ---\n{jobs.tail(c, job_id)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from raytrain import jobs
+    from raytrain.errors import RaytrainError
+
+    c = jobs.client(args.address)
+    if args.action == "list":
+        for j in c.list_jobs():
+            print(f"{j.submission_id}  {str(j.status).split('.')[-1]:<10}  {j.entrypoint}")
+        return 0
+    if not args.job_id:
+        raise RaytrainError(f"jobs {args.action} needs a job id (see: raytrain jobs list)")
+    try:
+        if args.action == "status":
+            info = c.get_job_info(args.job_id)
+            print(f"{args.job_id}: {str(info.status).split('.')[-1]}" + (f" ({info.message})" if info.message else ""))
+        elif args.action == "logs":
+            print(c.get_job_logs(args.job_id), end="")
+        else:
+            print(f"{args.job_id}: {'stop requested' if c.stop_job(args.job_id) else 'already finished'}")
+    except RuntimeError as exc:
+        raise RaytrainError(f"job {args.job_id}: {str(exc).splitlines()[0][:200]}") from None
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from raytrain.demo import run_demo
+
+    counts = tuple(int(c) for c in args.counts.split(","))
+    res = run_demo(args.workdir, counts, args.quick)
+    print(f"demo finished in {res['wall_s'] / 60:.1f} min")
+    return 0
+
+
+def cmd_reference(args: argparse.Namespace) -> int:
+    from raytrain.reference import config_reference
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(config_reference())
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_preview(args: argparse.Namespace) -> int:
     from raytrain.config import load_config
     from raytrain.data.preview import write_preview
@@ -194,7 +470,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from raytrain.errors import RaytrainError
 
-    handlers = {"train": cmd_train, "eval": cmd_eval, "denoise": cmd_denoise, "data": cmd_preview}
+    handlers = {"train": cmd_train, "eval": cmd_eval, "denoise": cmd_denoise, "data": cmd_preview,
+                "synthesize": cmd_synthesize, "noise-eval": cmd_noise_eval, "pipeline": cmd_pipeline,
+                "tune": cmd_tune, "ablate": cmd_ablate, "submit": cmd_submit, "jobs": cmd_jobs,
+                "demo": cmd_demo, "config-reference": cmd_reference}  # fmt: skip
     try:
         return handlers[args.command](args)
     except RaytrainError as exc:

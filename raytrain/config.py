@@ -195,6 +195,44 @@ MethodConfig = Annotated[
 ]
 
 
+ARMS = ("senm", "gaussian", "heteroscedastic", "real_pairs", "all_real")
+
+
+class Downstream(Strict):
+    """The denoiser each arm of a pipeline trains (data: the run's, plus that arm's synthetic pairs)."""
+
+    method: MethodConfig = Field(default_factory=DnCNNConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @model_validator(mode="after")
+    def _denoiser(self) -> Downstream:
+        if self.method.name not in ("dncnn", "drunet"):
+            raise ValueError(f"pipeline.downstream.method.name must be dncnn or drunet (got {self.method.name})")
+        return self
+
+
+class PipelineSection(Strict):
+    """``raytrain pipeline``: noise model -> synthesis -> downstream denoisers -> evaluation (SeNM-VAE, Sec. 4).
+
+    Arms (each a downstream denoiser trained on the same split, scored on the same held-out real pairs):
+    ``senm`` the real pairs + pairs synthesised by the trained SeNM-VAE; ``gaussian`` / ``heteroscedastic`` the real
+    pairs + pairs from AWGN with the paired set's std / variance a*x+b fitted on the paired set; ``real_pairs`` only the
+    few real pairs; ``all_real`` every training tile paired (the upper bound).
+    """
+
+    arms: tuple[Literal[ARMS], ...] = ARMS  # type: ignore[valid-type]
+    level: Literal["prior"] | Annotated[float, Field(gt=0, le=255)] = "prior"  # synthesis level (0..255) or sampled
+    temperature: Annotated[float, Field(gt=0, le=10)] = 1.0
+    copies: Annotated[int, Field(ge=1, le=64)] = 1  # synthetic noisy versions of each clean source tile
+    downstream: Downstream = Field(default_factory=Downstream)
+
+    @model_validator(mode="after")
+    def _arms(self) -> PipelineSection:
+        if not self.arms or len(set(self.arms)) != len(self.arms):
+            raise ValueError(f"pipeline.arms must be non-empty and without repeats (got {list(self.arms)})")
+        return self
+
+
 class RunConfig(Strict):
     """The whole run: one YAML file."""
 
@@ -208,6 +246,7 @@ class RunConfig(Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     scaling: ScalingSection = Field(default_factory=ScalingSection)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    pipeline: PipelineSection | None = None  # used by `raytrain pipeline` only
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
@@ -215,6 +254,8 @@ class RunConfig(Strict):
             raise ValueError("data.paired is meaningless with data.split=two_domain (no pairs are kept)")
         if self.data.tiles is not None and self.data.tiles < self.data.patches.size:
             raise ValueError(f"data.tiles={self.data.tiles} is smaller than data.patches.size={self.data.patches.size}")
+        if self.pipeline is not None and self.method.name != "senm":
+            raise ValueError("pipeline: needs method.name=senm (the noise model the pipeline trains first)")
         if not any(self.data.mix.values()):
             raise ValueError("data.mix: at least one domain needs a probability > 0")
         return self
@@ -273,6 +314,8 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             node = nxt
         if retagged(tuple(path[:-1]), node, {path[-1]: value}):
             node.clear()  # another noise kind / method: the old one's keys do not apply
+        for other in EXCLUSIVE.get(tuple(path), ()):
+            node.pop(other, None)  # paired.fraction replaces paired.count and vice versa
         node[path[-1]] = value
     return out
 
@@ -318,7 +361,11 @@ def deep_merge(base: dict, over: dict, path: tuple[str, ...] = ()) -> dict:
 
 
 # Tagged unions: section path -> (tag key, the kind a section without the key means)
-TAGGED = {("data", "noise"): ("kind", "awgn"), ("method",): ("name", "dncnn")}
+TAGGED = {("data", "noise"): ("kind", "awgn"), ("method",): ("name", "dncnn"),
+          ("pipeline", "downstream", "method"): ("name", "dncnn")}  # fmt: skip
+
+
+EXCLUSIVE = {("data", "paired", "fraction"): ("count",), ("data", "paired", "count"): ("fraction",)}
 
 
 def retagged(path: tuple[str, ...], old: dict, new: dict) -> bool:

@@ -22,7 +22,7 @@ def ray_local():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, resources={"trial_slot": 64})
     yield ray
     ray.shutdown()
 

@@ -46,11 +46,16 @@ def test_unknown_method_message():
         load_config(None, ["method.name=foo"])
 
 
-def test_sigma_range_order_and_paired_exclusive():
+def test_sigma_range_order_and_paired_exclusive(tmp_path):
     with pytest.raises(ConfigError, match="low > high"):
         load_config(None, ["data.noise.sigma=[50, 5]"])
+    f = tmp_path / "both.yaml"
+    f.write_text("data: {paired: {fraction: 0.5, count: 3}}\n")
     with pytest.raises(ConfigError, match="not both"):
-        load_config(None, ["data.paired.fraction=0.5", "data.paired.count=3"])
+        load_config(f)
+    # an override of one replaces the other (a sweep over the fraction of a config that gives a count)
+    cfg = load_config(None, ["data.paired.fraction=0.5", "data.paired.count=3"])
+    assert cfg.data.paired.count == 3 and cfg.data.paired.fraction is None
 
 
 def test_bad_yaml_and_missing_file(tmp_path):
@@ -102,3 +107,14 @@ def test_set_of_another_kind_drops_the_old_kinds_keys():
     cfg = load_config(None, ["data.noise.sigma=[5,50]", "data.noise.kind=camera"])
     assert cfg.data.noise.kind == "camera"
     assert load_config(None, ["method.name=lir", "method.scm=false", "method.name=dncnn"]).method.name == "dncnn"
+
+
+def test_the_committed_config_reference_is_current():
+    """docs/config.md is generated from the typed configs; regenerate with `raytrain config-reference`."""
+    from pathlib import Path
+
+    from raytrain.reference import config_reference
+
+    committed = (Path(__file__).resolve().parents[1] / "docs" / "config.md").read_text()
+    assert committed == config_reference(), "docs/config.md is stale: run `raytrain config-reference`"
+    assert "`kl_z_weight`" in committed and "<= 1" in committed and "`bcm_weights`" in committed

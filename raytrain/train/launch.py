@@ -35,7 +35,10 @@ class TrainResult:
     history: list[dict]
 
 
-def connect(address: str | None, cfg: RunConfig) -> None:
+TRIAL_SLOT = "trial_slot"
+
+
+def connect(address: str | None, cfg: RunConfig, trials: int = 1) -> None:
     """``ray.init`` once: the given cluster, or an embedded local one sized so Ray Data can run beside the workers."""
     if ray.is_initialized():
         return
@@ -46,12 +49,13 @@ def connect(address: str | None, cfg: RunConfig) -> None:
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise RaytrainError(f"cannot connect to the Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
     else:
-        need = cfg.scaling.num_workers * cfg.scaling.cpus_per_worker
+        need = trials * cfg.scaling.num_workers * cfg.scaling.cpus_per_worker
         # Logical CPUs: the workers' share plus one for Ray Data's crop tasks, even on a 2-core machine.
         # The dashboard (on 127.0.0.1 only) serves the State API that Ray Train's placement-group cleaner polls;
         # without it that actor warns every few seconds. It also shows the run at http://127.0.0.1:8265.
+        # trial_slot: what a Tune trial (a driver of a TorchTrainer, no compute of its own) holds; see tune/driver.py
         ray.init(num_cpus=max(os.cpu_count() or 1, int(need + 0.999) + 1), log_to_driver=True,
-                 include_dashboard=True, dashboard_host="127.0.0.1")  # fmt: skip
+                 include_dashboard=True, dashboard_host="127.0.0.1", resources={TRIAL_SLOT: 1024})  # fmt: skip
     exit_on_sigterm()
 
 
@@ -65,20 +69,23 @@ def exit_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
-def check_resources(cfg: RunConfig) -> None:
-    """Say so (instead of hanging) when the cluster cannot place the worker group."""
+def check_resources(cfg: RunConfig, trials: int = 1, extra_cpu: float = 0.0) -> None:
+    """Say so (instead of hanging) when the cluster cannot place the worker group (``trials`` of them at once)."""
     total = ray.cluster_resources()
     s = cfg.scaling
-    want = {"CPU": s.num_workers * s.cpus_per_worker}
+    n = trials * s.num_workers
+    want = {"CPU": n * s.cpus_per_worker + extra_cpu}
     if s.use_gpu:
-        want["GPU"] = s.num_workers * s.resources_per_worker.get("GPU", 1.0)
+        want["GPU"] = n * s.resources_per_worker.get("GPU", 1.0)
     for k, v in s.resources_per_worker.items():
         if k not in ("CPU", "GPU"):
-            want[k] = s.num_workers * v
+            want[k] = n * v
     short = {k: (v, total.get(k, 0.0)) for k, v in want.items() if total.get(k, 0.0) < v}
     if short:
         desc = ", ".join(f"{k}: need {v:g}, cluster has {have:g}" for k, (v, have) in short.items())
-        raise RaytrainError(f"the cluster cannot place {s.num_workers} workers ({desc}); lower scaling.num_workers")
+        what = f"{trials} concurrent trials x {s.num_workers} workers" if trials > 1 else f"{s.num_workers} workers"
+        fix = "lower --concurrent or scaling.num_workers" if trials > 1 else "lower scaling.num_workers"
+        raise RaytrainError(f"the cluster cannot place {what} ({desc}); {fix}")
 
 
 def scaling_config(cfg: RunConfig) -> ray.train.ScalingConfig:
@@ -93,7 +100,8 @@ def storage_path(cfg: RunConfig) -> str:
     return cfg.storage_path or str((Path(cfg.workdir) / "ray").resolve())
 
 
-def make_trainer(cfg: RunConfig, collection: Collection, tracking: dict | None) -> TorchTrainer:
+def make_trainer(cfg: RunConfig, collection: Collection, tracking: dict | None, callbacks: list | None = None,
+                 progress: str | None = None) -> TorchTrainer:  # fmt: skip
     domains = method_class(cfg.method.name).domains_for(cfg)
     datasets = build_datasets(cfg, collection, domains, cfg.scaling.num_workers)
     loop_config = {
@@ -101,7 +109,7 @@ def make_trainer(cfg: RunConfig, collection: Collection, tracking: dict | None) 
         "val_ref": ray.put(collection.val),
         "tracking": tracking,
         # a live bar in a terminal; one line per report where the output is a log (jobs, CI, pipes)
-        "progress": "bar" if sys.stderr.isatty() else "lines",
+        "progress": progress or ("bar" if sys.stderr.isatty() else "lines"),
     }
     return TorchTrainer(
         train_loop_per_worker,
@@ -113,6 +121,7 @@ def make_trainer(cfg: RunConfig, collection: Collection, tracking: dict | None) 
             failure_config=ray.train.FailureConfig(max_failures=cfg.scaling.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),  # our progress bar says what INFO would
+            callbacks=callbacks or [],
         ),
         datasets=datasets,
         # Ray Data: split every domain's stream across the workers (each gets a disjoint shard)

@@ -138,8 +138,9 @@ def train_loop_per_worker(config: dict) -> None:
     val = ray.get(config["val_ref"])
     config_json = json.dumps(config["run"])
     bar = None
-    if rank == 0:
-        if config.get("progress", "bar") == "bar":
+    mode = config.get("progress", "bar")  # bar | lines | none (Tune trials: Tune prints its own status table)
+    if rank == 0 and mode != "none":
+        if mode == "bar":
             from ray.experimental.tqdm_ray import tqdm
         else:
             tqdm = ProgressLines
