@@ -358,13 +358,17 @@ def cmd_tune(args: argparse.Namespace) -> int:
     name = args.name or f"{cfg.name}-sweep"
     res = run_sweep(cfg, space, name, args.samples, args.concurrent, metrics, modes,
                     None if args.scheduler == "fifo" else args.scheduler, "optuna", args.resume, args.seed)  # fmt: skip
-    cols = list(space.params) + metrics
+    cols = list(space.params) + metrics + ["startup_s"]
     print(f"\nsweep {name}: {len(res.rows)} trials in {res.wall_s:.0f} s")
     print("| trial | status | " + " | ".join(cols) + " |")
     print("|---|---|" + "---|" * len(cols))
     for r in res.rows:
         vals = [f"{r[c]:.4g}" if isinstance(r.get(c), float) else str(r.get(c, "–")) for c in cols]
         print(f"| {r['trial_id']} | {r['status']} | " + " | ".join(vals) + " |")
+    ups = [r["startup_s"] for r in res.rows if isinstance(r.get("startup_s"), float)]
+    if ups:
+        print(f"per-trial overhead (trial start -> first training step): mean {sum(ups) / len(ups):.1f} s, "
+              f"max {max(ups):.1f} s")  # fmt: skip
     if res.best_config:
         print(f"best by {metrics[0]}: {res.best[metrics[0]]:.4f}; config: {res.best_config}"
               f"  (raytrain train {res.best_config})")  # fmt: skip

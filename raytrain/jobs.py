@@ -123,7 +123,7 @@ def client(address: str | None, spec: JobSpec | None = None):
         raise RaytrainError(f"cannot reach the Ray job API at {addr}: {str(exc).splitlines()[0][:200]}") from None
 
 
-def submit(path: str | Path, address: str | None = None) -> tuple[Any, str, list[str]]:
+def submit(path: str | Path, address: str | None = None, agent_wait_s: float = 120.0) -> tuple[Any, str, list[str]]:
     """Validate and submit; returns (client, job id, the command run)."""
     spec, root = load_spec(path)
     argv = command(spec, root)
@@ -132,10 +132,22 @@ def submit(path: str | Path, address: str | None = None) -> tuple[Any, str, list
     if spec.runtime_env.pip:
         env["pip"] = spec.runtime_env.pip
     c = client(address, spec)
-    job_id = c.submit_job(entrypoint=shlex.join(argv), runtime_env=env, entrypoint_num_cpus=0,
-                          submission_id=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-                          metadata={"raytrain.spec": str(path), **spec.metadata})  # fmt: skip
-    return c, job_id, argv
+    submission_id = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    deadline = time.time() + agent_wait_s
+    while True:
+        try:
+            job_id = c.submit_job(entrypoint=shlex.join(argv), runtime_env=env, entrypoint_num_cpus=0,
+                                  submission_id=submission_id,
+                                  metadata={"raytrain.spec": str(path), **spec.metadata})  # fmt: skip
+            return c, job_id, argv
+        except RuntimeError as exc:
+            # A head that has just started answers before its job agent is up ("No available agent to submit job"):
+            # wait for it rather than fail; anything else is the user's to see.
+            if "No available agent" not in str(exc):
+                raise RaytrainError(f"the job API refused {spec.name}: {str(exc).splitlines()[0][:300]}") from None
+            if time.time() > deadline:
+                raise RaytrainError(f"the cluster's job agent did not come up within {agent_wait_s:.0f} s") from None
+            time.sleep(2)
 
 
 def wait(c, job_id: str, poll_s: float = 2.0, timeout_s: float | None = None, echo: bool = True) -> str:

@@ -84,7 +84,7 @@ class Tracker:
     """The parent run and its stage children; a no-op when tracking is off."""
 
     def __init__(self, cfg: RunConfig, name: str):
-        self.cfg, self.parent = cfg, None
+        self.cfg, self.parent, self.children = cfg, None, []
         if cfg.tracking.enabled:
             from raytrain.tracking import DriverRun, resolve_uri
 
@@ -102,10 +102,20 @@ class Tracker:
         from raytrain.tracking import DriverRun
 
         run = DriverRun(self.uri, self.cfg.tracking.experiment, self.cfg.workdir, name, self.parent.run_id)
+        self.children.append(run)
         run.set_tags(tags)
         if params:
             run.log_params(params)
         return run
+
+    def close(self, status: str) -> None:
+        """End the parent, and any stage run a failure left open, with ``status``."""
+        if not self.parent:
+            return
+        for run in self.children:
+            if self.parent.client.get_run(run.run_id).info.status == "RUNNING":
+                run.end(status)
+        self.parent.end(status)
 
     def tag(self, run_id: str | None, tags: dict) -> None:
         if self.parent and run_id:
@@ -192,8 +202,7 @@ def run_pipeline(cfg: RunConfig) -> PipelineResult:
         status = "KILLED"
         raise
     finally:
-        if track.parent:
-            track.parent.end(status)
+        track.close(status)
     return result
 
 

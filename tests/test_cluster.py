@@ -78,7 +78,12 @@ def cluster():
         [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
          "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
          f"--temp-dir={tmp / 'ray'}", "--num-cpus=3", "--disable-usage-stats",
-         f"--min-worker-port={free_port()}", "--max-worker-port=0"],
+         f"--min-worker-port={free_port()}", "--max-worker-port=0",
+         # every port of our own: the suite's embedded Ray (the shared fixture) holds the default agent ports, and
+         # a job agent that cannot bind leaves the head answering "No available agent to submit job"
+         *(f"--{flag}={free_port()}" for flag in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                                  "runtime-env-agent-port", "metrics-export-port", "node-manager-port",
+                                                  "object-manager-port", "ray-client-server-port"))],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
     )  # fmt: skip
     mlflow = subprocess.Popen(

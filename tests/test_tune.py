@@ -131,7 +131,7 @@ def test_four_trial_sweep_two_concurrent_logs_one_parent_and_four_children(ray_l
     s = space({"train.lr": {"loguniform": [1e-4, 3e-3]}, "method.width": {"choice": [8, 16]}})
     res = run_sweep(cfg, s, "sw4", 4, 2, ["val_psnr"], ["max"])
     assert len(res.rows) == 4 and all(r["status"] == "TERMINATED" for r in res.rows)
-    assert all(r["step"] == 12 and r["val_psnr"] > 0 for r in res.rows)
+    assert all(r["step"] == 12 and r["val_psnr"] > 0 and 0 < r["startup_s"] < 120 for r in res.rows)
     parent, children = _runs(tmp_path, res.parent_run_id)
     assert parent.info.status == "FINISHED" and len(children) == 4
     for c in children:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,7 +102,7 @@ def storage_path(cfg: RunConfig) -> str:
 
 
 def make_trainer(cfg: RunConfig, collection: Collection, tracking: dict | None, callbacks: list | None = None,
-                 progress: str | None = None) -> TorchTrainer:  # fmt: skip
+                 progress: str | None = None, started_at: float | None = None) -> TorchTrainer:  # fmt: skip
     domains = method_class(cfg.method.name).domains_for(cfg)
     datasets = build_datasets(cfg, collection, domains, cfg.scaling.num_workers)
     loop_config = {
@@ -110,6 +111,8 @@ def make_trainer(cfg: RunConfig, collection: Collection, tracking: dict | None, 
         "tracking": tracking,
         # a live bar in a terminal; one line per report where the output is a log (jobs, CI, pipes)
         "progress": progress or ("bar" if sys.stderr.isatty() else "lines"),
+        "started_at": started_at
+        or time.time(),  # for startup_s: launch -> first training step (Ray start-up, data, nets)
     }
     return TorchTrainer(
         train_loop_per_worker,

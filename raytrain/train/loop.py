@@ -146,7 +146,9 @@ def train_loop_per_worker(config: dict) -> None:
             tqdm = ProgressLines
         bar = tqdm(total=cfg.train.steps, desc=f"{cfg.name} ({cfg.method.name})")
         bar.update(start)
-    Loop(cfg, method, streams, val, rank, world, device, logger, bar, config_json, first_attempt).run(start)
+    loop = Loop(cfg, method, streams, val, rank, world, device, logger, bar, config_json, first_attempt)
+    loop.started_at = config.get("started_at") if first_attempt and start == 0 else None
+    loop.run(start)
 
 
 class ProgressLines:
@@ -182,6 +184,8 @@ class Loop:
         self.bad_total = 0
         self.best: float | None = None  # best headline validation value so far (Method.headline)
         self.first_attempt = first_attempt  # for train.fail_at_step: fire only in an attempt Ray did not restore
+        self.started_at: float | None = None  # wall time (time.time) when the driver launched the run
+        self.startup_s: float | None = None
 
     def run(self, start: int) -> None:
         tc = self.cfg.train
@@ -193,6 +197,8 @@ class Loop:
             out = self.method.train_step(batches, step)
             self.method.end_step()
             self._guard(out, step)
+            if self.startup_s is None and self.started_at is not None:
+                self.startup_s = time.time() - self.started_at  # launch (driver) -> first finished step
             samples += sum(next(iter(b.values())).shape[0] for b in batches.values()) * self.world
             if tc.fail_at_step == step and self.rank == 0 and self.first_attempt:
                 raise RuntimeError(f"injected failure at step {step} (train.fail_at_step)")
@@ -246,7 +252,7 @@ class Loop:
         m["step_time_s"] = (now - self.t_mark) / max(self.steps_since, 1)  # training steps only, see run()
         return m | self.method.lrs() | {
             "step": step, "start_step": start, "skipped_steps": self.bad_total, "samples_per_s": samples_per_s,
-        }  # fmt: skip
+        } | ({"startup_s": self.startup_s} if self.startup_s is not None else {})  # fmt: skip
 
     def _validate(self, step: int) -> dict[str, float]:
         m = validate(self.method, self.val, self.rank, self.world, self.device)

@@ -44,6 +44,7 @@ def trial(params: dict, base_raw: dict, sweep: str, tracking: dict | None) -> No
     from raytrain.data.pipeline import load_domains
     from raytrain.train.launch import make_trainer, root_cause
 
+    started = time.time()
     trial_id = tune.get_context().get_trial_id()
     cfg = validate(trial_raw(base_raw, params) | {"name": f"{sweep}-{trial_id}"}, f"trial {trial_id}")
     run = None
@@ -55,7 +56,8 @@ def trial(params: dict, base_raw: dict, sweep: str, tracking: dict | None) -> No
         run.log_params(flatten(cfg))
         run.set_tags({"raytrain.trial_id": trial_id, "raytrain.sweep": sweep, "method": cfg.method.name,
                       "raytrain.searched": json.dumps(params, default=str)})  # fmt: skip
-    trainer = make_trainer(cfg, load_domains(cfg), run.info if run else None, [ValidationReportCallback()], "none")
+    trainer = make_trainer(cfg, load_domains(cfg), run.info if run else None, [ValidationReportCallback()], "none",
+                           started)  # fmt: skip
     try:
         trainer.fit()
     except BaseException as exc:
@@ -280,7 +282,7 @@ def summarize(results, cfg: RunConfig, space: Space, metrics: list[str], modes: 
         last = r.metrics or {}
         row = {"trial_id": last.get("trial_id", Path(r.path).name), "status": "ERROR" if r.error else "TERMINATED",
                **{k: r.config.get(k) for k in space.params}}  # fmt: skip
-        row.update({k: v for k, v in last.items() if k.startswith("val_") or k == "step"})
+        row.update({k: v for k, v in last.items() if k.startswith("val_") or k in ("step", "startup_s")})
         rows.append(row)
         df = r.metrics_dataframe
         if df is not None and "step" in df:
