@@ -72,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
     ne.add_argument("--noisy", help="real noisy images with the same names as --data")
     ne.add_argument("--no-baselines", action="store_true", help="skip the Gaussian/heteroscedastic baselines")
     ne.add_argument(
+        "--inception",
+        metavar="FILE",
+        help="Inception-v3 weights (torchvision inception_v3 or pytorch-fid pt_inception .pth): adds FID",
+    )
+    ne.add_argument("--fid-patch", type=int, default=64, help="FID over tiles of this size (default 64)")
+    ne.add_argument(
         "--denoiser",
         action="append",
         default=[],
@@ -280,7 +286,7 @@ def cmd_noise_eval(args: argparse.Namespace) -> int:
     from raytrain.data.images import load_pairs
     from raytrain.data.pipeline import centre_crop, chw, load_domains
     from raytrain.errors import DataError
-    from raytrain.evaluate import evaluate_pairs
+    from raytrain.evaluate import evaluate_pairs, tiles
     from raytrain.inference import load_noise_model, load_restorer
     from raytrain.noise_pipeline import fitted_sources, noise_quality
     from raytrain.synthesis import as_synthesizer
@@ -300,16 +306,33 @@ def cmd_noise_eval(args: argparse.Namespace) -> int:
     if not args.no_baselines:
         fitted = fitted_sources(collection, cfg.seed)
         synths |= {f"{k} (fitted on the paired set)": as_synthesizer(v) for k, v in fitted.items()}
-    rows = {name: noise_quality(name, fn, pairs) for name, fn in synths.items()}
+    fid_net = None
+    if args.inception:
+        from raytrain.nn.inception import load_inception
+
+        try:
+            fid_net = load_inception(args.inception)
+        except (OSError, ValueError) as exc:
+            raise DataError(str(exc).splitlines()[0]) from None
+    rows = {name: noise_quality(name, fn, pairs, fid_net, args.fid_patch) for name, fn in synths.items()}
     print(f"noise quality on {where}; each synthesised at the real pair's noise level")
     w = max(len(n) for n in rows)
-    print(f"{'noise model':<{w}}  {'KLD resid.':>10}  {'KLD noisy':>10}  {'corr.':>6}  {'std':>6}")
+    fid_h = f"  {'FID':>8}" if fid_net is not None else ""
+    print(f"{'noise model':<{w}}  {'KLD resid.':>10}  {'KLD noisy':>10}  {'corr.':>6}  {'std':>6}{fid_h}")
     for name, r in rows.items():
-        print(f"{name:<{w}}  {r['kld']:>10.4f}  {r['kld_noisy']:>10.4f}  {r['rho']:>6.3f}  {r['noise_std']:>6.2f}")
+        fid = f"  {r['fid']:>8.2f}" if fid_net is not None else ""
+        print(f"{name:<{w}}  {r['kld']:>10.4f}  {r['kld_noisy']:>10.4f}  {r['rho']:>6.3f}  {r['noise_std']:>6.2f}{fid}")
     real = next(iter(rows.values()))
     print(f"{'real noise':<{w}}  {0:>10.4f}  {0:>10.4f}  {real['rho_real']:>6.3f}")
     print("KLD resid.: histograms of noisy - clean, KL(real || synthetic). KLD noisy: the official script's uint8 "
-          "noisy-image histograms, KL(synthetic || real). FID: not implemented (no Inception net).")  # fmt: skip
+          "noisy-image histograms, KL(synthetic || real).")  # fmt: skip
+    if fid_net is not None:
+        n_tiles = sum(len(tiles(n, args.fid_patch)) for n, _ in pairs)
+        print(f"FID: Inception-v3 pool features of {n_tiles} {args.fid_patch}px tiles of the real vs the synthetic "
+              f"noisy images ({'TensorFlow FID pools' if fid_net.fid_tf else 'torchvision pools'}); with fewer "
+              "tiles than 2048 features only a comparison of the rows above, not with published FIDs.")  # fmt: skip
+    else:
+        print("FID: give --inception FILE (a local Inception-v3 weight file) to add it.")
     for item in args.denoiser:
         label, _, ckpt = item.rpartition("=")
         _, den = load_restorer(ckpt)

@@ -7,7 +7,14 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from raytrain.metrics import kld_noise_residual, kld_noisy_histogram, noise_correlation, psnr, ssim
+from raytrain.metrics import (
+    frechet_distance,
+    kld_noise_residual,
+    kld_noisy_histogram,
+    noise_correlation,
+    psnr,
+    ssim,
+)
 
 Restorer = Callable[[torch.Tensor], torch.Tensor]
 
@@ -54,7 +61,10 @@ def quantize8(img: np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def noise_rows(
-    synthesize: Synthesizer, pairs: list[tuple[np.ndarray, np.ndarray]], device: torch.device | str = "cpu"
+    synthesize: Synthesizer,
+    pairs: list[tuple[np.ndarray, np.ndarray]],
+    device: torch.device | str = "cpu",
+    keep: list[np.ndarray] | None = None,
 ) -> list[dict[str, float]]:
     """Noise quality of a noise model on real (noisy, clean) (C, H, W) pairs: for each, synthesise a noisy image from
     the clean one at the real pair's level (std of noisy - clean), 8-bit as written to disk, and compare.
@@ -62,12 +72,15 @@ def noise_rows(
     Keys: ``kld`` (residual histograms, KL(real || generated)), ``kld_noisy`` (the official SeNM-VAE definition:
     grayscale uint8 noisy-image histograms, KL(generated || real)), ``noise_std`` / ``noise_std_real`` (0..255 scale),
     ``rho`` / ``rho_real`` (lag-1 spatial correlation of the noise, which both histograms are blind to).
+    ``keep``, if given, receives each synthetic noisy image (for :func:`noise_fid`).
     """
     rows = []
     for noisy, clean in pairs:
         real = np.asarray(noisy, np.float64) - clean
         level = torch.tensor(float(np.std(real, ddof=1)), device=device).view(1, 1, 1, 1)
         gen_noisy = quantize8(synthesize(to_tensor(clean, device), level)[0].cpu().numpy())
+        if keep is not None:
+            keep.append(gen_noisy)
         gen = gen_noisy - clean
         hwc = lambda a: np.asarray(a).transpose(1, 2, 0)  # noqa: E731
         rho, rho_real = noise_correlation(hwc(gen)), noise_correlation(hwc(real))
@@ -77,3 +90,27 @@ def noise_rows(
             "rho": (rho["rho_h"] + rho["rho_v"]) / 2, "rho_real": (rho_real["rho_h"] + rho_real["rho_v"]) / 2,
         })  # fmt: skip
     return rows
+
+
+def tiles(img: np.ndarray, size: int) -> list[np.ndarray]:
+    """Non-overlapping ``size`` x ``size`` tiles of a (C, H, W) image (the whole image if it is smaller)."""
+    _, h, w = img.shape
+    if h < size or w < size:
+        return [img]
+    starts = [(i, j) for i in range(0, h - size + 1, size) for j in range(0, w - size + 1, size)]
+    return [img[:, i : i + size, j : j + size] for i, j in starts]
+
+
+@torch.no_grad()
+def inception_features(net: torch.nn.Module, images: list[np.ndarray], patch: int, batch: int = 16) -> np.ndarray:
+    """Pool features of every ``patch`` tile of (C, H, W) images in [0, 1]: (N, 2048)."""
+    parts = [t for img in images for t in tiles(np.asarray(img, np.float32), patch)]
+    feats = [net(torch.tensor(np.stack(parts[i : i + batch]))).numpy() for i in range(0, len(parts), batch)]
+    return np.concatenate(feats)
+
+
+def noise_fid(net: torch.nn.Module, real_noisy: list[np.ndarray], gen_noisy: list[np.ndarray], patch: int = 64
+              ) -> float:  # fmt: skip
+    """FID between real and synthetic noisy images, over their ``patch`` tiles (as noise-modelling papers score
+    noisy patches rather than whole photographs)."""
+    return frechet_distance(inception_features(net, real_noisy, patch), inception_features(net, gen_noisy, patch))

@@ -7,6 +7,7 @@
 - :func:`kld_noisy_histogram`: KL(generated || real) between grayscale uint8 histograms of the *noisy images*,
   as in the SeNM-VAE official ``compute_kl.py``.
 - :func:`noise_correlation`: lag-1 autocorrelation of the noise, which both KLDs are blind to.
+- :func:`frechet_distance`: FID between two feature sets (the features come from ``raytrain.nn.inception``).
 """
 
 from __future__ import annotations
@@ -107,6 +108,36 @@ def noise_correlation(noise: np.ndarray) -> dict[str, float]:
         "rho_h": float((n[:, 1:] * n[:, :-1]).mean() / var),
         "rho_v": float((n[1:] * n[:-1]).mean() / var),
     }
+
+
+def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray, eps: float = 1e-6) -> float:
+    """Fréchet distance between Gaussians fitted to two (N, D) feature sets: ||mu_a - mu_b||^2 +
+    Tr(S_a + S_b - 2 (S_a S_b)^(1/2)). As pytorch-fid: a singular product gets ``eps`` on both diagonals and the
+    square root's tiny imaginary part is dropped. Fewer samples than dimensions make the covariances rank-deficient
+    (computed exactly through an SVD then): the value is only comparable between models scored on the same samples."""
+    from scipy import linalg
+
+    a, b = np.asarray(feats_a, np.float64), np.asarray(feats_b, np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
+        raise ValueError(f"frechet_distance needs two (N >= 2, D) feature sets of one D, got {a.shape} and {b.shape}")
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    d = mu_a - mu_b
+    if min(len(a), len(b)) <= a.shape[1]:
+        # Fewer samples than features: with centred X_a, X_b, the non-zero eigenvalues of S_a S_b are the squared
+        # singular values of X_a X_b^T / sqrt((n_a - 1)(n_b - 1)), so Tr((S_a S_b)^(1/2)) is its nuclear norm:
+        # exact, and an (n_a x n_b) SVD instead of a (D x D) matrix square root.
+        xa, xb = a - mu_a, b - mu_b
+        scale = np.sqrt((len(a) - 1) * (len(b) - 1))
+        tr_covmean = float(np.linalg.svd(xa @ xb.T, compute_uv=False).sum() / scale)
+        tr_a, tr_b = float((xa * xa).sum() / (len(a) - 1)), float((xb * xb).sum() / (len(b) - 1))
+        return float(max(d @ d + tr_a + tr_b - 2 * tr_covmean, 0.0))
+    s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean = linalg.sqrtm(s_a @ s_b)
+    if not np.isfinite(covmean).all():
+        off = np.eye(len(s_a)) * eps
+        covmean = linalg.sqrtm((s_a + off) @ (s_b + off))
+    covmean = np.real(covmean)
+    return float(max(d @ d + np.trace(s_a) + np.trace(s_b) - 2 * np.trace(covmean), 0.0))
 
 
 def mean_std(values: list[float] | np.ndarray) -> tuple[float, float]:

@@ -23,7 +23,7 @@ from raytrain.data.degrade import fit_gaussian, fit_heteroscedastic
 from raytrain.data.images import Image
 from raytrain.data.pipeline import Collection, load_domains
 from raytrain.errors import RaytrainError
-from raytrain.evaluate import evaluate_pairs, noise_rows
+from raytrain.evaluate import evaluate_pairs, noise_fid, noise_rows
 from raytrain.inference import load_restorer
 from raytrain.metrics import mean_std
 from raytrain.synthesis import FittedSource, VAESource, as_synthesizer, write_pairs
@@ -123,9 +123,14 @@ class Tracker:
                 self.parent.client.set_tag(run_id, k, str(v))
 
 
-def noise_quality(name: str, synth, pairs) -> dict[str, float]:
-    rows = noise_rows(synth, pairs)
-    return {k: float(np.mean([r[k] for r in rows])) for k in ("kld", "kld_noisy", "rho", "noise_std", "rho_real")}
+def noise_quality(name: str, synth, pairs, fid_net=None, fid_patch: int = 64) -> dict[str, float]:
+    """Mean noise-quality columns of one noise model on real pairs; ``fid`` too when an Inception net is given."""
+    gen: list[np.ndarray] = []
+    rows = noise_rows(synth, pairs, keep=gen)
+    out = {k: float(np.mean([r[k] for r in rows])) for k in ("kld", "kld_noisy", "rho", "noise_std", "rho_real")}
+    if fid_net is not None:
+        out["fid"] = noise_fid(fid_net, [n for n, _ in pairs], gen, fid_patch)
+    return out
 
 
 def run_pipeline(cfg: RunConfig) -> PipelineResult:

@@ -18,11 +18,13 @@ TINY = [
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """One embedded Ray for every test that needs it: 4 logical CPUs so 2 Train workers leave room for Ray Data."""
+    """One embedded Ray for every test that needs it. 8 logical CPUs: 2 Train workers (or 2 trials of 1) leave a whole
+    CPU to each patch dataset, as raytrain's own embedded Ray does (Ray Data gives each dataset leftover // datasets
+    CPUs; a dataset with 0 never runs a task and its coordinator spins)."""
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, resources={"trial_slot": 64})
+        ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False, resources={"trial_slot": 64})
     yield ray
     ray.shutdown()
 

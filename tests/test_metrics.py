@@ -68,3 +68,28 @@ def test_mean_std():
     assert M.mean_std([1.0, 3.0]) == (2.0, 1.0)
     assert M.format_mean_std([1.0, 3.0], 1) == "2.0 ± 1.0"
     assert np.isnan(M.mean_std([])[0])
+
+
+def test_frechet_distance_matches_the_closed_form_for_gaussians():
+    from raytrain.metrics import frechet_distance
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(0.0, 1.0, (20000, 3))
+    b = rng.normal(1.0, 2.0, (20000, 3))
+    # diagonal Gaussians: |mu_a - mu_b|^2 + sum(s_a + s_b - 2 sqrt(s_a s_b)) = 3 * 1 + 3 * (1 + 4 - 4)
+    assert frechet_distance(a, b) == pytest.approx(6.0, rel=0.03)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    few = rng.normal(size=(12, 256))  # rank-deficient covariances still give a finite, symmetric value
+    other = few + 0.5
+    assert frechet_distance(few, other) == pytest.approx(frechet_distance(other, few), rel=1e-4)
+    assert frechet_distance(few, other) == pytest.approx(256 * 0.25, rel=1e-3)  # a pure mean shift
+    # the low-rank path (fewer samples than features) equals the matrix square root it replaces
+    from scipy import linalg
+
+    x, y = rng.normal(size=(20, 30)), rng.normal(0.3, 1.5, size=(25, 30))
+    s_x, s_y = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+    d = x.mean(0) - y.mean(0)
+    direct = d @ d + np.trace(s_x + s_y) - 2 * np.trace(np.real(linalg.sqrtm(s_x @ s_y)))
+    assert frechet_distance(x, y) == pytest.approx(direct, rel=1e-4)
+    with pytest.raises(ValueError, match="feature sets"):
+        frechet_distance(a, rng.normal(size=(10, 4)))

@@ -211,3 +211,49 @@ def test_pipeline_end_to_end_links_every_stage(ray_local, tmp_path):
     )
     assert dn.data.tags["raytrain.synthesis_run"] == res.runs["synthesize/senm"]
     assert dn.data.params["data.synthetic"].endswith("synthetic-senm")
+
+
+# ------------------------------------------------------------------------------------------------------ FID
+def test_inception_features_and_both_weight_files(tmp_path):
+    from raytrain.nn.inception import InceptionV3Features, load_inception
+
+    torch.manual_seed(0)
+    tv = InceptionV3Features()
+    x = torch.rand(2, 1, 40, 40)
+    f = tv(x)
+    assert f.shape == (2, 2048) and torch.isfinite(f).all()
+    assert tv(x.repeat(1, 3, 1, 1)).allclose(f)  # gray is repeated to RGB
+    state = tv.state_dict()
+    # a torchvision file (1000-way fc, auxiliary classifier, no BN counters) loads with torchvision's pools
+    extra = {"fc.weight": torch.zeros(1000, 2048), "AuxLogits.fc.weight": torch.zeros(1000, 768)}
+    plain = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    torch.save(plain | extra, tmp_path / "inception_v3_google.pth")
+    net = load_inception(tmp_path / "inception_v3_google.pth")
+    assert not net.fid_tf and torch.allclose(net(x), f)
+    # pytorch-fid's TensorFlow weights (1008-way fc) select the FID pools: same weights, other features
+    torch.save(state | {"fc.weight": torch.zeros(1008, 2048)}, tmp_path / "pt_inception.pth")
+    fid_net = load_inception(tmp_path / "pt_inception.pth")
+    assert fid_net.fid_tf and not torch.allclose(fid_net(x), f)
+    torch.save({k: v for k, v in plain.items() if "Mixed_7c" not in k}, tmp_path / "cut.pth")
+    with pytest.raises(ValueError, match="cut.pth: not an Inception-v3 state dict .*Mixed_7c"):
+        load_inception(tmp_path / "cut.pth")
+    with pytest.raises(FileNotFoundError, match="nowhere.pth"):
+        load_inception(tmp_path / "nowhere.pth")
+
+
+def test_noise_eval_adds_fid_with_an_inception_file(senm_ckpt, tmp_path, capsys):
+    from raytrain.nn.inception import InceptionV3Features
+
+    torch.manual_seed(0)
+    torch.save(InceptionV3Features().state_dict(), tmp_path / "inception.pth")
+    assert main(["noise-eval", str(senm_ckpt), "--crop", "48", "--inception", str(tmp_path / "inception.pth"),
+                 "--fid-patch", "16"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "FID" in out.splitlines()[1]
+    n_images = len(out.splitlines()[0].split("(")[1].split(")")[0].split(", "))  # the held-out images it names
+    assert f"{9 * n_images} 16px tiles" in out  # crops of 48 -> 9 tiles each
+    rows = [ln for ln in out.splitlines() if ln.startswith(("SeNM-VAE", "gaussian", "heteroscedastic"))]
+    fids = [float(ln.split()[-1]) for ln in rows]
+    assert len(fids) == 3 and all(np.isfinite(v) and v >= 0 for v in fids)
+    assert main(["noise-eval", str(senm_ckpt), "--inception", str(tmp_path / "missing.pth")]) == 2
+    assert "Inception-v3 weights not found" in capsys.readouterr().err

@@ -37,6 +37,7 @@ class TrainResult:
 
 
 TRIAL_SLOT = "trial_slot"
+DATA_CPUS_PER_RUN = 3  # logical CPUs for Ray Data per training run: one per patch dataset (SeNM-VAE streams 3)
 
 
 def connect(address: str | None, cfg: RunConfig, trials: int = 1) -> None:
@@ -50,12 +51,15 @@ def connect(address: str | None, cfg: RunConfig, trials: int = 1) -> None:
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise RaytrainError(f"cannot connect to the Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
     else:
-        need = trials * cfg.scaling.num_workers * cfg.scaling.cpus_per_worker
-        # Logical CPUs: the workers' share plus one for Ray Data's crop tasks, even on a 2-core machine.
+        need = trials * (cfg.scaling.num_workers * cfg.scaling.cpus_per_worker + DATA_CPUS_PER_RUN)
+        # Logical CPUs: the workers' share plus one per patch dataset (a method streams up to 3 domains) for Ray
+        # Data's crop tasks, even on a 2-core machine. Ray Data hands each running dataset an integer share of the
+        # CPUs the workers leave (leftover // datasets): with one spare CPU and 3 datasets, two got 0, never ran a
+        # task and their coordinators spun at ~50% of a core each, halving a SeNM-VAE run's speed.
         # The dashboard (on 127.0.0.1 only) serves the State API that Ray Train's placement-group cleaner polls;
         # without it that actor warns every few seconds. It also shows the run at http://127.0.0.1:8265.
         # trial_slot: what a Tune trial (a driver of a TorchTrainer, no compute of its own) holds; see tune/driver.py
-        ray.init(num_cpus=max(os.cpu_count() or 1, int(need + 0.999) + 1), log_to_driver=True,
+        ray.init(num_cpus=max(os.cpu_count() or 1, int(need + 0.999)), log_to_driver=True,
                  include_dashboard=True, dashboard_host="127.0.0.1", resources={TRIAL_SLOT: 1024})  # fmt: skip
     exit_on_sigterm()
 
