@@ -107,3 +107,19 @@ def test_not_a_checkpoint(tmp_path):
         ckpt.load_inference(bad)
     with pytest.raises(RaytrainError, match="no raytrain checkpoint"):
         ckpt.load_inference(tmp_path / "nowhere")
+
+
+def test_progress_lines_for_logs_report_step_and_time_left(capsys, monkeypatch):
+    from raytrain.train import loop as L
+
+    clock = iter([0.0, 0.0, 40.0, 40.0, 41.0])  # construction, each update, each line
+    monkeypatch.setattr(L.time, "perf_counter", lambda: next(clock))
+    bar = L.ProgressLines(100, "run (lir)", every_s=30)
+    bar.update(20)  # the resume step: 0 s, no line
+    bar.update(10)  # 40 s after start, >= 30 s since the last line: a line; 10 steps in 40 s -> 70 steps left = 280 s
+    bar.set_description("run (lir) val PSNR 21.00 dB")  # always a line
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        "run (lir) | step 30/100 | 40 s | 280 s left",
+        "run (lir) val PSNR 21.00 dB | step 30/100 | 41 s | 287 s left",
+    ]

@@ -152,19 +152,33 @@ def train_loop_per_worker(config: dict) -> None:
 
 
 class ProgressLines:
-    """The progress bar's interface for logs (Ray Jobs, CI): one line per description change, i.e. per validation,
-    instead of a bar redrawn in place."""
+    """The progress bar's interface for logs (Ray Jobs, CI): a line per description change (each validation) and at
+    least every ``every_s`` seconds while steps advance (with the rate and the time left), instead of a bar redrawn in
+    place."""
 
-    def __init__(self, total: int, desc: str):
+    def __init__(self, total: int, desc: str, every_s: float = 30.0):
         self.total, self.n, self.desc, self.t0 = total, 0, desc, time.perf_counter()
+        self.every_s, self.last = every_s, self.t0
+        self.n_first: int | None = None  # the step the first update reached (the resume step): the rate counts from it
 
     def update(self, n: int = 1) -> None:
         self.n += n
+        if self.n_first is None:
+            self.n_first = self.n
+        if time.perf_counter() - self.last >= self.every_s:
+            self._line()
 
     def set_description(self, desc: str) -> None:
         self.desc = desc
+        self._line()
+
+    def _line(self) -> None:
+        now = time.perf_counter()
+        self.last, el = now, now - self.t0
+        done = self.n - (self.n_first or 0)
+        left = f" | {el / done * (self.total - self.n):.0f} s left" if 0 < done and self.n < self.total else ""
         # not print(): Ray Train tees a worker's print into its logger too, which would show every line twice
-        sys.stdout.write(f"{desc} | step {self.n}/{self.total} | {time.perf_counter() - self.t0:.0f} s\n")
+        sys.stdout.write(f"{self.desc} | step {self.n}/{self.total} | {el:.0f} s{left}\n")
         sys.stdout.flush()
 
     def close(self) -> None:
