@@ -105,7 +105,11 @@ def write_report(out: Path, counts, rows, kld, noisy, lir, wall: float) -> Path:
         f"held-out real pairs (noisy input {noisy:.2f} dB):\n\n{table}\n\n"
         f"LIR (unsupervised, blind AWGN sigma in [5, 50], {int(lir.get('step', 0))} steps): "
         f"{lir['val_psnr']:.2f} dB vs noisy input {lir['val_psnr_noisy']:.2f} dB, "
-        f"SSIM {lir['val_ssim']:.3f} vs {lir['val_ssim_noisy']:.3f}\n"
+        f"SSIM {lir['val_ssim']:.3f} vs {lir['val_ssim_noisy']:.3f}\n\n"
+        "Scale: a smoke test of the whole system on 2 CPU workers, not the papers' results. The noise model and "
+        "each DnCNN train for a minute or two (the papers: "
+        "hundreds of thousands of GPU iterations); a SeNM-VAE this short reconstructs content poorly, so its synthetic "
+        "pairs can hurt the denoiser. Longer runs and how to make them: README, Results.\n"
     )
     (out / "results.md").write_text(text)
     cells = [{"paired": c, "arm": a, "mean": rows[a][c], "std": 0.0, "n": 1} for a in rows for c in counts]
