@@ -22,7 +22,7 @@ import torch
 
 from raytrain.config import load_config
 from raytrain.methods import build_method
-from raytrain.train.launch import run_training
+from raytrain.train.launch import DATA_CPUS_PER_RUN, run_training
 
 
 def fake_batch(domains: tuple[str, ...], n: int, c: int, s: int) -> dict:
@@ -73,12 +73,15 @@ def main() -> None:
         f"train.checkpoint_every={a.steps}", "scaling.num_workers=1", f"scaling.cpus_per_worker={a.threads}",
         "data.resample_noise=true", "data.max_size=256", "tracking.enabled=false", "data.val_crop=32", *a.overrides,
     ])  # fmt: skip
-    ray.init(num_cpus=a.threads + 1, include_dashboard=False, log_to_driver=False)
+    # one logical CPU per patch dataset beside the worker, as raytrain's own embedded Ray (launch.DATA_CPUS_PER_RUN):
+    # with one spare CPU, Ray Data gives LIR's second domain 0 CPUs and its coordinator spins on the same cores
+    ray.init(num_cpus=a.threads + DATA_CPUS_PER_RUN, include_dashboard=False, log_to_driver=False)
     ray_t = ray_step_time(cfg)
     ray.shutdown()
     plain_t = plain_step_time(cfg, a.steps, a.threads)
     print(
-        f"DnCNN-{a.depth}x{a.width}, batch {a.batch}, {cfg.data.patches.size}px, {a.threads} threads, {a.steps} steps"
+        f"{'DnCNN-' + str(a.depth) + 'x' + str(a.width) if a.method == 'dncnn' else a.method}, batch {a.batch}, "
+        f"{cfg.data.patches.size}px, {a.threads} threads, {a.steps} steps"
     )
     print(f"plain PyTorch loop: {plain_t * 1000:8.1f} ms/step")
     print(f"Ray Train loop:     {ray_t * 1000:8.1f} ms/step (1 worker, Ray Data stream, median of report intervals)")
