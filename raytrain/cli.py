@@ -11,6 +11,10 @@ import sys
 from pathlib import Path
 
 
+def _add_overrides(parser: argparse.ArgumentParser, help: str = "override a config value (repeatable)") -> None:
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="raytrain", description="Train and tune image-restoration models on Ray.")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -18,14 +22,7 @@ def _parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a method on Ray Train (embedded local Ray unless --address)")
     t.add_argument("config", nargs="?", help="YAML config (omit for the embedded defaults)")
-    t.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set train.steps=100 (repeatable)",
-    )
+    _add_overrides(t, "override a config value, e.g. --set train.steps=100 (repeatable)")
     t.add_argument("--address", help="Ray cluster address (e.g. ray://head:10001 or auto)")
     t.add_argument("--num-workers", type=int, help="number of Ray Train workers")
 
@@ -37,14 +34,7 @@ def _parser() -> argparse.ArgumentParser:
         "validation images, rebuilt from the config stored in the checkpoint)",
     )
     e.add_argument("--noisy", help="folder of real noisy images with the same names (else the run's noise model)")
-    e.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override the checkpoint's data config, e.g. --set data.noise.sigma=50",
-    )
+    _add_overrides(e, "override the checkpoint's data config, e.g. --set data.noise.sigma=50")
     e.add_argument("--crop", type=int, help="evaluate a centre crop of this size")
 
     d = sub.add_parser("denoise", help="restore an image or a folder of images with a checkpoint")
@@ -88,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
 
     pl = sub.add_parser("pipeline", help="noise model -> synthesis -> downstream denoisers -> evaluation")
     pl.add_argument("config", help="SeNM-VAE config with a pipeline: section (e.g. configs/senm_pipeline.yaml)")
-    pl.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    _add_overrides(pl)
     pl.add_argument("--address", help="Ray cluster address")
 
     tu = sub.add_parser("tune", help="search a space with Ray Tune + Optuna (each trial a TorchTrainer run)")
@@ -102,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     tu.add_argument("--name", help="sweep name (default: <config name>-sweep); its folder is workdir/sweeps/NAME")
     tu.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
     tu.add_argument("--seed", type=int, help="the sampler's seed (default: the config's seed)")
-    tu.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    _add_overrides(tu)
     tu.add_argument("--address", help="Ray cluster address")
 
     ab = sub.add_parser("ablate", help="a grid x method variants; mean ± std tables (Markdown, CSV) and plots")
@@ -119,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     ab.add_argument("--concurrent", type=int, default=1)
     ab.add_argument("--name", help="ablation name (default: <config name>-ablate)")
     ab.add_argument("--resume", action="store_true")
-    ab.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    _add_overrides(ab)
     ab.add_argument("--address", help="Ray cluster address")
 
     sb = sub.add_parser("submit", help="validate a jobs/*.yaml spec and submit it to a Ray cluster (Ray Jobs)")
@@ -146,7 +136,7 @@ def _parser() -> argparse.ArgumentParser:
     pv = dsub.add_parser("preview", help="write a grid of sample patches of each domain")
     pv.add_argument("config", nargs="?")
     pv.add_argument("--out", required=True, help="PNG file to write")
-    pv.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    _add_overrides(pv)
     pv.add_argument("--per-domain", type=int, default=8)
     return p  # fmt: skip
 

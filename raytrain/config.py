@@ -325,18 +325,26 @@ def read_yaml(path: str | Path) -> dict:
     return _read_yaml(Path(path), ())
 
 
+def load_yaml_file(path: str | Path, what: str = "config file") -> Any:
+    """The parsed YAML of a file; a missing file or bad YAML is one ConfigError naming the file (and line)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: {what} not found")
+    try:
+        return yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{p}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+
+
 def _read_yaml(p: Path, chain: tuple[Path, ...]) -> dict:
     if not p.is_file():
         where = f" (extended by {chain[-1]})" if chain else ""
         raise ConfigError(f"{p}: config file not found{where}")
     if p.resolve() in chain:
         raise ConfigError(f"{p}: `extends` loops back to itself ({' -> '.join(str(c) for c in chain)})")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{p}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    data = load_yaml_file(p)
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -16,10 +16,9 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import Field, ValidationError
 
-from raytrain.config import Strict, format_validation_error, load_config
+from raytrain.config import Strict, format_validation_error, load_config, load_yaml_file
 from raytrain.errors import ConfigError, RaytrainError
 
 COMMANDS = ("train", "tune", "ablate", "pipeline")  # those that take a config, --set and --address
@@ -52,12 +51,7 @@ class JobSpec(Strict):
 def load_spec(path: str | Path) -> tuple[JobSpec, Path]:
     """The validated spec and its project root (working_dir resolved)."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: job spec not found")
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    raw = load_yaml_file(p, "job spec")
     try:
         spec = JobSpec.model_validate(raw if isinstance(raw, dict) else {})
     except ValidationError as err:

@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from raytrain.config import apply_overrides, validate
+from raytrain.config import apply_overrides, load_yaml_file, validate
 from raytrain.errors import ConfigError
 
 KINDS = ("loguniform", "uniform", "int", "choice", "grid")
@@ -78,14 +78,7 @@ def parse_param(path: str, spec: Any, origin: str) -> Param:
 
 
 def load_space(path: str | Path) -> Space:
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: search space file not found")
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    return parse_space(raw, str(p))
+    return parse_space(load_yaml_file(path, "search space file"), str(path))
 
 
 def parse_space(raw: Any, origin: str = "space") -> Space:
