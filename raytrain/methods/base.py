@@ -81,6 +81,8 @@ class Method:
     name: str = "method"
     #: domains the method draws a batch from at every step (``paired``, ``source``, ``target``)
     domains: tuple[str, ...] = ("paired",)
+    #: domains a run may go without when its split leaves them empty (the launcher sets their ``data.mix`` to 0)
+    optional_domains: tuple[str, ...] = ()
     #: "all": a batch of every domain each step (LIR: source + target); "one": one domain per step, drawn with
     #: ``data.mix`` probabilities (SeNM-VAE)
     draw: str = "all"
@@ -123,6 +125,14 @@ class Method:
     def evaluate(self, pairs: list, device: torch.device | str) -> list[dict[str, float]]:
         """One row of :attr:`val_keys` per (noisy, clean) (C, H, W) validation pair; restorers score PSNR/SSIM."""
         return evaluate_pairs(self.restore, pairs, device)
+
+    def before_validation(self) -> None:
+        """Called on every rank before :meth:`evaluate` at each validation (a collective is allowed); nothing by
+        default."""
+
+    def state_summary(self) -> dict[str, float]:
+        """Figures of the method's state reported beside each validation (equal on every rank); none by default."""
+        return {}
 
     @torch.no_grad()
     def preview(self, noisy: torch.Tensor, clean: torch.Tensor) -> list[torch.Tensor]:

@@ -90,6 +90,7 @@ def validate(method: Method, val: list, rank: int, world: int, device: torch.dev
     """The method's per-image validation values (:attr:`Method.val_keys`) on the validation pairs, sharded over
     ranks and summed with an all-reduce; reported as means ``val_<key>``."""
     method.train(False)
+    method.before_validation()
     rows = method.evaluate(val[rank::world], device)
     method.train(True)
     keys = method.val_keys
@@ -98,7 +99,7 @@ def validate(method: Method, val: list, rank: int, world: int, device: torch.dev
     if world > 1 and dist.is_initialized():
         dist.all_reduce(sums)
     n = max(sums[0, -1].item(), 1.0)
-    return {f"val_{k}": sums[0, i].item() / n for i, k in enumerate(keys)}
+    return {f"val_{k}": sums[0, i].item() / n for i, k in enumerate(keys)} | method.state_summary()
 
 
 def _finite_params(method: Method) -> bool:

@@ -35,12 +35,18 @@ class SeNMConfig(BaseModel):
     blocks_per_scale: tuple[Annotated[int, Field(ge=1, le=16)], ...] = (2, 4)
     z_dim: Annotated[int, Field(ge=1, le=512)] = 64
     zn_dim: Annotated[int, Field(ge=1, le=256)] = 16
+    # initial log-std of the content posteriors q(z|x), q(z|y) (official 0: N(mean, 1)). z has no prior to match, so
+    # starting lower costs nothing and spares a short run hundreds of steps of shrinking the sampling noise of z
+    content_logstd_init: Annotated[float, Field(ge=-10, le=0)] = 0.0
     num_down: Annotated[int, Field(ge=0, le=3)] = 0  # pixel-unshuffle steps before the hierarchy (official SIDD: 0)
     level_net_width: Annotated[int, Field(ge=4, le=512)] = 64
     disc_width: Annotated[int, Field(ge=4, le=512)] = 64
     disc_layers: Annotated[int, Field(ge=1, le=6)] = 3
     # --- objective (eqs. 9-11)
     mixture_p1: Annotated[float, Field(gt=0, lt=1)] = 0.5  # q(z|x,y) = p1 q(z|x) + (1-p1) q(z|y)
+    # paper: eq. 11's cross terms on pairs (rec_y and KL_n with z ~ q(z|x), rec_x and KL_z with z ~ q(z|y), each
+    # term weighted 2 p1 or 2 p2); official: a p1-coin per sample and pass picks q(z|x) or q(z|y) for both passes
+    mixture: Literal["paper", "official"] = "paper"
     kl_z_weight: Annotated[float, Field(ge=0, le=1)] = 1e-7  # lambda (the paper's searched range: [1e-7, 1e-6])
     kl_z_scale: Literal["paper", "official"] = "paper"
     kl_noise_weight: Weight = 1e-2
@@ -62,6 +68,19 @@ class SeNMConfig(BaseModel):
     level_conditioning: bool = True  # the noise level conditions z_n (a constant channel beside the features)
     level_detach: bool = True  # the VAE loss does not train the level net (official: it does, on target batches)
     level_reservoir: Annotated[int, Field(ge=16, le=1_000_000)] = 4096  # levels kept for the synthesis prior
+    # the level net's predictions join the synthesis level prior only once its mean error on pairs is below this
+    # fraction of the mean paired level (before that, only the true paired levels are drawn)
+    level_pred_tolerance: Annotated[float, Field(gt=0, le=1)] = 0.2
+    # --- synthesis (validation, `raytrain synthesize`, the pipeline): see raytrain/methods/senm/method.py
+    synthesis: Literal["full", "residual"] = "residual"  # full: the decoder output (official); residual: x + z_n's part
+    content: Literal["sample", "mean"] = "sample"  # full synthesis: z ~ q(z|x) or its means
+    normalize: bool = False  # official --normalize: shift each synthetic image's mean to the clean image's
+    # of z_n's prior draws at synthesis (0: the prior means); auto: calibrated at each validation on recent real
+    # training pairs so that their synthetic noise has the real noise's RMS (a diagonal prior under-disperses)
+    temperature: Literal["auto"] | Annotated[float, Field(ge=0, le=10)] = "auto"
+    # refuse full synthesis when the content floor (std of D(z, mean z_n) - x on the validation pairs) is above this
+    # fraction of the real noise std: the decoder's content error would land in the "noise"
+    max_content_floor: Annotated[float, Field(gt=0)] = 0.5
 
     @property
     def groups(self) -> int:

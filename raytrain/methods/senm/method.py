@@ -19,6 +19,7 @@ of its domain and the discriminator is frozen in the VAE step, which DDP's hooks
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 
 import numpy as np
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from raytrain.errors import ConfigError
-from raytrain.evaluate import noise_rows
+from raytrain.evaluate import noise_rows, to_tensor
 from raytrain.losses.adversarial import lsgan_d, lsgan_target, ragan_d, ragan_g
 from raytrain.losses.perceptual import build_perceptual
 from raytrain.methods.base import Method, StepOutput, make_scheduler
@@ -43,13 +44,20 @@ class SeNM(Method):
     inference_nets = ("vae", "levels")
     grad_sync = True
     restores = False
-    val_keys = ("kld", "kld_noisy", "noise_std", "noise_std_real", "rho", "rho_real")
+    val_keys = ("kld", "kld_noisy", "noise_std", "noise_std_real", "rho", "rho_real", "content_floor", "zn_std")
     headline = ("kld", "noise KLD {:.4f}", "min")
+
+    optional_domains = ("source", "target")
 
     @classmethod
     def domains_for(cls, cfg) -> tuple[str, ...]:
-        # Table 6 ablation: without -log p(x|z) the source domain has no term left
-        return cls.domains if cfg.method.rec_x else ("paired", "target")
+        """The paired domain, plus source and target unless ``data.mix`` gives them 0 (Table 7's rows without one)
+        or the split leaves them empty (``paired.fraction: 1.0``: the launcher then sets their mix to 0). Table 6:
+        without -log p(x|z) the source domain has no term left."""
+        mix = cfg.data.mix
+        return ("paired",) + tuple(
+            d for d in ("source", "target") if mix.get(d, 0) > 0 and (d != "source" or cfg.method.rec_x)
+        )
 
     def __init__(self, cfg, device: torch.device, prepare: Callable | None = None, inference: bool = False):
         super().__init__(cfg, device, prepare)
@@ -57,7 +65,8 @@ class SeNM(Method):
         self.domains = self.domains_for(cfg)
         self.draw = "one" if m.domain_sampling == "batch" else "all"
         self.nets["vae"] = self.replicate(SeNMVAE(self.channels, m))
-        self.nets["levels"] = self.replicate(LevelStats(m.level_reservoir))
+        self.nets["levels"] = self.replicate(LevelStats(m.level_reservoir, m.level_pred_tolerance))
+        self._recent_pairs: deque[tuple[torch.Tensor, torch.Tensor]] = deque(maxlen=8)
         if inference:
             return
         self.nets["level_net"] = self.replicate(LevelNet(self.channels, m.level_net_width))
@@ -84,41 +93,69 @@ class SeNM(Method):
 
     # ------------------------------------------------------------------------------------------------ losses
     def domain_terms(self, domain: str, x: torch.Tensor | None, y: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        """Per-sample (N,) unweighted terms of eq. 11 for one domain's batch, plus ``_rec_y`` for the GAN step."""
-        m, vae = self.m, self.nets["vae"]
+        """Per-sample (N,) terms of eq. 11 for one domain's batch (mixture weights applied), plus ``_rec_y`` (the
+        noisy reconstructions) for the GAN step."""
+        vae = self.nets["vae"]
         acts_x = vae.enc_x(x) if x is not None else None
         acts_y = vae.enc_y(y) if y is not None else None
+        acts_n = vae.enc_n(y) if y is not None else None
         terms: dict[str, torch.Tensor] = {}
-        level = None
+        level = self._level(domain, x, y, terms) if y is not None else None
+        if acts_x is not None and acts_y is not None:
+            passes = self._paired_passes(acts_x, acts_y, x)
+            self._recent_pairs.append((x.detach(), y.detach()))  # for the auto temperature (training pairs only)
+        else:
+            p = self.m.mixture_p1 if acts_x is not None else 1 - self.m.mixture_p1  # source: p1, target: p2 (eq. 11)
+            w = 2 * p if self.m.mixture == "paper" else 1.0
+            passes = {"x": (acts_x, acts_y, None, w), "y": (acts_x, acts_y, None, w)}
+        if x is not None and self.m.rec_x or "kl_z" in passes:
+            ax, ay, pick, w = passes["x"]
+            out_x, kl_z, _ = vae.top_down(ax, ay, pick_x=pick)
+            if x is not None and self.m.rec_x:
+                terms["rec_x"] = w * (out_x - x).pow(2).mean(dim=(1, 2, 3))
+            if "kl_z" in passes:
+                terms["kl_z"] = kl_z
         if y is not None:
-            pred = self.nets["level_net"](y)
-            if domain == "paired":
-                level = (y - x).std(dim=(1, 2, 3), keepdim=True)  # the true level of a real pair
-                terms["level"] = (level - pred).abs().flatten()
-            else:
-                level = pred.detach() if m.level_detach else pred
-            self.nets["levels"].add(level.detach().flatten())
-        n = (x if x is not None else y).shape[0]
-        mixed = acts_x is not None and acts_y is not None
-        kl_z = None
-        if x is not None and m.rec_x:
-            out_x, kl_z, _ = vae.top_down(acts_x, acts_y, pick_x=self._pick(n, x) if mixed else None)
-            terms["rec_x"] = (out_x - x).pow(2).mean(dim=(1, 2, 3))
-        if y is not None:
-            pick = self._pick(n, y) if mixed else None
-            out_y, kl_zy, kl_n = vae.top_down(acts_x, acts_y, vae.enc_n(y), level, pick_x=pick, noise="posterior")
-            terms["rec_y"] = (out_y - y).pow(2).mean(dim=(1, 2, 3))
-            terms["kl_n"] = kl_n
-            kl_z = kl_zy if kl_z is None else kl_z + kl_zy
+            ax, ay, pick, w = passes["y"]
+            out_y, kl_zy, kl_n = vae.top_down(ax, ay, acts_n, level, pick_x=pick, noise="posterior")
+            terms["rec_y"] = w * (out_y - y).pow(2).mean(dim=(1, 2, 3))
+            terms["kl_n"] = w * kl_n
+            if self.m.mixture == "official" and "kl_z" in terms:
+                terms["kl_z"] = terms["kl_z"] + kl_zy  # the official klz_H + klz_L
             if self.perceptual is not None:
                 terms["perc"] = self._perc(out_y, y)
             terms["_rec_y"] = out_y
-        if mixed:
-            terms["kl_z"] = kl_z
         return terms
 
+    def _paired_passes(self, acts_x, acts_y, ref: torch.Tensor) -> dict:
+        """(acts_x, acts_y, pick_x, weight) of the rec_x and rec_y passes of a paired batch.
+
+        ``paper`` (eq. 11): rec_y and KL_n with z ~ q(z|x) (weight 2 p1: the path synthesis uses); rec_x with
+        z ~ q(z|y) (weight 2 p2) and lambda KL(q(z|y) || q(z|x)) along it. ``official``: each pass draws z per sample
+        from q(z|x) with probability p1, else from q(z|y); both passes add their KL_z."""
+        n, p1 = ref.shape[0], self.m.mixture_p1
+        if self.m.mixture == "paper":
+            zeros = ref.new_zeros(n, 1, 1, 1)
+            return {"x": (acts_x, acts_y, zeros, 2 * (1 - p1)), "y": (acts_x, None, None, 2 * p1), "kl_z": True}
+        return {"x": (acts_x, acts_y, self._pick(n, ref), 1.0), "y": (acts_x, acts_y, self._pick(n, ref), 1.0),
+                "kl_z": True}  # fmt: skip
+
+    def _level(self, domain: str, x: torch.Tensor | None, y: torch.Tensor, terms: dict) -> torch.Tensor:
+        """The level channel: std(y - x) of a real pair (and the level net's L1 error on it), else the level net's
+        prediction (detached unless ``level_detach`` is off); recorded for the synthesis level prior."""
+        pred = self.nets["level_net"](y)
+        levels = self.nets["levels"]
+        if domain == "paired":
+            level = (y - x).std(dim=(1, 2, 3), keepdim=True)  # the true level of a real pair
+            terms["level"] = (level - pred).abs().flatten()
+            levels.add(level.flatten(), error=terms["level"].detach())
+            return level
+        level = pred.detach() if self.m.level_detach else pred
+        levels.add(level.detach().flatten(), predicted=True)
+        return level
+
     def _pick(self, n: int, ref: torch.Tensor) -> torch.Tensor:
-        """Which samples draw z from q(z|x) (probability p1) rather than q(z|y): the mixture of eq. 5."""
+        """Which samples draw z from q(z|x) (probability p1) rather than q(z|y): the official coin of eq. 5."""
         return (torch.rand(n, 1, 1, 1, device=ref.device) < self.m.mixture_p1).to(ref.dtype)
 
     def _perc(self, out: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
@@ -151,10 +188,12 @@ class SeNM(Method):
         w = self.weights(step)
         weighted = self._drop_nonfinite({k: w[k] * v for k, v in terms.items()})
         ok = weighted is not None
+        out = {k: float(v.detach()) for k, v in terms.items()}
         if ok:
             params = [*self.nets["vae"].parameters(), *self.nets["level_net"].parameters()]
-            ok = self.update(sum(weighted.values()), self.optimizers["vae"], params, self.m.grad_clip, self.m.grad_skip)
-        out = {k: float(v.detach()) for k, v in terms.items()}
+            total = sum(weighted.values())
+            out["loss"] = float(total.detach())  # the weighted objective the VAE step minimised
+            ok = self.update(total, self.optimizers["vae"], params, self.m.grad_clip, self.m.grad_skip)
         if fake and self.m.adv_weight > 0:
             d_loss = self._gan_d(disc(torch.cat(real)), disc(torch.cat(fake).detach()))
             ok &= self.update(d_loss, self.optimizers["disc"], disc.parameters())
@@ -192,22 +231,88 @@ class SeNM(Method):
 
     # ------------------------------------------------------------------------------------------- synthesis
     @torch.no_grad()
-    def synthesize(self, clean: torch.Tensor, level: torch.Tensor | None = None, temperature: float = 1.0):
-        """Noisy images for a batch of clean ones (N, C, H, W) in [0, 1], any size; ``level`` (N, 1, 1, 1) on the
-        [0, 1] scale, default: drawn from the levels seen in training. ``temperature`` scales the std of z_n's prior
-        samples (the official code scales the whole sample; the two agree at 1)."""
-        vae = self.nets["vae"]
+    def synthesize(self, clean: torch.Tensor, level: torch.Tensor | None = None, temperature: float | None = None,
+                   mode: str | None = None, content: str | None = None, normalize: bool | None = None):  # fmt: skip
+        """Noisy images for a batch of clean ones (N, C, H, W) in [0, 1], any size. ``level`` (N, 1, 1, 1) on the
+        [0, 1] scale, default: drawn from the level prior. ``temperature`` scales the std of z_n's prior draws (0: the
+        prior means; the official code scales the whole draw, so its T = 0 is z_n = 0; the two agree at 1); default:
+        ``method.temperature`` (``auto``: the calibrated one, see :meth:`calibrate_temperature`).
+
+        ``mode`` (default ``method.synthesis``): ``full`` returns the decoder output D(z, z_n), z ~ q(z|x) (the
+        official synthesis: the decoder's content error lands in the noise); ``residual`` returns
+        x + D(mu, z_n) - D(mu, mean z_n) with mu the posterior means of q(z|x): only the part z_n drives is added to
+        the real clean image, so content error cancels. ``content`` (full only): ``sample`` or ``mean`` z.
+        ``normalize``: shift each image's mean to the clean image's (the official ``--normalize``)."""
+        m, vae = self.m, self.nets["vae"]
+        mode, content = mode or m.synthesis, content or m.content
+        normalize = m.normalize if normalize is None else normalize
+        temperature = self.temperature if temperature is None else temperature
         if level is None:
             level = self.nets["levels"].sample(clean.shape[0]).to(clean.device).view(-1, 1, 1, 1)
         h, w = clean.shape[-2:]
         ph, pw = (-h) % vae.stride, (-w) % vae.stride
         x = F.pad(clean, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
-        return vae.synthesize(x, level, temperature)[..., :h, :w]
+        if mode == "residual":
+            noisy, mean = vae.noise_part(x, level, temperature, content="mean")
+            out = clean + (noisy - mean)[..., :h, :w]
+        else:
+            out = vae.synthesize(x, level, temperature, content)[..., :h, :w]
+        if normalize:
+            out = out - out.mean(dim=(2, 3), keepdim=True) + clean.mean(dim=(2, 3), keepdim=True)
+        return out
+
+    @property
+    def temperature(self) -> float:
+        """The synthesis temperature ``method.temperature`` names: a number, or the calibrated one for ``auto``."""
+        t = self.m.temperature
+        return float(self.nets["levels"].temperature) if t == "auto" else float(t)
+
+    @torch.no_grad()
+    def calibrate_temperature(self, rounds: int = 2) -> float | None:
+        """Fit the ``auto`` temperature on the recent real *training* pairs: the T at which the synthetic noise on
+        those patches, each at its own true level, has the RMS of the real noise (two fixed-point rounds, as the noise
+        amplitude is close to linear in T). Corrects a diagonal prior's under-dispersion: the posterior spreads one
+        noise signal over several correlated z_n channels, whose independent prior draws partly cancel. Sums are
+        all-reduced over ranks, so every rank stores the same T. Returns it (None: no pairs seen since the start)."""
+        t = float(self.nets["levels"].temperature)
+        for _ in range(rounds):
+            sums = torch.zeros(3, dtype=torch.float64, device=self.device)
+            for x, y in self._recent_pairs:
+                level = (y - x).std(dim=(1, 2, 3), keepdim=True)
+                out = self.synthesize(x, level, t)
+                sums += torch.stack([(y - x).pow(2).sum(), (out - x).pow(2).sum(), x.new_tensor(x.numel())]).double()
+            if dist.is_available() and dist.is_initialized():
+                dist.all_reduce(sums)
+            if sums[2] == 0 or sums[1] == 0:
+                return None
+            t = float(t * (sums[0] / sums[1]).sqrt())
+        self.nets["levels"].temperature.fill_(min(t, 10.0))
+        return float(self.nets["levels"].temperature)
+
+    def before_validation(self) -> None:
+        if self.m.temperature == "auto":
+            self.calibrate_temperature()
 
     @torch.no_grad()
     def evaluate(self, pairs: list, device) -> list[dict[str, float]]:
-        """Noise quality on real (noisy, clean) pairs: synthesise at each pair's true level, compare the noise."""
-        return noise_rows(lambda c, lv: self.synthesize(c, lv), pairs, device)
+        """Noise quality on real (noisy, clean) pairs, synthesised at each pair's true level; plus, per pair, the
+        content floor (std of D(mu, mean z_n) - x) and the std of the part z_n drives (D(mu, z_n) - D(mu, mean z_n)),
+        both on the 0..255 scale."""
+        rows = noise_rows(lambda c, lv: self.synthesize(c, lv), pairs, device)
+        for row, (_, clean) in zip(rows, pairs, strict=True):
+            x = to_tensor(clean, device)
+            s = self.nets["vae"].stride
+            x = x[..., : x.shape[-2] - x.shape[-2] % s, : x.shape[-1] - x.shape[-1] % s]
+            level = torch.full((1, 1, 1, 1), row["noise_std_real"] / 255, device=x.device)
+            noisy, mean = self.nets["vae"].noise_part(x, level, self.temperature)
+            row["content_floor"] = float((mean - x).std()) * 255
+            row["zn_std"] = float((noisy - mean).std()) * 255
+        return rows
+
+    def state_summary(self) -> dict[str, float]:
+        """The level prior beside the true paired levels (0..255) and the synthesis temperature, reported with every
+        validation."""
+        return self.nets["levels"].summary() | {"temperature": self.temperature}
 
     @torch.no_grad()
     def preview(self, noisy: torch.Tensor, clean: torch.Tensor) -> list[torch.Tensor]:

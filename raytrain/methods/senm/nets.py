@@ -44,8 +44,14 @@ class Branch(nn.Module):
         return acts
 
 
-def _sample(mean: torch.Tensor, logstd: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    return mean + temperature * logstd.exp() * torch.randn_like(mean)
+def _sample(
+    mean: torch.Tensor, logstd: torch.Tensor, temperature: float = 1.0, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """mean + T * std * eps; T = 0 is the mean itself (no draw). ``generator`` makes the draw replayable."""
+    if temperature == 0:
+        return mean
+    eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+    return mean + temperature * logstd.exp() * eps
 
 
 def _kl(q: tuple[torch.Tensor, torch.Tensor], p: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -74,6 +80,8 @@ class SeNMVAE(nn.Module):
         groups = range(len(layout))
         self.q_z_x = nn.ModuleList(GaussianHead(w, m.z_dim, m.growth) for _ in groups)
         self.q_z_y = nn.ModuleList(GaussianHead(w, m.z_dim, m.growth) for _ in groups)
+        for head in (*self.q_z_x, *self.q_z_y):  # the content posteriors' starting std (official: 1)
+            head.logstd[1].bias.data.fill_(m.content_logstd_init)
         self.q_zn = nn.ModuleList(GaussianHead(w + lv, m.zn_dim, m.growth) for _ in groups)
         self.p_zn = nn.ModuleList(GaussianHead(w + lv, m.zn_dim, m.growth) for _ in groups)
         self.proj_z = nn.ModuleList(_zero_conv(m.z_dim, w) for _ in groups)
@@ -98,13 +106,16 @@ class SeNMVAE(nn.Module):
         pick_x: torch.Tensor | None = None,
         noise: str = "none",
         temperature: float = 1.0,
+        content_temperature: float = 1.0,
+        content_generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Decode top-down through every group. Returns (output, KL_z, KL_n), the KLs per sample summed over groups.
 
         z_l comes from q(z_l | x, .) where ``pick_x`` (N, 1, 1, 1) is 1 and from q(z_l | y, .) where it is 0 (the
         mixture of eq. 5); with one branch only, from that branch. KL_z = KL(q(z | y) || q(z | x)) when both are given.
         ``noise``: ``none`` -> p(x | z); ``posterior`` -> z_n ~ q(z_n | y, z) and KL_n = KL(q || p(z_n | z)), for
-        p(y | z, z_n); ``prior`` -> z_n ~ p(z_n | z) at ``temperature`` (synthesis).
+        p(y | z, z_n); ``prior`` -> z_n ~ p(z_n | z) at ``temperature`` (synthesis; 0 = the prior means).
+        ``content_temperature`` 0 decodes the posterior means of z; ``content_generator`` replays the same z draws.
         """
         first = acts_x if acts_x is not None else acts_y
         dec: torch.Tensor | float = 0.0
@@ -116,7 +127,7 @@ class SeNMVAE(nn.Module):
                 kl_z = kl_z + _kl(qy, qx)
                 z = torch.where(pick_x.bool(), _sample(*qx), _sample(*qy))
             else:
-                z = _sample(*(qx if qx is not None else qy))
+                z = _sample(*(qx if qx is not None else qy), content_temperature, content_generator)
             dec = dec + self.proj_z[g](z)
             if noise != "none":
                 prior = self.p_zn[g](self._cond(dec, level))
@@ -131,9 +142,28 @@ class SeNMVAE(nn.Module):
         return self.out(dec), kl_z, kl_n
 
     @torch.no_grad()
-    def synthesize(self, clean: torch.Tensor, level: torch.Tensor | None, temperature: float = 1.0) -> torch.Tensor:
-        """Ancestral sampling of Fig. 1b: z ~ q(z | x), z_n ~ p(z_n | z, l), y = the mean of p(y | z, z_n)."""
-        return self.top_down(self.enc_x(clean), None, level=level, noise="prior", temperature=temperature)[0]
+    def synthesize(self, clean: torch.Tensor, level: torch.Tensor | None, temperature: float = 1.0,
+                   content: str = "sample") -> torch.Tensor:  # fmt: skip
+        """Ancestral sampling of Fig. 1b: z ~ q(z | x) (``content: mean``: its means), z_n ~ p(z_n | z, l) at
+        ``temperature``, y = the mean of p(y | z, z_n): the full decoder output (the official synthesis)."""
+        ct = 0.0 if content == "mean" else 1.0
+        return self.top_down(self.enc_x(clean), None, level=level, noise="prior", temperature=temperature,
+                             content_temperature=ct)[0]  # fmt: skip
+
+    @torch.no_grad()
+    def noise_part(
+        self, clean: torch.Tensor, level: torch.Tensor | None, temperature: float = 1.0, content: str = "mean"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(D(z, z_n), D(z, mean z_n)): the decoder output with z_n ~ p(z_n | z, l) and with z_n at the prior means,
+        the same content draws z ~ q(z | x) in both (their means for ``content: mean``). Their difference is the part
+        of the output that z_n drives; the second minus x is the decoder's content error (the content floor)."""
+        ct = 0.0 if content == "mean" else 1.0
+        acts = self.enc_x(clean)
+        seed = int(torch.randint(2**62, (1,)))
+        outs = [self.top_down(acts, None, level=level, noise="prior", temperature=t, content_temperature=ct,
+                              content_generator=torch.Generator(clean.device).manual_seed(seed))[0]
+                for t in (temperature, 0.0)]  # fmt: skip
+        return outs[0], outs[1]
 
     @torch.no_grad()
     def denoise(self, noisy: torch.Tensor) -> torch.Tensor:

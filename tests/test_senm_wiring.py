@@ -1,0 +1,330 @@
+"""SeNM-VAE wiring with known answers: which posterior feeds each pass in each domain, closed-form KLs through the
+real loss, what synthesis reads, temperature and level channels. Each test fails on a mis-wired method."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from raytrain.config import load_config
+from raytrain.methods import build_method
+
+TINY_SENM = [
+    "method.name=senm", "method.width=8", "method.growth=4", "method.z_dim=4", "method.zn_dim=2",
+    "method.level_net_width=4", "method.disc_width=4", "method.blocks_per_scale=[1,1]", "data.paired.count=2",
+    "method.adv_weight=0", "method.kl_anneal_steps=0",
+]  # fmt: skip
+GROUPS = 3  # blocks_per_scale [1, 1]: block, down, block
+
+
+def senm(*extra, seed=0):
+    torch.manual_seed(seed)
+    return build_method(load_config(None, [*TINY_SENM, *extra]), torch.device("cpu"))
+
+
+def pair(n=4, s=16, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 1, s, s, generator=g)
+    return x, x + 0.1 * torch.randn(n, 1, s, s, generator=g)
+
+
+def const_heads(heads, mean: float, logstd: float) -> None:
+    """Every GaussianHead of ``heads`` outputs (mean, logstd) everywhere, whatever its input."""
+    with torch.no_grad():
+        for head in heads:
+            for seq, v in ((head.mean, mean), (head.logstd, logstd)):
+                seq[1].weight.zero_()
+                seq[1].bias.fill_(v)
+
+
+def kl_normal(m_q, s_q, m_p, s_p) -> float:
+    """KL(N(m_q, e^{s_q}) || N(m_p, e^{s_p})), 1-D, s = log-std."""
+    return s_p - s_q + (math.exp(2 * s_q) + (m_q - m_p) ** 2) / (2 * math.exp(2 * s_p)) - 0.5
+
+
+def mark_posteriors(m) -> None:
+    """q(z|x) says +3 and q(z|y) says -3, both with std ~0: the z that reaches the decoder names its posterior."""
+    vae = m.nets["vae"]
+    const_heads(vae.q_z_x, 3.0, -30.0)
+    const_heads(vae.q_z_y, -3.0, -30.0)
+
+
+def record_passes(m) -> list[dict]:
+    """Hooks that log every decoding pass: the per-sample mean z of each group and whether z_n entered."""
+    vae, passes = m.nets["vae"], []
+
+    def on_z(g):
+        def hook(_mod, inp, _out):
+            if g == GROUPS - 1:  # decoding runs top-down: the top group opens a pass
+                passes.append({"z": [], "noise": False})
+            passes[-1]["z"].append(inp[0].mean(dim=(1, 2, 3)).detach())
+
+        return hook
+
+    def on_zn(_mod, _inp, _out):
+        passes[-1]["noise"] = True
+
+    for g in range(GROUPS):
+        vae.proj_z[g].register_forward_hook(on_z(g))
+        vae.proj_zn[g].register_forward_hook(on_zn)
+    return passes
+
+
+def from_x(p: dict) -> torch.Tensor:
+    """Per sample: True where every group's z came from q(z|x) (+3), False where from q(z|y) (-3)."""
+    zs = torch.stack(p["z"])
+    assert torch.all(zs.abs() - 3 < 1e-4), "z came from neither posterior"
+    assert torch.all((zs > 0) == (zs[0] > 0)), "one sample mixed posteriors across groups"
+    return zs[0] > 0
+
+
+# ------------------------------------------------------------------------------------ which posterior feeds what
+def test_paper_mixture_routes_rec_y_through_q_z_x_and_rec_x_through_q_z_y():
+    m = senm("method.mixture=paper")
+    mark_posteriors(m)
+    passes = record_passes(m)
+    x, y = pair()
+    m.domain_terms("paired", x, y)
+    assert len(passes) == 2
+    rec_x, rec_y = passes
+    assert not rec_x["noise"] and not from_x(rec_x).any()  # p(x | z), z ~ q(z | y)
+    assert rec_y["noise"] and from_x(rec_y).all()  # p(y | z, z_n), z ~ q(z | x): the path synthesis uses
+
+
+@pytest.mark.parametrize("mixture", ["paper", "official"])
+@pytest.mark.parametrize("domain, noise, want_x", [("source", False, True), ("target", True, False)])
+def test_unpaired_domains_use_their_own_posterior(mixture, domain, noise, want_x):
+    m = senm(f"method.mixture={mixture}")
+    mark_posteriors(m)
+    passes = record_passes(m)
+    x, y = pair()
+    m.domain_terms(domain, x if domain == "source" else None, y if domain == "target" else None)
+    assert len(passes) == 1 and passes[0]["noise"] == noise
+    assert bool(from_x(passes[0]).all()) == want_x and bool(from_x(passes[0]).any()) == want_x
+
+
+def test_official_mixture_flips_a_p1_coin_per_sample_and_pass():
+    m = senm("method.mixture=official", "method.mixture_p1=0.3")
+    mark_posteriors(m)
+    passes = record_passes(m)
+    x, y = pair(n=600, s=16)
+    m.domain_terms("paired", x, y)
+    picks = [from_x(p).float() for p in passes]
+    assert len(picks) == 2 and [p["noise"] for p in passes] == [False, True]
+    for pick in picks:
+        assert abs(float(pick.mean()) - 0.3) < 0.05  # the empirical mixture weight of q(z | x) is p1
+    assert (picks[0] != picks[1]).float().mean() > 0.3  # each pass its own coin
+
+
+# --------------------------------------------------------------------------------- KLs through the real loss
+def kl_setup(m, zx=(0.2, -0.5), zy=(-0.4, 0.3), q_n=(0.5, -0.2), p_n=(-0.1, 0.4)):
+    vae = m.nets["vae"]
+    const_heads(vae.q_z_x, *zx)
+    const_heads(vae.q_z_y, *zy)
+    const_heads(vae.q_zn, *q_n)
+    const_heads(vae.p_zn, *p_n)
+    return GROUPS * kl_normal(*zy, *zx), GROUPS * kl_normal(*q_n, *p_n)
+
+
+@pytest.mark.parametrize("mixture, z_passes", [("paper", 1), ("official", 2)])
+def test_kl_terms_equal_their_closed_forms_for_constant_heads(mixture, z_passes):
+    m = senm(f"method.mixture={mixture}")
+    kl_z, kl_n = kl_setup(m)
+    x, y = pair()
+    t = m.domain_terms("paired", x, y)
+    # KL(q(z|y) || q(z|x)) (not the reverse), summed over groups; paper: along the rec_x pass only,
+    # official: klz_H + klz_L. KL(q(z_n|y,z) || p(z_n|z)) weighted 2 p1 = 1.
+    assert torch.allclose(t["kl_z"], torch.full((4,), z_passes * kl_z), rtol=1e-5)
+    assert torch.allclose(t["kl_n"], torch.full((4,), kl_n), rtol=1e-5)
+    assert kl_z != pytest.approx(GROUPS * kl_normal(0.2, -0.5, -0.4, 0.3))  # the direction is checkable
+    t = m.domain_terms("target", None, y)
+    assert torch.allclose(t["kl_n"], torch.full((4,), kl_n), rtol=1e-5) and "kl_z" not in t
+
+
+@pytest.mark.parametrize("key, base, raised", [
+    ("kl_noise_weight", 1e-2, 3e-2),
+    ("kl_z_weight", 1e-7, 0.5),
+])  # fmt: skip
+def test_raising_a_kl_weight_raises_the_loss_by_exactly_that_term(key, base, raised):
+    x, y = pair()
+    losses = []
+    for w in (base, raised):
+        m = senm(f"method.{key}={w}")
+        kl_z, kl_n = kl_setup(m)
+        torch.manual_seed(5)
+        losses.append(m.train_step({"paired": {"clean": x, "noisy": y}}, 1).losses["loss"])
+    term = kl_n if key == "kl_noise_weight" else kl_z
+    assert losses[1] - losses[0] == pytest.approx((raised - base) * term, rel=1e-3)
+    assert losses[1] > losses[0]
+
+
+def test_paper_mixture_weights_terms_by_the_mixture_probabilities():
+    x, y = pair()
+    half, skew = senm("method.mixture_p1=0.5"), senm("method.mixture_p1=0.8")
+    kl_setup(half), kl_setup(skew)
+    torch.manual_seed(3)
+    a = half.domain_terms("paired", x, y)
+    torch.manual_seed(3)
+    b = skew.domain_terms("paired", x, y)
+    assert torch.allclose(b["kl_n"], a["kl_n"] * 1.6, rtol=1e-5)  # 2 p1
+    assert torch.allclose(b["rec_x"], a["rec_x"] * 0.4, rtol=1e-5)  # 2 p2: rec_x is the q(z|y) pass
+    torch.manual_seed(3)
+    src = skew.domain_terms("source", x, None)
+    torch.manual_seed(3)
+    tgt = skew.domain_terms("target", None, y)
+    torch.manual_seed(3)
+    src_half, tgt_half = half.domain_terms("source", x, None), None
+    torch.manual_seed(3)
+    tgt_half = half.domain_terms("target", None, y)
+    assert torch.allclose(src["rec_x"], src_half["rec_x"] * 1.6, rtol=1e-5)  # Loss_s: p1
+    assert torch.allclose(tgt["kl_n"], tgt_half["kl_n"] * 0.4, rtol=1e-5)  # Loss_t: p2
+
+
+# --------------------------------------------------------------------------------------------------- synthesis
+def live(m):
+    """Give the zero-initialised convs weights so that every latent reaches the output."""
+    with torch.no_grad():
+        for p in m.nets["vae"].parameters():
+            if not p.any():
+                p.normal_(0, 0.05)
+    m.nets["levels"].add(torch.full((8,), 0.05))
+    m.train(False)
+    return m
+
+
+def synth(m, x, seed=7, **kw):
+    torch.manual_seed(seed)
+    return m.synthesize(x, torch.full((x.shape[0], 1, 1, 1), 0.05), **kw)
+
+
+def perturb(module):
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+
+
+@pytest.mark.parametrize("mode", ["full", "residual"])
+@pytest.mark.parametrize("net, matters", [
+    ("enc_x", True), ("q_z_x", True), ("p_zn", True), ("dec", True),
+    ("enc_y", False), ("q_z_y", False), ("enc_n", False), ("q_zn", False),
+])  # fmt: skip
+def test_synthesis_reads_q_z_x_and_the_prior_only(mode, net, matters):
+    m = live(senm(f"method.synthesis={mode}"))
+    x, _ = pair(n=2)
+    before = synth(m, x)
+    perturb(getattr(m.nets["vae"], net))
+    changed = not torch.allclose(synth(m, x), before, atol=1e-6)
+    assert changed == matters
+
+
+def test_residual_synthesis_adds_only_what_z_n_drives_to_the_real_clean_image():
+    m = live(senm("method.synthesis=residual"))
+    x, _ = pair(n=2)
+    assert torch.equal(synth(m, x, temperature=0.0), x)  # z_n at the prior means drives nothing
+    noisy = synth(m, x, seed=3)
+    torch.manual_seed(3)
+    a, b = m.nets["vae"].noise_part(x, torch.full((2, 1, 1, 1), 0.05))
+    assert torch.allclose(noisy, x + a - b, atol=1e-6) and (noisy - x).abs().max() > 1e-3
+
+
+def test_temperature_scales_the_noise_and_zero_with_mean_content_is_deterministic():
+    for mode in ("full", "residual"):
+        m = live(senm(f"method.synthesis={mode}", "method.content=mean"))
+        x, _ = pair(n=2, s=32)
+        ref = synth(m, x, temperature=0.0)
+        spread = [float((synth(m, x, seed=s, temperature=t) - ref).std()) for s, t in ((1, 0.5), (2, 1.0), (3, 2.0))]
+        assert spread[0] < spread[1] < spread[2], (mode, spread)
+        assert torch.equal(synth(m, x, seed=1, temperature=0.0), synth(m, x, seed=2, temperature=0.0))
+    m = live(senm("method.synthesis=full", "method.content=sample"))
+    assert not torch.equal(synth(m, x, seed=1, temperature=0.0), synth(m, x, seed=2, temperature=0.0))
+
+
+def test_normalize_shifts_each_image_mean_to_the_clean_mean():
+    m = live(senm("method.synthesis=full", "method.normalize=true"))
+    x, _ = pair(n=2, s=32)
+    out = synth(m, x)
+    assert torch.allclose(out.mean(dim=(2, 3)), x.mean(dim=(2, 3)), atol=1e-5)
+
+
+def test_validation_reports_the_content_floor_and_the_z_n_part():
+    m = live(senm())
+    x, y = pair(n=1, s=32)
+    row = m.evaluate([(y[0].numpy(), x[0].numpy())], "cpu")[0]
+    torch.manual_seed(0)
+    level = torch.full((1, 1, 1, 1), row["noise_std_real"] / 255)
+    _, mean = m.nets["vae"].noise_part(x, level)
+    assert row["content_floor"] == pytest.approx(float((mean - x).std()) * 255, rel=1e-4)  # deterministic: means
+    assert row["zn_std"] > 0 and {"content_floor", "zn_std"} <= set(m.val_keys)
+
+
+# ------------------------------------------------------------------------------------------------ level channel
+def record_levels(m) -> list[torch.Tensor]:
+    vae, seen = m.nets["vae"], []
+    orig = vae._cond
+
+    def cond(h, level):
+        seen.append(level)
+        return orig(h, level)
+
+    vae._cond = cond
+    return seen
+
+
+def test_level_channel_is_the_true_std_on_pairs_and_the_detached_prediction_on_targets():
+    m = senm()
+    x, y = pair()
+    seen = record_levels(m)
+    m.domain_terms("paired", x, y)
+    assert seen and all(torch.equal(lv, (y - x).std(dim=(1, 2, 3), keepdim=True)) for lv in seen)
+    seen.clear()
+    m.domain_terms("target", None, y)
+    pred = m.nets["level_net"](y)
+    assert seen and all(torch.allclose(lv, pred) and not lv.requires_grad for lv in seen)
+    seen.clear()
+    m.train(False)
+    m.synthesize(x, torch.full((4, 1, 1, 1), 15 / 255))
+    assert seen and all(torch.allclose(lv, torch.full((4, 1, 1, 1), 15 / 255)) for lv in seen)
+
+
+def test_level_prior_keeps_true_levels_and_only_a_trusted_level_nets_predictions():
+    from raytrain.methods.senm.levels import LevelStats
+
+    s = LevelStats(8, tolerance=0.2, momentum=1.0)
+    s.add(torch.tensor([-0.3, 0.9]), predicted=True)  # no paired error measured yet: not trusted, not kept
+    s.add(torch.tensor([0.10, 0.12]), error=torch.tensor([0.05, 0.05]))  # error 0.05 > 0.2 * 0.11
+    s.add(torch.tensor([-0.3, 0.9]), predicted=True)
+    assert sorted(s.prior().tolist()) == pytest.approx([0.10, 0.12])
+    s.add(torch.tensor([0.10, 0.12]), error=torch.tensor([0.01, 0.01]))  # now 0.01 < 0.022: trusted
+    s.add(torch.tensor([-0.3, 0.2]), predicted=True)
+    assert sorted(s.prior().tolist()) == pytest.approx([0.0, 0.10, 0.10, 0.12, 0.12, 0.2])  # clamped at 0
+    assert s.range() == pytest.approx((0.0, 0.2))
+    summ = s.summary()
+    assert summ["level_paired_max"] == pytest.approx(0.12 * 255) and summ["level_predictions"] == 2
+    with pytest.raises(ValueError, match="seen no noise levels"):
+        LevelStats(4).sample(1)
+
+
+# ---------------------------------------------------------------------------------------------- auto temperature
+def test_auto_temperature_matches_the_training_pairs_noise_rms():
+    m = live(senm())  # temperature: auto (the default)
+    assert m.m.temperature == "auto" and m.temperature == 1.0
+    assert m.calibrate_temperature() is None and m.temperature == 1.0  # no training pairs seen yet: kept
+    g = torch.Generator().manual_seed(4)
+    for _ in range(3):  # what training steps would have recorded: real pairs only
+        x = torch.rand(4, 1, 32, 32, generator=g)
+        m._recent_pairs.append((x, x + 0.08 * torch.randn(4, 1, 32, 32, generator=g)))
+    m.domain_terms("target", None, torch.rand(4, 1, 32, 32))  # unpaired batches are not calibration data
+    assert len(m._recent_pairs) == 3
+    t = m.calibrate_temperature()
+    assert t is not None and t == m.temperature and t != 1.0
+    real = torch.cat([(y - x).flatten() for x, y in m._recent_pairs]).pow(2).mean().sqrt()
+    torch.manual_seed(9)
+    synth = torch.cat([(m.synthesize(x, (y - x).std(dim=(1, 2, 3), keepdim=True)) - x).flatten()
+                       for x, y in m._recent_pairs]).pow(2).mean().sqrt()  # fmt: skip
+    assert float(synth / real) == pytest.approx(1.0, abs=0.1)
+    fixed = live(senm("method.temperature=1.0"))
+    fixed._recent_pairs.extend(m._recent_pairs)
+    fixed.before_validation()  # a fixed temperature is never recalibrated
+    assert fixed.temperature == 1.0
