@@ -49,7 +49,22 @@ def _parser() -> argparse.ArgumentParser:
     lv = s.add_mutually_exclusive_group()
     lv.add_argument("--level", type=float, help="noise level (std, 0..255) inside the range seen in training")
     lv.add_argument("--level-prior", action="store_true", help="draw each image's level from training (default)")
-    s.add_argument("--temperature", type=float, default=1.0, help="scale of the noise latent's prior std")
+    s.add_argument("--temperature", help="scale of the noise latent's prior std: a number (0: the means) or auto "
+                   "(calibrated on the training pairs); default: the model's method.temperature")  # fmt: skip
+    s.add_argument(
+        "--mode",
+        choices=["full", "residual"],
+        help="full: the decoder output (official); residual: x + the part z_n drives (default: the model's)",
+    )
+    s.add_argument("--content", choices=["sample", "mean"], help="full mode: z ~ q(z|x) or its means")
+    s.add_argument(
+        "--normalize",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="shift each image's mean to the clean image's (official --normalize)",
+    )
+    s.add_argument("--allow-content-floor", action="store_true",
+                   help="full mode from a model whose content error exceeds method.max_content_floor")  # fmt: skip
     s.add_argument("--copies", type=int, default=1, help="noisy versions per clean image (NAME_k)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--ray", action="store_true", help="run as a Ray Data job (default for folders over 500 images)")
@@ -123,9 +138,11 @@ def _parser() -> argparse.ArgumentParser:
     jb.add_argument("job_id", nargs="?")
     jb.add_argument("--address")
 
-    dm = sub.add_parser("demo", help="the main demo: SeNM-VAE -> DnCNN paired-count ablation + a short LIR run")
+    dm = sub.add_parser("demo", help="the main demo: SeNM-VAE -> DnCNN vs the real pairs alone + a short LIR run")
     dm.add_argument("--workdir", default="runs/demo", help="where runs, MLflow (SQLite) and the results go")
-    dm.add_argument("--counts", default="10,40", help="paired tile counts of the ablation (comma-separated)")
+    dm.add_argument("--counts", default="10", help="paired tile counts, comma-separated (each a pipeline run)")
+    dm.add_argument("--arms", default="senm,real_pairs",
+                    help="pipeline arms, comma-separated (also: gaussian, heteroscedastic, all_real)")  # fmt: skip
     dm.add_argument("--quick", action="store_true", help="a few steps per run (a smoke test, not results)")
 
     cr = sub.add_parser("config-reference", help="write the configuration reference generated from the typed configs")
@@ -249,7 +266,9 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
 
     if args.copies < 1:
         raise DataError(f"--copies must be >= 1 (got {args.copies})")
-    src = VAESource(args.checkpoint, args.level, args.temperature, args.seed)
+    kw = {"mode": args.mode, "content": args.content, "normalize": args.normalize,
+          "allow_content_floor": args.allow_content_floor}  # fmt: skip
+    src = VAESource(args.checkpoint, args.level, args.temperature, args.seed, **kw)
     folder = Path(args.clean)
     files = list_images(folder) if folder.is_dir() else []
     if args.ray or len(files) > 500:
@@ -259,7 +278,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
 
         ray.init(address=args.address, log_to_driver=False) if args.address else ray.init(num_cpus=max(2, args.actors))
         out = write_pairs_ray(files, args.checkpoint, args.out, args.level, args.temperature, args.seed, args.copies,
-                              args.actors)  # fmt: skip
+                              args.actors, **kw)  # fmt: skip
     else:
         if args.clean != "samples" and not is_uri(args.clean) and not folder.exists():
             raise DataError(f"{args.clean}: no such folder")
@@ -267,8 +286,9 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
         out = write_pairs(images, src, args.out, args.copies, describe=src.describe())
     d = src.describe()
     level = d["level"] if d["level"] == "prior" else f"{d['level']:g}"
-    print(f"wrote synthetic pairs to {out} (level {level}, trained range {d['trained_level_range']}, "
-          f"temperature {args.temperature:g}); train on them with --set data.synthetic={out}")  # fmt: skip
+    print(f"wrote synthetic pairs to {out} ({d['mode']} synthesis, level {level}, trained range "
+          f"{d['trained_level_range']}, temperature {d['temperature']:.3g}); train on them with "
+          f"--set data.synthetic={out}")  # fmt: skip
     return 0
 
 
@@ -292,7 +312,7 @@ def cmd_noise_eval(args: argparse.Namespace) -> int:
         where = f"{len(pairs)} real pairs from {args.data}"
     crop = lambda a: chw(centre_crop(a.transpose(1, 2, 0), args.crop))  # noqa: E731
     pairs = [(crop(n), crop(c)) for n, c in pairs]
-    synths = {"SeNM-VAE": lambda c, lv: model.synthesize(c, lv)}
+    synths = {f"SeNM-VAE ({cfg.method.synthesis})": lambda c, lv: model.synthesize(c, lv)}
     if not args.no_baselines:
         fitted = fitted_sources(collection, cfg.seed)
         synths |= {f"{k} (fitted on the paired set)": as_synthesizer(v) for k, v in fitted.items()}
@@ -455,10 +475,18 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from raytrain.config import ARMS
     from raytrain.demo import run_demo
+    from raytrain.errors import ConfigError
 
-    counts = tuple(int(c) for c in args.counts.split(","))
-    res = run_demo(args.workdir, counts, args.quick)
+    try:
+        counts = tuple(int(c) for c in args.counts.split(","))
+    except ValueError:
+        raise ConfigError(f"--counts {args.counts!r}: expected comma-separated whole numbers, e.g. 10,40") from None
+    arms = tuple(a.strip() for a in args.arms.split(",") if a.strip())
+    if not arms or set(arms) - set(ARMS):
+        raise ConfigError(f"--arms {args.arms!r}: expected some of {', '.join(ARMS)}")
+    res = run_demo(args.workdir, counts, args.quick, arms)
     print(f"demo finished in {res['wall_s'] / 60:.1f} min")
     return 0
 

@@ -120,6 +120,9 @@ class DataConfig(Strict):
     # a folder written by `raytrain synthesize` (clean/ and noisy/ with the same names): its pairs join the paired
     # domain for training (never validation), beside the real pairs of the split
     synthetic: str | None = None
+    # share of paired patches drawn from the data.synthetic pairs (the rest from the real pairs); null: in proportion
+    # to the image counts. Keeps a few real pairs from being drowned by many synthetic ones.
+    synthetic_fraction: Annotated[float, Field(ge=0, le=1)] | None = None
     color: Literal["gray", "rgb"] = "gray"
     noise: NoiseConfig = Field(default_factory=AWGN)
     # False: each image has one fixed noisy realisation (as real scarce pairs do). True: paired patches get fresh
@@ -203,6 +206,8 @@ class Downstream(Strict):
 
     method: MethodConfig = Field(default_factory=DnCNNConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    patches: Patches | None = None  # the denoiser's patches; null: the noise model's data.patches
+    scaling: ScalingSection | None = None  # the denoiser's workers; null: the noise model's scaling
 
     @model_validator(mode="after")
     def _denoiser(self) -> Downstream:
@@ -222,8 +227,14 @@ class PipelineSection(Strict):
 
     arms: tuple[Literal[ARMS], ...] = ARMS  # type: ignore[valid-type]
     level: Literal["prior"] | Annotated[float, Field(gt=0, le=255)] = "prior"  # synthesis level (0..255) or sampled
-    temperature: Annotated[float, Field(gt=0, le=10)] = 1.0
+    # of z_n's prior draws (0: the prior means; auto: calibrated on the training pairs); null: the noise model's
+    # method.temperature
+    temperature: Literal["auto"] | Annotated[float, Field(ge=0, le=10)] | None = None
     copies: Annotated[int, Field(ge=1, le=64)] = 1  # synthetic noisy versions of each clean source tile
+    # the synthetic arms' data.synthetic_fraction: share of their paired patches cut from synthetic pairs
+    synthetic_fraction: Annotated[float, Field(ge=0, le=1)] | None = None
+    # full synthesis from a noise model over method.max_content_floor is refused unless this is true
+    allow_content_floor: bool = False
     downstream: Downstream = Field(default_factory=Downstream)
 
     @model_validator(mode="after")
@@ -252,12 +263,16 @@ class RunConfig(Strict):
     def _consistent(self) -> RunConfig:
         if self.data.paired.count is not None and self.data.split == "two_domain":
             raise ValueError("data.paired is meaningless with data.split=two_domain (no pairs are kept)")
+        if self.data.synthetic_fraction is not None and not self.data.synthetic:
+            raise ValueError("data.synthetic_fraction needs data.synthetic (a folder of synthetic pairs)")
         if self.data.tiles is not None and self.data.tiles < self.data.patches.size:
             raise ValueError(f"data.tiles={self.data.tiles} is smaller than data.patches.size={self.data.patches.size}")
         if self.pipeline is not None and self.method.name != "senm":
             raise ValueError("pipeline: needs method.name=senm (the noise model the pipeline trains first)")
         if not any(self.data.mix.values()):
             raise ValueError("data.mix: at least one domain needs a probability > 0")
+        if self.method.name == "senm" and not self.data.mix.get("paired", 0) > 0:
+            raise ValueError("data.mix.paired: SeNM-VAE needs its paired domain (eq. 11); give it a probability > 0")
         return self
 
 

@@ -30,6 +30,7 @@ def load_method(checkpoint: str | Path, device: str = "cpu", restorer: bool = Tr
     for k in method.inference_nets:
         method.nets[k].load_state_dict(payload["nets"][k])
     method.train(False)
+    method.trained_metrics = dict(payload.get("metrics") or {})  # the checkpoint step's metrics (validation figures)
     return cfg, method
 
 

@@ -71,9 +71,16 @@ def downstream_config(cfg: RunConfig, arm: str, name: str, synthetic: Path | Non
         down.train.model_dump(mode="json"),
     )
     raw["data"].pop("synthetic", None)
+    if down.patches is not None:
+        raw["data"]["patches"] = down.patches.model_dump(mode="json")
+    if down.scaling is not None:
+        raw["scaling"] = down.scaling.model_dump(mode="json")
     overrides = []
+    raw["data"].pop("synthetic_fraction", None)
     if synthetic is not None:
         overrides.append(f"data.synthetic={synthetic}")
+        if cfg.pipeline.synthetic_fraction is not None:
+            overrides.append(f"data.synthetic_fraction={cfg.pipeline.synthetic_fraction}")
     if arm == "all_real":
         raw["data"].pop("paired", None)
         overrides.append("data.paired.fraction=1.0")
@@ -123,9 +130,11 @@ class Tracker:
                 self.parent.client.set_tag(run_id, k, str(v))
 
 
-def noise_quality(name: str, synth, pairs, fid_net=None, fid_patch: int = 64) -> dict[str, float]:
-    """Mean noise-quality columns of one noise model on real pairs; ``fid`` too when an Inception net is given."""
-    gen: list[np.ndarray] = []
+def noise_quality(name: str, synth, pairs, fid_net=None, fid_patch: int = 64, keep: list | None = None
+                  ) -> dict[str, float]:  # fmt: skip
+    """Mean noise-quality columns of one noise model on real pairs; ``fid`` too when an Inception net is given.
+    ``keep`` receives the synthetic noisy images."""
+    gen: list[np.ndarray] = [] if keep is None else keep
     rows = noise_rows(synth, pairs, keep=gen)
     out = {k: float(np.mean([r[k] for r in rows])) for k in ("kld", "kld_noisy", "rho", "noise_std", "rho_real")}
     if fid_net is not None:
@@ -163,9 +172,8 @@ def run_pipeline(cfg: RunConfig) -> PipelineResult:
         # 2. synthesis: the trained model and the fitted baselines on the same clean source images
         sources: dict[str, object] = {}
         if "senm" in p.arms:
-            sources["senm"] = VAESource(
-                res.checkpoint, None if p.level == "prior" else float(p.level), p.temperature, cfg.seed
-            )
+            sources["senm"] = VAESource(res.checkpoint, None if p.level == "prior" else float(p.level), p.temperature,
+                                        cfg.seed, allow_content_floor=p.allow_content_floor)  # fmt: skip
         sources.update({k: v for k, v in fitted_sources(collection, cfg.seed).items() if k in p.arms})
         images = source_images(collection)
         folders: dict[str, Path] = {}
@@ -196,8 +204,10 @@ def run_pipeline(cfg: RunConfig) -> PipelineResult:
         print("[pipeline] 4/4 evaluation on the held-out real pairs")
         tags = {"raytrain.stage": "evaluate", "raytrain.val_images": ",".join(collection.val_names)}
         run = track.child(f"{cfg.name}-{tag}-eval", tags | {f"raytrain.used.{k}": v for k, v in runs.items()})
-        rows = evaluate(cfg, sources, trained, pairs)
+        samples: dict[str, list[np.ndarray]] = {}
+        rows = evaluate(cfg, sources, trained, pairs, samples)
         result = PipelineResult(rows, out, track.parent_id, runs, time.perf_counter() - t0)
+        plot_noise_samples(pairs, samples, out / "noise_samples.png")
         write_tables(result, cfg, [r.run_id for r in (run, track.parent) if r])
         if run:
             run.end()
@@ -211,14 +221,17 @@ def run_pipeline(cfg: RunConfig) -> PipelineResult:
     return result
 
 
-def evaluate(cfg: RunConfig, sources: dict, trained: dict[str, str], pairs) -> dict[str, dict]:
+def evaluate(cfg: RunConfig, sources: dict, trained: dict[str, str], pairs, samples: dict | None = None
+             ) -> dict[str, dict]:  # fmt: skip
+    """Every arm's row: its noise model's quality (synthetic arms) and its denoiser's PSNR/SSIM on ``pairs``.
+    ``samples`` receives each noise model's synthetic noisy images (arm -> list, in the order of ``pairs``)."""
     rows: dict[str, dict] = {}
     for arm in cfg.pipeline.arms:
         row: dict = {}
         if arm in sources:
             src = sources[arm]
-            synth = (lambda c, lv, s=src: s.method.synthesize(c, lv)) if arm == "senm" else as_synthesizer(src)
-            row.update(noise_quality(arm, synth, pairs))
+            synth = src.synthesize if arm == "senm" else as_synthesizer(src)
+            row.update(noise_quality(arm, synth, pairs, keep=(samples or {}).setdefault(arm, [])))
         _, denoiser = load_restorer(trained[arm])
         scores = evaluate_pairs(denoiser.restore, pairs)
         row["psnr"], row["psnr_std"] = mean_std([s["psnr"] for s in scores])
@@ -228,6 +241,36 @@ def evaluate(cfg: RunConfig, sources: dict, trained: dict[str, str], pairs) -> d
     return rows
 
 
+def plot_noise_samples(pairs, samples: dict[str, list[np.ndarray]], path: Path, crop: int = 96) -> Path | None:
+    """A picture of the noise: per held-out image (rows), the clean crop, the real noisy one and each noise model's
+    synthetic one at the real noise level (columns), the same centre crop everywhere."""
+    if not samples or not pairs:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = [("clean", [c for _, c in pairs]), ("real noisy", [n for n, _ in pairs])]
+    cols += [(f"{SHORT.get(arm, arm)} (synthetic)", imgs) for arm, imgs in samples.items()]
+    fig, axes = plt.subplots(len(pairs), len(cols), figsize=(2.2 * len(cols), 2.2 * len(pairs)), squeeze=False)
+    for j, (title, imgs) in enumerate(cols):
+        for i, img in enumerate(imgs):
+            ax = axes[i][j]
+            _, h, w = img.shape
+            top, left = max(0, (h - crop) // 2), max(0, (w - crop) // 2)
+            tile = np.clip(img[:, top : top + crop, left : left + crop].transpose(1, 2, 0), 0, 1)
+            ax.imshow(tile[..., 0] if tile.shape[-1] == 1 else tile, cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([]), ax.set_yticks([])
+            if i == 0:
+                ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+SHORT = {"senm": "SeNM-VAE", "gaussian": "Gaussian", "heteroscedastic": "heteroscedastic"}
 LABELS = {"senm": "SeNM-VAE synthetic + real pairs", "gaussian": "Gaussian (paired std) + real pairs",
           "heteroscedastic": "heteroscedastic (fitted) + real pairs", "real_pairs": "real pairs only",
           "all_real": "all real pairs (upper bound)"}  # fmt: skip
@@ -272,8 +315,9 @@ def write_tables(result: PipelineResult, cfg: RunConfig, run_ids: list[str]) -> 
 
     client = _client(resolve_uri(cfg.tracking.uri, cfg.workdir))
     for run_id in run_ids:
-        for f in ("table.md", "table.csv", "runs.json"):
-            client.log_artifact(run_id, str(result.out / f))
+        for f in ("table.md", "table.csv", "runs.json", "noise_samples.png"):
+            if (result.out / f).is_file():
+                client.log_artifact(run_id, str(result.out / f))
         for arm, r in result.rows.items():
             for k in ("psnr", "ssim", "kld", "kld_noisy", "rho"):
                 if k in r:

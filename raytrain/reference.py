@@ -13,19 +13,28 @@ from typing import Any
 from pydantic import BaseModel
 
 FIELD_COMMENT = re.compile(r"^\s+(\w+)\s*:[^#]*#\s*(.+)$")
+FIELD_LINE = re.compile(r"^\s+(\w+)\s*:")
 
 
 def comments(cls: type) -> dict[str, str]:
-    """``field: type = default  # comment`` lines of a class's own source."""
+    """The comments of each field in a class's own source: the ``# ...`` lines right above ``field: type = default``
+    and the ``# comment`` beside it."""
     try:
         src = inspect.getsource(cls)
     except (OSError, TypeError):
         return {}
-    out = {}
+    out, above = {}, []
+    fields = getattr(cls, "model_fields", {})
     for line in src.splitlines():
-        m = FIELD_COMMENT.match(line)
-        if m and m.group(1) in getattr(cls, "model_fields", {}):
-            out[m.group(1)] = m.group(2).strip()
+        text = line.strip()
+        if text.startswith("#"):  # a "# --- section" header belongs to no single field
+            above = [] if text.lstrip("#").strip().startswith("---") else [*above, text.lstrip("#").strip()]
+            continue
+        m, name = FIELD_COMMENT.match(line), FIELD_LINE.match(line)
+        key = name.group(1) if name else None
+        if key in fields and (above or m):
+            out[key] = " ".join([*above, m.group(2).strip() if m else ""]).strip()
+        above = []
     return out
 
 

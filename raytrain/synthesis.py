@@ -11,6 +11,7 @@ refused. Large sets run as a Ray Data job (one actor per worker, each loading th
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from collections.abc import Callable, Iterable
@@ -27,27 +28,43 @@ Source = Callable[[np.ndarray, int], np.ndarray]  # (clean (H, W, C) in [0, 1], 
 
 
 class VAESource:
-    """Noisy images from a SeNM-VAE: z ~ q(z | x), z_n ~ p(z_n | z, level), y = mean of p(y | z, z_n).
+    """Noisy images from a SeNM-VAE (see :meth:`raytrain.methods.senm.method.SeNM.synthesize` for the modes).
 
-    ``level`` (0..255 scale) fixes the noise level; ``None`` draws each image's level from the levels the model saw
-    in training (the level prior). A level outside the trained range is refused: the model never saw such noise.
+    ``level`` (0..255 scale) fixes the noise level; ``None`` draws each image's level from the model's level prior.
+    A level outside the trained range is refused: the model never saw such noise. ``mode``, ``content`` and
+    ``normalize`` default to the model's ``method.synthesis``, ``method.content``, ``method.normalize``. Full synthesis
+    from a model whose content floor (measured at its last validation) is over ``method.max_content_floor`` times the
+    real noise std is refused unless ``allow_content_floor``: the decoder's content error would be the "noise".
     """
 
-    def __init__(self, checkpoint: str | Path, level: float | None = None, temperature: float = 1.0, seed: int = 0,
-                 device: str = "cpu"):  # fmt: skip
+    def __init__(self, checkpoint: str | Path, level: float | None = None, temperature: float | str | None = None,
+                 seed: int = 0,
+                 device: str = "cpu", mode: str | None = None, content: str | None = None,
+                 normalize: bool | None = None, allow_content_floor: bool = False):  # fmt: skip
         self.cfg, self.method = load_noise_model(checkpoint, device)
-        self.device, self.seed, self.temperature = device, seed, temperature
-        if temperature <= 0:
-            raise RaytrainError(f"--temperature must be > 0 (got {temperature})")
+        m = self.cfg.method
+        self.device, self.seed = device, seed
+        self.temperature = synthesis_temperature(self.method, temperature)
+        self.mode, self.content = mode or m.synthesis, content or m.content
+        self.normalize = m.normalize if normalize is None else normalize
         self.level = None
         if level is not None:
             if not self.cfg.method.level_conditioning:
                 raise RaytrainError(f"{checkpoint}: this model is not level-conditioned; drop --level")
             lo, hi = (v * 255 for v in self.method.nets["levels"].range())
-            if not (lo - 0.5 <= level <= hi + 0.5):
+            if not (math.isfinite(level) and level > 0 and lo - 0.5 <= level <= hi + 0.5):
                 raise RaytrainError(f"--level {level:g} is outside the trained range {lo:.1f}..{hi:.1f} "
                                     "(std of the noise, 0..255 scale); the model never saw such noise")  # fmt: skip
             self.level = level / 255.0
+        self.floor = content_floor(self.method.trained_metrics)
+        if self.mode == "full" and self.floor is not None and not allow_content_floor:
+            floor, real = self.floor
+            if floor > m.max_content_floor * real:
+                raise RaytrainError(
+                    f"{checkpoint}: content floor {floor:.2f} is {floor / real:.2f} x the real noise std {real:.2f} "
+                    f"(limit method.max_content_floor={m.max_content_floor:g}): full synthesis would put the decoder's "
+                    "content error into the noise; synthesise in residual mode, train longer, or allow it explicitly"
+                )
 
     @property
     def color(self) -> str:
@@ -55,15 +72,46 @@ class VAESource:
 
     def describe(self) -> dict:
         lo, hi = (round(v * 255, 2) for v in self.method.nets["levels"].range())
-        return {"kind": "senm", "level": "prior" if self.level is None else round(self.level * 255, 3),
-                "trained_level_range": [lo, hi], "temperature": self.temperature, "seed": self.seed}  # fmt: skip
+        floor = None if self.floor is None else [round(v, 3) for v in self.floor]
+        return {"kind": "senm", "mode": self.mode, "content": self.content, "normalize": self.normalize,
+                "level": "prior" if self.level is None else round(self.level * 255, 3),
+                "trained_level_range": [lo, hi], "temperature": self.temperature, "seed": self.seed,
+                "content_floor_vs_real_std": floor}  # fmt: skip
+
+    @torch.no_grad()
+    def synthesize(self, clean: torch.Tensor, level: torch.Tensor | None) -> torch.Tensor:
+        """(N, C, H, W) clean -> noisy with this source's settings; ``level`` None: the fixed level or the prior."""
+        if level is None and self.level is not None:
+            level = torch.full((clean.shape[0], 1, 1, 1), self.level, device=clean.device)
+        return self.method.synthesize(clean, level, self.temperature, self.mode, self.content, self.normalize)
 
     @torch.no_grad()
     def __call__(self, clean: np.ndarray, index: int) -> np.ndarray:
         torch.manual_seed(self.seed * 1_000_003 + index)  # per image: the same image gets the same noise in any order
         x = torch.tensor(np.ascontiguousarray(clean.transpose(2, 0, 1)), dtype=torch.float32)[None].to(self.device)
-        lv = None if self.level is None else torch.full((1, 1, 1, 1), self.level, device=self.device)
-        return self.method.synthesize(x, lv, self.temperature)[0].cpu().numpy().transpose(1, 2, 0)
+        return self.synthesize(x, None)[0].cpu().numpy().transpose(1, 2, 0)
+
+
+def synthesis_temperature(method, temperature: float | str | None) -> float:
+    """The number a temperature request means: None -> the model's ``method.temperature``; ``auto`` -> the one
+    calibrated on its training pairs; else a finite number >= 0."""
+    if temperature is None or temperature == "auto":
+        return float(method.nets["levels"].temperature) if temperature == "auto" else method.temperature
+    try:
+        t = float(temperature)
+    except (TypeError, ValueError):
+        t = float("nan")
+    if not (math.isfinite(t) and t >= 0):
+        raise RaytrainError(
+            f"--temperature must be a finite number >= 0 or auto (got {temperature}); 0 = the prior means"
+        )
+    return t
+
+
+def content_floor(metrics: dict) -> tuple[float, float] | None:
+    """(content floor, real noise std), 0..255, from a noise model's last validation; None when not measured."""
+    floor, real = metrics.get("val_content_floor"), metrics.get("val_noise_std_real")
+    return None if floor is None or not real else (float(floor), float(real))
 
 
 class FittedSource:
@@ -143,8 +191,8 @@ def write_pairs(images: Iterable, source: Source, out: str | Path, copies: int =
 class _RayWriter:
     """A Ray Data actor: loads the SeNM-VAE once, then synthesises and writes each batch of files."""
 
-    def __init__(self, checkpoint: str, level: float | None, temperature: float, seed: int, tmp: str, color: str):
-        self.source = VAESource(checkpoint, level, temperature, seed)
+    def __init__(self, tmp: str, color: str, source_args: tuple, source_kwargs: dict):
+        self.source = VAESource(*source_args, **source_kwargs)
         self.tmp, self.color = Path(tmp), color
 
     def __call__(self, batch: dict) -> dict:
@@ -158,12 +206,15 @@ class _RayWriter:
 
 
 def write_pairs_ray(files: list[Path], checkpoint: str, out: str | Path, level: float | None = None,
-                    temperature: float = 1.0, seed: int = 0, copies: int = 1, actors: int = 2) -> Path:  # fmt: skip
+                    temperature: float | str | None = None, seed: int = 0, copies: int = 1, actors: int = 2,
+                    **source_kwargs) -> Path:  # fmt: skip
     """:func:`write_pairs` for a large folder as a Ray Data job (``actors`` model replicas, on the running Ray;
-    ``out`` must be on storage every node sees). Same names, seeds and manifest as the in-process path."""
+    ``out`` must be on storage every node sees). Same names, seeds and manifest as the in-process path;
+    ``source_kwargs`` go to :class:`VAESource` (mode, content, normalize, allow_content_floor)."""
     import ray
 
-    source = VAESource(checkpoint, level, temperature, seed)  # validates level/kind once, on the driver
+    source_args = (str(checkpoint), level, temperature, seed)
+    source = VAESource(*source_args, **source_kwargs)  # validates level/kind/floor once, on the driver
     out = Path(out).resolve()
     jobs = names_for([f.stem for f in files], copies)
     tmp = staging(out)
@@ -171,7 +222,7 @@ def write_pairs_ray(files: list[Path], checkpoint: str, out: str | Path, level: 
     try:
         ds = ray.data.from_items(rows).map_batches(
             _RayWriter, batch_size=8, concurrency=actors, num_cpus=1,
-            fn_constructor_args=(str(checkpoint), level, temperature, seed, str(tmp), source.color),
+            fn_constructor_args=(str(tmp), source.color, source_args, source_kwargs),
         )  # fmt: skip
         done = ds.count()
     except BaseException:

@@ -170,7 +170,7 @@ def test_synthesis_shapes_levels_and_level_prior():
         m.train_step({"paired": {"clean": x, "noisy": y}}, step)
     lo, hi = m.nets["levels"].range()
     true = float((y - x).std(dim=(1, 2, 3)).mean())
-    assert lo <= true <= hi and m.nets["levels"].seen().numel() == 12  # 3 steps x 4 paired patches
+    assert lo <= true <= hi and m.nets["levels"].prior().numel() >= 12  # 3 steps x 4 paired patches (+ predictions)
     m.train(False)
     out = m.synthesize(torch.rand(3, 1, 29, 35))  # any size: padded to the stride and cropped back
     assert out.shape == (3, 1, 29, 35) and torch.isfinite(out).all()
@@ -186,10 +186,8 @@ def test_level_stats_ring_buffer_keeps_the_most_recent():
     s = LevelStats(4)
     s.add(torch.tensor([9.0, 9.0, 9.0]))
     s.add(torch.tensor([1.0, 2.0, 3.0]))
-    assert sorted(s.seen().tolist()) == [1.0, 2.0, 3.0, 9.0] and s.range() == (1.0, 9.0)
+    assert sorted(s.prior().tolist()) == [1.0, 2.0, 3.0, 9.0] and s.range() == (1.0, 9.0)
     assert set(s.sample(50, torch.Generator().manual_seed(0)).tolist()) <= {1.0, 2.0, 3.0, 9.0}
-    with pytest.raises(ValueError, match="seen no noise levels"):
-        LevelStats(4).sample(1)
 
 
 # ----------------------------------------------------------------------------------------------------- state
@@ -245,3 +243,45 @@ def test_perceptual_terms_run_with_random_backbones(kind):
     x, y = pair(s=64)
     out = m.train_step({"target": {"noisy": y}}, 1)
     assert "perc" in out.losses and np.isfinite(out.losses["perc"])
+
+
+# ------------------------------------------------------------------------------------ Table 7: missing domains
+def test_domains_follow_the_mix_and_the_rec_x_switch():
+    cls = type(senm())
+    cfg = lambda *o: load_config(None, [*TINY_SENM, *o])  # noqa: E731
+    assert cls.domains_for(cfg()) == ("paired", "source", "target")
+    assert cls.domains_for(cfg("data.mix={paired: 1, source: 0, target: 1}")) == ("paired", "target")
+    assert cls.domains_for(cfg("data.mix={paired: 1, source: 0, target: 0}")) == ("paired",)
+    assert cls.domains_for(cfg("method.rec_x=false")) == ("paired", "target")
+    with pytest.raises(ConfigError, match="data.mix.paired: SeNM-VAE needs its paired domain"):
+        cfg("data.mix={paired: 0, source: 1, target: 1}")
+
+
+def test_a_full_paired_split_drops_the_empty_unpaired_domains(capsys):
+    from raytrain.data.pipeline import load_domains
+    from raytrain.train.launch import without_empty_domains
+
+    cfg = load_config(None, [*TINY_SENM, "data.paired.fraction=1.0", "data.max_size=64", "data.tiles=32",
+                             "data.patches.size=32", "data.val_images=2", "data.val_crop=32"])  # fmt: skip
+    col = load_domains(cfg)
+    assert len(col.domains["source"]) == len(col.domains["target"]) == 0 and len(col.domains["paired"]) > 0
+    out = without_empty_domains(cfg, col)
+    assert out.data.mix == {"paired": 1.0, "source": 0.0, "target": 0.0}
+    assert type(senm()).domains_for(out) == ("paired",)
+    assert "no source or target images" in capsys.readouterr().out
+    semi = load_config(None, [*TINY_SENM, "data.max_size=64", "data.tiles=32", "data.patches.size=32",
+                              "data.val_images=2", "data.val_crop=32"])  # fmt: skip
+    assert without_empty_domains(semi, load_domains(semi)) is semi  # nothing empty: the config is kept as is
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("setting", [["data.paired.fraction=1.0"], ["data.mix={paired: 1, source: 0, target: 0}"]])
+def test_full_paired_and_paired_only_runs_train(ray_local, tmp_path, setting):
+    from raytrain.train.launch import run_training
+
+    cfg = load_config(None, [*TINY_SENM, f"workdir={tmp_path}", "name=t7", "train.steps=3", "train.val_every=3",
+                             "train.checkpoint_every=3", "scaling.num_workers=1", "data.max_size=64", "data.tiles=32",
+                             "data.patches.size=32", "data.val_images=2", "data.val_crop=32", "tracking.enabled=false",
+                             *setting])  # fmt: skip
+    res = run_training(cfg)
+    assert res.checkpoint and res.metrics["step"] == 3 and np.isfinite(res.metrics["val_kld"])

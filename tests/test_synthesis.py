@@ -100,6 +100,49 @@ def test_level_outside_the_trained_range_is_refused(senm_ckpt, clean_dir, tmp_pa
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("flag, value, message", [
+    ("--level", "-40", "outside the trained range"),
+    ("--level", "nan", "outside the trained range"),
+    ("--temperature", "nan", "--temperature must be a finite number >= 0"),
+    ("--temperature", "-1", "--temperature must be a finite number >= 0"),
+])  # fmt: skip
+def test_bad_levels_and_temperatures_are_one_line_errors(senm_ckpt, clean_dir, tmp_path, capsys, flag, value, message):
+    code = main(["synthesize", str(senm_ckpt), "--clean", str(clean_dir), "--out", str(tmp_path / "o"), flag, value])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1 and not (tmp_path / "o").exists()
+
+
+def test_temperature_zero_is_allowed(senm_ckpt, clean_dir, tmp_path):
+    out = tmp_path / "t0"
+    assert main(["synthesize", str(senm_ckpt), "--clean", str(clean_dir), "--out", str(out), "--temperature", "0",
+                 "--level", "15"]) == 0  # fmt: skip
+    assert json.loads((out / "manifest.json").read_text())["source"]["temperature"] == 0
+
+
+@pytest.fixture(scope="module")
+def floored_ckpt(tmp_path_factory):
+    """A SeNM-VAE checkpoint whose last validation measured a content floor of 12 against real noise of std 10."""
+    d = tmp_path_factory.mktemp("floored")
+    cfg = load_config(None, [f"workdir={d / 'runs'}", *TINY_SENM, "method.synthesis=full"])
+    m = build_method(cfg, torch.device("cpu"))
+    m.nets["levels"].add(torch.linspace(10, 20, 16) / 255)
+    save_checkpoint(d, m, 5, json.dumps(to_raw(cfg)), {"val_content_floor": 12.0, "val_noise_std_real": 10.0})
+    return d
+
+
+def test_full_synthesis_over_the_content_floor_is_refused_with_the_figures(floored_ckpt, clean_dir, tmp_path, capsys):
+    out = tmp_path / "o"
+    assert main(["synthesize", str(floored_ckpt), "--clean", str(clean_dir), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "content floor 12.00 is 1.20 x the real noise std 10.00" in err and "max_content_floor=0.5" in err
+    assert err.count("\n") == 1 and not out.exists()
+    # residual synthesis cancels the content error; an explicit override also goes through
+    args = ["synthesize", str(floored_ckpt), "--clean", str(clean_dir), "--out", str(out), "--mode", "residual"]
+    assert main(args) == 0
+    assert json.loads((out / "manifest.json").read_text())["source"]["mode"] == "residual"
+    assert VAESource(floored_ckpt, allow_content_floor=True).describe()["content_floor_vs_real_std"] == [12.0, 10.0]
+
+
 def test_a_denoiser_checkpoint_is_refused_by_synthesize_and_senm_by_denoise(trained, senm_ckpt, clean_dir, tmp_path,
                                                                            capsys):  # fmt: skip
     _, res = trained

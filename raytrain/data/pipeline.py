@@ -28,6 +28,9 @@ class DomainImages:
 
     clean: list[np.ndarray] | None = None
     noisy: list[np.ndarray] | None = None
+    # images from this index on are synthetic pairs; ``synthetic_fraction`` of the patches come from them
+    synthetic_from: int | None = None
+    synthetic_fraction: float | None = None
 
     def __len__(self) -> int:
         return len(self.clean if self.clean is not None else self.noisy or [])
@@ -89,7 +92,8 @@ def load_domains(cfg) -> Collection:
     if d.synthetic:  # synthetic pairs (e.g. from a noise model) train beside the real ones
         synth = load_pairs(f"{d.synthetic}/clean", f"{d.synthetic}/noisy", d.color)
         check_min_size([c for c, _ in synth], d.patches.size, f"{d.synthetic}/clean")
-        paired = DomainImages(paired.clean + [c.pixels for c, _ in synth], paired.noisy + [n.pixels for _, n in synth])
+        paired = DomainImages(paired.clean + [c.pixels for c, _ in synth], paired.noisy + [n.pixels for _, n in synth],
+                              len(paired.clean), d.synthetic_fraction)  # fmt: skip
     domains = {
         "paired": paired,
         "source": DomainImages(clean=pick(clean, split.source)),
@@ -119,6 +123,15 @@ def dihedral(img: np.ndarray, k: int) -> np.ndarray:
     return out[:, ::-1] if k >= 4 else out
 
 
+def pick_image(domain: DomainImages, rng: np.random.Generator) -> int:
+    """The image a patch is cut from: uniform over the domain, or, with ``synthetic_fraction`` set, from the synthetic
+    images with that probability and from the real ones otherwise."""
+    f, k, n = domain.synthetic_fraction, domain.synthetic_from, len(domain)
+    if f is None or k is None or not 0 < k < n:
+        return int(rng.integers(n))
+    return int(rng.integers(k, n)) if rng.random() < f else int(rng.integers(k))
+
+
 def cut_patches(
     ids: np.ndarray,
     domain: DomainImages,
@@ -135,7 +148,7 @@ def cut_patches(
     out: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     for pid in ids:
         rng = rng_for(seed, code, int(pid))
-        j = int(rng.integers(len(domain)))
+        j = pick_image(domain, rng)
         ref = domain.clean[j] if domain.clean is not None else domain.noisy[j]
         h, w = ref.shape[:2]
         top, left = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))

@@ -75,7 +75,7 @@ def save_checkpoint(directory: str | Path, method, step: int, config_json: str, 
     state = {"format": FORMAT, "method": method.name, "step": step, "config": config_json,
              "rng": capture_rng(), **method.state_dict()}  # fmt: skip
     atomic_save(state, d / STATE)
-    export_inference(d / MODEL, method, config_json)
+    export_inference(d / MODEL, method, config_json, metrics)
     meta = {"method": method.name, "step": step, "metrics": {k: float(v) for k, v in metrics.items()}}
     atomic_write_text(json.dumps(meta, indent=2), d / META)
 
@@ -84,9 +84,12 @@ def save_rank_rng(directory: str | Path, rank: int) -> None:
     atomic_save(capture_rng(), Path(directory) / f"rng_rank{rank}.pt")
 
 
-def export_inference(path: str | Path, method, config_json: str) -> None:
+def export_inference(path: str | Path, method, config_json: str, metrics: dict[str, float] | None = None) -> None:
+    """The inference nets with the config and the metrics of the step they come from (synthesis reads the noise
+    model's content floor there)."""
     atomic_save({"format": FORMAT, "kind": "inference", "method": method.name, "config": config_json,
-                 "nets": method.inference_state()}, path)  # fmt: skip
+                 "nets": method.inference_state(), "metrics": {k: float(v) for k, v in (metrics or {}).items()}},
+                path)  # fmt: skip
 
 
 def _load(path: Path) -> dict:
@@ -130,5 +133,11 @@ def load_inference(path: str | Path) -> dict:
     f = find_inference_file(path)
     obj = _load(f)
     if obj.get("kind") != "inference":  # a full state.pt also works
-        obj = {"method": obj["method"], "config": obj["config"], "nets": obj["nets"], "kind": "inference"}
+        obj = {
+            "method": obj["method"],
+            "config": obj["config"],
+            "nets": obj["nets"],
+            "kind": "inference",
+            "metrics": obj.get("metrics", {}),
+        }
     return obj

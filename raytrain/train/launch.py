@@ -18,7 +18,7 @@ import ray
 import ray.train
 from ray.train.torch import TorchTrainer
 
-from raytrain.config import RunConfig, flatten, to_raw
+from raytrain.config import RunConfig, flatten, to_raw, validate
 from raytrain.data.pipeline import Collection, build_datasets, load_domains
 from raytrain.errors import RaytrainError
 from raytrain.methods import method_class
@@ -105,8 +105,23 @@ def storage_path(cfg: RunConfig) -> str:
     return cfg.storage_path or str((Path(cfg.workdir) / "ray").resolve())
 
 
+def without_empty_domains(cfg: RunConfig, collection: Collection) -> RunConfig:
+    """``cfg`` with ``data.mix`` 0 for the optional domains its split left empty (SeNM-VAE with
+    ``paired.fraction: 1.0`` has no source or target images); the workers read the mix from the config they get."""
+    empty = [d for d in method_class(cfg.method.name).optional_domains
+             if cfg.data.mix.get(d, 0) > 0 and len(collection.domains[d]) == 0]  # fmt: skip
+    if not empty:
+        return cfg
+    print(f"[raytrain] the split has no {' or '.join(empty)} images: training without "
+          f"{'that domain' if len(empty) == 1 else 'those domains'} (data.mix set to 0)")  # fmt: skip
+    raw = to_raw(cfg)
+    raw["data"]["mix"] = {**cfg.data.mix, **dict.fromkeys(empty, 0.0)}
+    return validate(raw, "config")
+
+
 def make_trainer(cfg: RunConfig, collection: Collection, tracking: dict | None, callbacks: list | None = None,
                  progress: str | None = None, started_at: float | None = None) -> TorchTrainer:  # fmt: skip
+    cfg = without_empty_domains(cfg, collection)
     domains = method_class(cfg.method.name).domains_for(cfg)
     datasets = build_datasets(cfg, collection, domains, cfg.scaling.num_workers)
     loop_config = {
