@@ -136,7 +136,8 @@ def noise_quality(name: str, synth, pairs, fid_net=None, fid_patch: int = 64, ke
     ``keep`` receives the synthetic noisy images."""
     gen: list[np.ndarray] = [] if keep is None else keep
     rows = noise_rows(synth, pairs, keep=gen)
-    out = {k: float(np.mean([r[k] for r in rows])) for k in ("kld", "kld_noisy", "rho", "noise_std", "rho_real")}
+    keys = ("kld", "kld_noisy", "rho", "noise_std", "rho_real", "noise_std_real")
+    out = {k: float(np.mean([r[k] for r in rows])) for k in keys}
     if fid_net is not None:
         out["fid"] = noise_fid(fid_net, [n for n, _ in pairs], gen, fid_patch)
     return out
@@ -231,7 +232,8 @@ def evaluate(cfg: RunConfig, sources: dict, trained: dict[str, str], pairs, samp
         if arm in sources:
             src = sources[arm]
             synth = src.synthesize if arm == "senm" else as_synthesizer(src)
-            row.update(noise_quality(arm, synth, pairs, keep=(samples or {}).setdefault(arm, [])))
+            keep = samples.setdefault(arm, []) if samples is not None else None  # an empty dict is falsy: no `or`
+            row.update(noise_quality(arm, synth, pairs, keep=keep))
         _, denoiser = load_restorer(trained[arm])
         scores = evaluate_pairs(denoiser.restore, pairs)
         row["psnr"], row["psnr_std"] = mean_std([s["psnr"] for s in scores])

@@ -234,6 +234,7 @@ def test_pipeline_end_to_end_links_every_stage(ray_local, tmp_path):
     assert all(np.isfinite(r["psnr"]) for r in res.rows.values())
     table = (res.out / "table.md").read_text()
     assert "SeNM-VAE synthetic + real pairs" in table and "real pairs only" in table
+    assert (res.out / "noise_samples.png").stat().st_size > 1000  # real vs synthetic noise, every synthetic arm
     client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
     parent = client.get_run(res.parent_run_id)
     assert parent.info.status == "FINISHED" and parent.data.metrics["senm_psnr"] == pytest.approx(
