@@ -1,0 +1,36 @@
+"""Write real-looking pairs from a camera whose noise is none of raytrain's presets: Poisson-Gaussian in linear light
+(gamma 2.4), correlated horizontally only (a [1, 2, 1] row filter, as a line-interpolating demosaic leaves), per-row
+banding, 8 bit. The bundled gray images, at most 256 px, become OUT/clean/NAME.png and OUT/noisy/NAME.png.
+
+    python benchmarks/make_camera_pairs.py OUT
+    raytrain pipeline configs/senm_pipeline.yaml --set data.source=OUT/clean --set data.noisy_source=OUT/noisy
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image as PIL
+from scipy.ndimage import convolve1d
+
+from raytrain.data.images import load_samples, shrink
+
+
+def main(out: Path) -> None:
+    (out / "clean").mkdir(parents=True)
+    (out / "noisy").mkdir()
+    rng = np.random.default_rng(2026)
+    for im in load_samples("gray"):
+        c = np.round(shrink(im.pixels, 256)[..., 0] * 255) / 255
+        lin = c.astype(np.float64) ** 2.4
+        std = np.sqrt(0.006 * lin + 2e-5)
+        field = convolve1d(rng.standard_normal(c.shape), np.array([1, 2, 1]) / np.sqrt(6), axis=1)
+        band = rng.standard_normal((c.shape[0], 1)) * 0.002
+        noisy = np.clip(lin + std * field + band, 0, 1) ** (1 / 2.4)
+        for folder, a in (("clean", c), ("noisy", noisy)):
+            PIL.fromarray(np.round(a * 255).astype(np.uint8)).save(out / folder / f"{im.name}.png")
+        print(f"{im.name}: {c.shape[1]}x{c.shape[0]}, noise std {(np.round(noisy * 255) - c * 255).std():.2f}")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
