@@ -10,6 +10,7 @@ import torch
 
 from raytrain.config import load_config
 from raytrain.methods import build_method
+from raytrain.methods.senm.nets import _colored, color_kernel, cross_spectrum
 
 TINY_SENM = [
     "method.name=senm", "method.width=8", "method.growth=4", "method.z_dim=4", "method.zn_dim=2",
@@ -328,3 +329,133 @@ def test_auto_temperature_matches_the_training_pairs_noise_rms():
     fixed._recent_pairs.extend(m._recent_pairs)
     fixed.before_validation()  # a fixed temperature is never recalibrated
     assert fixed.temperature == 1.0
+
+
+# ------------------------------------------------------------------------- fitted prior and likelihood colouring
+def colored_field(n=64, s=32, seed=0):
+    """Two channels: the first spatially correlated, the second half a copy of the first plus its own white part."""
+    kernel = torch.zeros(2, 2, 3, 3)
+    kernel[0, 0] = torch.tensor([[0.0, 0.2, 0.0], [0.3, 1.0, 0.3], [0.0, 0.2, 0.0]])
+    kernel[1, 0, 1, 1], kernel[1, 1, 1, 1] = 0.5, 0.8
+    torch.manual_seed(seed)
+    return _colored(torch.Size((n, 2, s, s)), kernel, None, torch.zeros(1)), kernel
+
+
+def second_order(a):
+    """std of both channels, their correlation, the first channel's lag-1 horizontal and vertical correlations, the
+    second channel's horizontal one."""
+    c = lambda u, v: float(((u - u.mean()) * (v - v.mean())).mean() / (u.std() * v.std()))  # noqa: E731
+    return [float(a[:, 0].std()), float(a[:, 1].std()), c(a[:, 0], a[:, 1]), c(a[:, 0, :, 1:], a[:, 0, :, :-1]),
+            c(a[:, 0, 1:], a[:, 0, :-1]), c(a[:, 1, :, 1:], a[:, 1, :, :-1])]  # fmt: skip
+
+
+def test_color_kernel_reproduces_a_known_cross_spectrum():
+    field, kernel = colored_field()
+    want = second_order(field)
+    assert want[2] > 0.4 and want[3] > 0.4 and want[4] > 0.25 and abs(want[5]) < 0.05  # the field is what it says
+    fitted = color_kernel(cross_spectrum(field), field.shape[0], 5)
+    torch.manual_seed(1)
+    got = second_order(_colored(torch.Size((64, 2, 32, 32)), fitted, None, torch.zeros(1)))
+    assert got == pytest.approx(want, abs=0.04)
+    white = color_kernel(cross_spectrum(torch.randn(64, 2, 32, 32)), 64, 5)  # white in: ~ the identity out
+    assert torch.allclose(white[:, :, 2, 2], torch.eye(2), atol=0.05) and white[:, :, [0, 1, 3, 4]].abs().max() < 0.05
+
+
+@pytest.mark.parametrize("prior, matters", [("diagonal", False), ("colored", True)])
+def test_only_the_colored_prior_reads_the_fitted_kernels(prior, matters):
+    m = live(senm(f"method.prior={prior}", "method.synthesis=residual"))
+    x, _ = pair(n=2, s=32)
+    before = synth(m, x)
+    with torch.no_grad():
+        m.nets["vae"].zn_color[:, :, :, 1, 2] += 0.7  # a horizontal neighbour joins every draw
+    assert (not torch.allclose(synth(m, x), before, atol=1e-6)) == matters
+
+
+def test_likelihood_sample_adds_the_fitted_noise_at_the_level_and_mean_adds_none():
+    x, _ = pair(n=2, s=32)
+    outs = {}
+    for lik in ("mean", "sample"):
+        m = live(senm(f"method.likelihood={lik}", "method.synthesis=residual"))
+        with torch.no_grad():
+            m.nets["vae"].y_color[0, 0, 2, 2] = 0.5  # white likelihood noise of std 0.5 x level
+        outs[lik] = synth(m, x, seed=5)
+        assert torch.equal(synth(m, x, seed=5, temperature=0.0), x)  # T = 0: no draw at all, the prior means
+    extra = outs["sample"] - outs["mean"]
+    assert float(extra.std()) == pytest.approx(0.5 * 0.05, rel=0.1)  # synth() draws at level 0.05
+    assert float((extra[..., 1:] * extra[..., :-1]).mean() / extra.var()) == pytest.approx(0.0, abs=0.1)
+
+
+def test_fit_colors_routes_the_unexplained_noise_to_the_likelihood_and_each_group_to_its_prior():
+    m = live(senm("method.prior=colored", "method.likelihood=sample"))
+    assert m.fit_colors() is False  # no training pairs yet: the identity / zero kernels stay
+    assert m.nets["vae"].y_color.abs().sum() == 0 and m.nets["vae"].zn_color[:, 0, 0, 2, 2].eq(1).all()
+    field, _ = colored_field(n=8)
+    noise = 2.0 * field[:, :1]
+    explained = field[:, :1]  # the decoder explains half the noise's amplitude: 3/4 of its power is left
+    groups = [(g + 2.0) * field for g in range(GROUPS)]  # told apart by their size
+    calls = []
+
+    def fake_fit(x, y):
+        calls.append((x, y))
+        return noise, explained, groups
+
+    m.nets["vae"].posterior_fit = fake_fit
+    x, y = pair(n=8, s=32)
+    m._recent_pairs.append((x, y))
+    assert m.fit_colors() is True and calls[0][0] is x and calls[0][1] is y  # (clean, noisy), in that order
+    vae = m.nets["vae"]
+    assert torch.allclose(vae.y_color, color_kernel(cross_spectrum(noise) - cross_spectrum(explained), 8, 5))
+    assert torch.allclose(vae.y_color, color_kernel(cross_spectrum(3**0.5 * field[:, :1]), 8, 5), atol=1e-5)
+    for g in range(GROUPS):
+        assert torch.allclose(vae.zn_color[g], color_kernel(cross_spectrum(groups[g]), 8, 5)), g
+
+
+def test_posterior_fit_reads_the_pair_through_q_z_x_and_q_z_n_and_standardises_by_the_prior():
+    x, y = pair(n=2, s=32)
+
+    def fit(net=None):
+        m = live(senm())
+        if net:
+            perturb(getattr(m.nets["vae"], net))
+        torch.manual_seed(0)
+        return m.nets["vae"].posterior_fit(x, y)
+
+    noise, explained, fields = fit()
+    level = (y - x).std(dim=(1, 2, 3), keepdim=True)
+    assert torch.allclose(noise, (y - x) / level) and len(fields) == GROUPS and fields[0].shape[1] == 2  # zn_dim
+    for net, explained_matters, fields_matter in (
+        ("enc_x", True, True), ("enc_n", True, True), ("q_zn", True, True), ("p_zn", True, True),
+        ("enc_y", False, False), ("q_z_y", False, False),
+    ):  # fmt: skip
+        _, e2, f2 = fit(net)
+        assert (not torch.allclose(explained, e2, atol=1e-6)) == explained_matters, net
+        assert any(not torch.allclose(a, b, atol=1e-6) for a, b in zip(fields, f2)) == fields_matter, net
+    m = live(senm())
+    vae = m.nets["vae"]
+    torch.manual_seed(0)
+    out = vae.top_down(vae.enc_x(x), None, vae.enc_n(y), level, noise="posterior", content_temperature=0.0)[0]
+    mean = vae.top_down(vae.enc_x(x), None, level=level, noise="prior", temperature=0.0, content_temperature=0.0)[0]
+    assert torch.allclose(explained, (out - mean) / level, atol=1e-5)  # the same draws: seeded alike
+
+
+def test_fit_colors_all_reduces_its_spectra_across_ranks(tmp_path):
+    """The distributed path (complex spectra reduced as real views, the pair count) on a one-rank gloo group: the same
+    kernels as without a process group."""
+    import torch.distributed as dist
+
+    x, y = pair(n=4, s=32)
+    plain = live(senm("method.prior=colored", "method.likelihood=sample"))
+    plain._recent_pairs.append((x, y))
+    torch.manual_seed(0)
+    plain.fit_colors()
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        ranked = live(senm("method.prior=colored", "method.likelihood=sample"))
+        ranked._recent_pairs.append((x, y))
+        torch.manual_seed(0)
+        assert ranked.fit_colors() is True
+    finally:
+        dist.destroy_process_group()
+    for name in ("zn_color", "y_color"):
+        a, b = getattr(plain.nets["vae"], name), getattr(ranked.nets["vae"], name)
+        assert torch.allclose(a, b, atol=1e-6) and a.abs().sum() > 0, name

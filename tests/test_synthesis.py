@@ -226,7 +226,7 @@ def test_pipeline_end_to_end_links_every_stage(ray_local, tmp_path):
         "train.batch_size=4", "pipeline.arms=[senm,gaussian,real_pairs]", "pipeline.downstream.method.depth=3",
         "pipeline.downstream.method.width=8", "pipeline.downstream.train.steps=4",
         "pipeline.downstream.train.val_every=4", "pipeline.downstream.train.checkpoint_every=4",
-        "pipeline.downstream.train.batch_size=4",
+        "pipeline.downstream.train.batch_size=4", "method.prior=colored", "method.likelihood=sample",
     ])  # fmt: skip
     res = run_pipeline(cfg)
     assert list(res.rows) == ["senm", "gaussian", "real_pairs"]

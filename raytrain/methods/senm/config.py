@@ -78,6 +78,17 @@ class SeNMConfig(BaseModel):
     # of z_n's prior draws at synthesis (0: the prior means); auto: calibrated at each validation on recent real
     # training pairs so that their synthetic noise has the real noise's RMS (a diagonal prior under-disperses)
     temperature: Literal["auto"] | Annotated[float, Field(ge=0, le=10)] = "auto"
+    # z_n's prior draws: diagonal (the paper: white eps) or colored: eps convolved with a kernel per latent group whose
+    # output has the cross-spectrum (space x channels) of the aggregate posterior (z_n ~ q(z_n|y,z) on recent real
+    # training pairs, in the prior's units), fitted at each validation: an ex-post prior fit, as two-stage VAEs do.
+    # Not in the paper or the official code. The posterior carries the noise's correlation into z_n; white prior draws
+    # decode to whiter noise, which the auto temperature then inflates
+    prior: Literal["diagonal", "colored"] = "diagonal"
+    # synthesis from p(y|z,z_n): mean (the paper and official code: the decoder output) or sample: plus a draw of
+    # stationary Gaussian noise (in units of the level) whose spectrum is the real noise's less that of the part the
+    # decoder explains from posterior z_n, on recent real training pairs: what the decoder does not reproduce
+    likelihood: Literal["mean", "sample"] = "mean"
+    color_size: Annotated[int, Field(ge=1, le=15)] = 5  # the side (odd) of both fitted colouring kernels
     # refuse full synthesis when the content floor (std of D(z, mean z_n) - x on the validation pairs) is above this
     # fraction of the real noise std: the decoder's content error would land in the "noise"
     max_content_floor: Annotated[float, Field(gt=0)] = 0.5
@@ -97,6 +108,8 @@ class SeNMConfig(BaseModel):
             )
         if self.perceptual == "lpips" and self.perceptual_backbone == "pretrained" and self.lpips_weights is None:
             raise ValueError("perceptual=lpips needs method.lpips_weights: the LPIPS v0.1 linear layers (alex.pth)")
+        if self.color_size % 2 == 0:
+            raise ValueError(f"color_size={self.color_size} must be odd (a centred kernel)")
         if self.width % 4:
             raise ValueError(f"width={self.width} must be a multiple of 4 (pixel-shuffle up-sampling)")
         return self

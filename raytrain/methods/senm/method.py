@@ -34,7 +34,7 @@ from raytrain.losses.adversarial import lsgan_d, lsgan_target, ragan_d, ragan_g
 from raytrain.losses.perceptual import build_perceptual
 from raytrain.methods.base import Method, StepOutput, make_scheduler
 from raytrain.methods.senm.levels import LevelStats
-from raytrain.methods.senm.nets import LevelNet, SeNMVAE
+from raytrain.methods.senm.nets import LevelNet, SeNMVAE, color_kernel, cross_spectrum
 from raytrain.nn.blocks import PatchDiscriminator
 
 
@@ -257,6 +257,8 @@ class SeNM(Method):
             out = clean + (noisy - mean)[..., :h, :w]
         else:
             out = vae.synthesize(x, level, temperature, content)[..., :h, :w]
+        if m.likelihood == "sample" and temperature > 0:
+            out = out + vae.likelihood_noise(out.shape, level)
         if normalize:
             out = out - out.mean(dim=(2, 3), keepdim=True) + clean.mean(dim=(2, 3), keepdim=True)
         return out
@@ -289,7 +291,42 @@ class SeNM(Method):
         self.nets["levels"].temperature.fill_(min(t, 10.0))
         return float(self.nets["levels"].temperature)
 
+    @torch.no_grad()
+    def fit_colors(self) -> bool:
+        """Fit the kernels ``prior: colored`` and ``likelihood: sample`` use on the recent real training pairs: each
+        group's z_n colouring (the aggregate posterior's cross-spectrum in the prior's units) and the likelihood's:
+        the real noise's spectrum less that of the part the decoder explains from posterior z_n (in units of the
+        level), so that decoded draws plus the likelihood's draw have the real noise's second-order statistics (the
+        reconstruction residual alone would miss its correlation with the decoded part). See
+        :func:`~raytrain.methods.senm.nets.color_kernel`. Spectra are all-reduced, so every rank stores the same
+        kernels. False when no pairs were seen (the kernels are kept as they are)."""
+        vae = self.nets["vae"]
+        sums: list[torch.Tensor] | None = None
+        count = torch.zeros((), dtype=torch.float64, device=self.device)
+        for x, y in self._recent_pairs:
+            noise, explained, fields = vae.posterior_fit(x, y)
+            spectra = [cross_spectrum(noise) - cross_spectrum(explained), *(cross_spectrum(e) for e in fields)]
+            sums = spectra if sums is None else [a + b for a, b in zip(sums, spectra, strict=True)]
+            count += x.shape[0]
+        if sums is None:  # every rank draws the same domains: all or none have pairs
+            return False
+        if dist.is_available() and dist.is_initialized():
+            for s in sums:  # complex: reduce the real and imaginary parts
+                parts = torch.view_as_real(s).contiguous()
+                dist.all_reduce(parts)
+                s.copy_(torch.view_as_complex(parts))
+            dist.all_reduce(count)
+        size = self.m.color_size
+        if self.m.likelihood == "sample":
+            vae.y_color.copy_(color_kernel(sums[0], float(count), size))
+        if self.m.prior == "colored":
+            for g, s in enumerate(sums[1:]):
+                vae.zn_color[g].copy_(color_kernel(s, float(count), size))
+        return True
+
     def before_validation(self) -> None:
+        if self.m.prior == "colored" or self.m.likelihood == "sample":
+            self.fit_colors()
         if self.m.temperature == "auto":
             self.calibrate_temperature()
 

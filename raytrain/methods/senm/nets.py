@@ -9,6 +9,7 @@ p(x | z) (content latents only) and p(y | z, z_n) (content and noise latents), a
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from raytrain.losses.kl import gaussian_kl_two
@@ -45,13 +46,50 @@ class Branch(nn.Module):
 
 
 def _sample(
-    mean: torch.Tensor, logstd: torch.Tensor, temperature: float = 1.0, generator: torch.Generator | None = None
+    mean: torch.Tensor,
+    logstd: torch.Tensor,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    kernel: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """mean + T * std * eps; T = 0 is the mean itself (no draw). ``generator`` makes the draw replayable."""
+    """mean + T * std * eps; T = 0 is the mean itself (no draw). ``generator`` makes the draw replayable; ``kernel``
+    (C, C, k, k) colours eps across space and channels (the fitted prior), else eps is white."""
     if temperature == 0:
         return mean
-    eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+    if kernel is None:
+        eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+    else:
+        eps = _colored(mean.shape, kernel, generator, mean)
     return mean + temperature * logstd.exp() * eps
+
+
+def cross_spectrum(e: torch.Tensor) -> torch.Tensor:
+    """Summed cross-spectral density of a batch of C-channel fields (N, C, H, W) -> (H, W, C, C), complex:
+    sum over the batch of F(f) F(f)^H / (H W), F the 2-D DFT of each field (per-channel mean over the batch removed)."""
+    f = torch.fft.fft2((e - e.mean(dim=(0, 2, 3), keepdim=True)).double()).permute(2, 3, 0, 1)  # H, W, N, C
+    return torch.einsum("hwnc,hwnd->hwcd", f, f.conj()) / (e.shape[-2] * e.shape[-1])
+
+
+def color_kernel(spectrum: torch.Tensor, count: float, size: int) -> torch.Tensor:
+    """The (C, C, size, size) convolution kernel K whose output on white N(0, 1) fields has the cross-spectral density
+    ``spectrum / count`` (as summed by :func:`cross_spectrum` over ``count`` fields): K(f) = S(f)^(1/2), the Hermitian
+    square root at every frequency, back in space, centred and cropped to ``size`` (odd). Real by S's symmetry."""
+    s = spectrum / count
+    s = (s + s.conj().transpose(-1, -2)) / 2
+    val, vec = torch.linalg.eigh(s)
+    root = vec @ torch.diag_embed(val.clamp(min=0).sqrt().to(vec.dtype)) @ vec.conj().transpose(-1, -2)
+    k = torch.fft.ifft2(root.permute(2, 3, 0, 1)).real  # C, C, H, W with the origin at [0, 0]
+    r = size // 2
+    k = torch.roll(k, shifts=(r, r), dims=(2, 3))[..., :size, :size]
+    return k.float()
+
+
+def _colored(shape: torch.Size, kernel: torch.Tensor, generator: torch.Generator | None, like: torch.Tensor):
+    """White N(0, 1) drawn on a margin-padded field, convolved with ``kernel`` (C, C, k, k): a field of ``shape``."""
+    n, c, h, w = shape
+    k = kernel.shape[-1]
+    white = torch.randn((n, c, h + k - 1, w + k - 1), generator=generator, dtype=like.dtype, device=like.device)
+    return F.conv2d(white, kernel.flip(-1, -2).to(like.dtype))  # flipped: a true convolution
 
 
 def _kl(q: tuple[torch.Tensor, torch.Tensor], p: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -90,6 +128,15 @@ class SeNMVAE(nn.Module):
         self.out = nn.Sequential(*[UpSample(w, w) for _ in range(m.num_down)], nn.Conv2d(w, w, 3, padding=1),
                                  nn.ReLU(inplace=True), nn.Conv2d(w, channels, 3, padding=1))  # fmt: skip
         self.stride = 2 ** (m.num_down + len(m.blocks_per_scale) - 1)  # image sides must divide by this
+        # prior: colored -> z_n's prior draws are coloured by a kernel per group fitted on the aggregate posterior
+        # (:meth:`fit_prior_color`); starts as the identity (a white draw), which is the paper's diagonal prior
+        self.colored_prior = m.prior == "colored"
+        k = m.color_size
+        delta = torch.zeros(len(layout), m.zn_dim, m.zn_dim, k, k)
+        delta[:, range(m.zn_dim), range(m.zn_dim), k // 2, k // 2] = 1.0
+        self.register_buffer("zn_color", delta)
+        # likelihood: sample -> p(y | z, z_n) = N(D(z, z_n), level^2 K K^T), K fitted on what D does not explain
+        self.register_buffer("y_color", torch.zeros(channels, channels, k, k))
 
     def _cond(self, h: torch.Tensor, level: torch.Tensor | None) -> torch.Tensor:
         """Concatenate the noise level (N, 1, 1, 1) as a constant channel (official ``cat_degrade_level``)."""
@@ -108,6 +155,7 @@ class SeNMVAE(nn.Module):
         temperature: float = 1.0,
         content_temperature: float = 1.0,
         content_generator: torch.Generator | None = None,
+        record: list | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Decode top-down through every group. Returns (output, KL_z, KL_n), the KLs per sample summed over groups.
 
@@ -116,6 +164,8 @@ class SeNMVAE(nn.Module):
         ``noise``: ``none`` -> p(x | z); ``posterior`` -> z_n ~ q(z_n | y, z) and KL_n = KL(q || p(z_n | z)), for
         p(y | z, z_n); ``prior`` -> z_n ~ p(z_n | z) at ``temperature`` (synthesis; 0 = the prior means).
         ``content_temperature`` 0 decodes the posterior means of z; ``content_generator`` replays the same z draws.
+        ``record`` (posterior only) receives, group by group, z_n's posterior draw standardised by its prior,
+        (z_n - mean_p) / std_p: samples of the aggregate posterior in the prior's units (:meth:`fit_prior_color`).
         """
         first = acts_x if acts_x is not None else acts_y
         dec: torch.Tensor | float = 0.0
@@ -135,11 +185,34 @@ class SeNMVAE(nn.Module):
                     post = self.q_zn[g](self._cond(dec + acts_n[g], level))
                     kl_n = kl_n + _kl(post, prior)
                     zn = _sample(*post)
+                    if record is not None:
+                        record.append(((zn - prior[0]) / prior[1].exp()).detach())
                 else:
-                    zn = _sample(*prior, temperature)
+                    kernel = self.zn_color[g] if self.colored_prior else None
+                    zn = _sample(*prior, temperature, kernel=kernel)
                 dec = dec + self.proj_zn[g](zn)
             dec = self.dec[g](dec)
         return self.out(dec), kl_z, kl_n
+
+    @torch.no_grad()
+    def posterior_fit(
+        self, clean: torch.Tensor, noisy: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """What the fitted prior and likelihood are fitted to, on real pairs at their true levels, with z the posterior
+        means of q(z | x) (the content synthesis decodes) and z_n ~ q(z_n | y, z): the real noise (y - x) / level;
+        the part of it the decoder explains, (D(z, z_n) - D(z, mean_p z_n)) / level; and per group z_n standardised
+        by its prior, (z_n - mean_p) / std_p."""
+        level = (noisy - clean).std(dim=(1, 2, 3), keepdim=True)
+        acts = self.enc_x(clean)
+        record: list[torch.Tensor] = []
+        out = self.top_down(acts, None, self.enc_n(noisy), level, noise="posterior", content_temperature=0.0,
+                            record=record)[0]  # fmt: skip
+        mean = self.top_down(acts, None, level=level, noise="prior", temperature=0.0, content_temperature=0.0)[0]
+        return (noisy - clean) / level, (out - mean) / level, record[::-1]  # top-down order -> group order
+
+    def likelihood_noise(self, shape: torch.Size, level: torch.Tensor) -> torch.Tensor:
+        """A draw of p(y | z, z_n)'s fitted stationary noise at ``level`` (N, 1, 1, 1) (zero until fitted)."""
+        return _colored(shape, self.y_color, None, level) * level
 
     @torch.no_grad()
     def synthesize(self, clean: torch.Tensor, level: torch.Tensor | None, temperature: float = 1.0,
