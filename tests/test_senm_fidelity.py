@@ -11,7 +11,7 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from raytrain.config import load_config
-from raytrain.data.degrade import camera, rng_for
+from raytrain.data.degrade import awgn, camera, fit_gaussian, rng_for
 from raytrain.data.pipeline import DOMAIN_CODES, DomainImages, chw, cut_patches
 from raytrain.evaluate import noise_rows
 from raytrain.methods import build_method
@@ -71,6 +71,37 @@ def _apply(clean: torch.Tensor, fn) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(fn(arr).transpose(2, 0, 1)))[None]
 
 
+@pytest.fixture(scope="module")
+def learned(toy):
+    """500 steps of the recipe on the toy pairs; its noise on the held-out toy pairs (seeded draws)."""
+    m = train_toy(toy, 500)
+    torch.manual_seed(0)
+    return m, mean_rows(m.evaluate(toy["test"], "cpu"))
+
+
+@pytest.mark.slow
+def test_learned_noise_matches_level_correlation_and_histogram_better_than_a_gaussian(toy, learned):
+    _, rows = learned
+    gauss = fit_gaussian(list(zip(toy["paired"].clean, toy["paired"].noisy, strict=True)))
+    i = iter(range(3000, 4000))
+    sigma = gauss.params["sigma"]
+    white = mean_rows(noise_rows(lambda c, lv: _apply(c, lambda a: awgn(a, rng_for(7, next(i)), sigma)), toy["test"]))
+    assert 0.8 <= rows["noise_std"] / rows["noise_std_real"] <= 1.25, rows
+    assert abs(rows["rho"] - rows["rho_real"]) <= 0.1, rows
+    assert rows["kld"] < white["kld"], (rows, white)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="open (docs/senm.md): on the toy data z_n carries almost none of the noise "
+    "after 500 steps (std 0.4 of 8.8); the fitted likelihood makes the level and correlation above",
+)
+def test_the_part_z_n_drives_carries_most_of_the_learned_noise(learned):
+    _, rows = learned
+    assert rows["zn_std"] / rows["noise_std_real"] >= 0.5, rows
+
+
 def train_toy(toy, steps: int, overrides=()):
     torch.manual_seed(0)
     cfg = load_config(None, RECIPE + list(overrides))
@@ -83,5 +114,5 @@ def train_toy(toy, steps: int, overrides=()):
         m.train_step({d: {k: torch.from_numpy(v) for k, v in b.items()}}, step)
         m.end_step()
     m.train(False)
-    m.before_validation()  # the auto temperature, from recent training pairs only
+    m.before_validation()  # the fitted prior and likelihood, the auto temperature: from recent training pairs only
     return m

@@ -429,7 +429,7 @@ def test_posterior_fit_reads_the_pair_through_q_z_x_and_q_z_n_and_standardises_b
     ):  # fmt: skip
         _, e2, f2 = fit(net)
         assert (not torch.allclose(explained, e2, atol=1e-6)) == explained_matters, net
-        assert any(not torch.allclose(a, b, atol=1e-6) for a, b in zip(fields, f2)) == fields_matter, net
+        assert any(not torch.allclose(a, b, atol=1e-6) for a, b in zip(fields, f2, strict=True)) == fields_matter, net
     m = live(senm())
     vae = m.nets["vae"]
     torch.manual_seed(0)

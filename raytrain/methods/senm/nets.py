@@ -129,7 +129,7 @@ class SeNMVAE(nn.Module):
                                  nn.ReLU(inplace=True), nn.Conv2d(w, channels, 3, padding=1))  # fmt: skip
         self.stride = 2 ** (m.num_down + len(m.blocks_per_scale) - 1)  # image sides must divide by this
         # prior: colored -> z_n's prior draws are coloured by a kernel per group fitted on the aggregate posterior
-        # (:meth:`fit_prior_color`); starts as the identity (a white draw), which is the paper's diagonal prior
+        # (``SeNM.fit_colors``); starts as the identity (a white draw), which is the paper's diagonal prior
         self.colored_prior = m.prior == "colored"
         k = m.color_size
         delta = torch.zeros(len(layout), m.zn_dim, m.zn_dim, k, k)
@@ -165,7 +165,7 @@ class SeNMVAE(nn.Module):
         p(y | z, z_n); ``prior`` -> z_n ~ p(z_n | z) at ``temperature`` (synthesis; 0 = the prior means).
         ``content_temperature`` 0 decodes the posterior means of z; ``content_generator`` replays the same z draws.
         ``record`` (posterior only) receives, group by group, z_n's posterior draw standardised by its prior,
-        (z_n - mean_p) / std_p: samples of the aggregate posterior in the prior's units (:meth:`fit_prior_color`).
+        (z_n - mean_p) / std_p: samples of the aggregate posterior in the prior's units (``SeNM.fit_colors``).
         """
         first = acts_x if acts_x is not None else acts_y
         dec: torch.Tensor | float = 0.0
