@@ -373,15 +373,18 @@ def test_only_the_colored_prior_reads_the_fitted_kernels(prior, matters):
 
 def test_likelihood_sample_adds_the_fitted_noise_at_the_level_and_mean_adds_none():
     x, _ = pair(n=2, s=32)
-    outs = {}
+    outs, high = {}, {}
     for lik in ("mean", "sample"):
         m = live(senm(f"method.likelihood={lik}", "method.synthesis=residual"))
         with torch.no_grad():
             m.nets["vae"].y_color[0, 0, 2, 2] = 0.5  # white likelihood noise of std 0.5 x level
         outs[lik] = synth(m, x, seed=5)
+        torch.manual_seed(5)
+        high[lik] = m.synthesize(x, torch.full((2, 1, 1, 1), 0.1))
         assert torch.equal(synth(m, x, seed=5, temperature=0.0), x)  # T = 0: no draw at all, the prior means
     extra = outs["sample"] - outs["mean"]
     assert float(extra.std()) == pytest.approx(0.5 * 0.05, rel=0.1)  # synth() draws at level 0.05
+    assert float((high["sample"] - high["mean"]).std()) == pytest.approx(0.5 * 0.1, rel=0.1)  # it scales with it
     assert float((extra[..., 1:] * extra[..., :-1]).mean() / extra.var()) == pytest.approx(0.0, abs=0.1)
 
 
