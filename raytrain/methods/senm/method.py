@@ -310,12 +310,14 @@ class SeNM(Method):
             count += x.shape[0]
         if sums is None:  # every rank draws the same domains: all or none have pairs
             return False
-        if dist.is_available() and dist.is_initialized():
-            for s in sums:  # complex: reduce the real and imaginary parts
-                parts = torch.view_as_real(s).contiguous()
-                dist.all_reduce(parts)
-                s.copy_(torch.view_as_complex(parts))
-            dist.all_reduce(count)
+        if dist.is_available() and dist.is_initialized():  # one all-reduce: every spectrum's real and imaginary parts
+            flat = torch.cat([count.view(1), *(torch.view_as_real(s).flatten() for s in sums)])
+            dist.all_reduce(flat)
+            count, offset = flat[0], 1
+            for s in sums:
+                n = 2 * s.numel()
+                s.copy_(torch.complex(*flat[offset : offset + n].view(*s.shape, 2).unbind(-1)))
+                offset += n
         size = self.m.color_size
         if self.m.likelihood == "sample":
             vae.y_color.copy_(color_kernel(sums[0], float(count), size))
