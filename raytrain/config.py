@@ -7,6 +7,7 @@ with a message that names the key (``data.noise.sigma: ...``).
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -14,9 +15,22 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from raytrain.errors import ConfigError
+from raytrain.methods.denoiser.config import TRAIN_DEFAULTS as DENOISER_TRAIN
 from raytrain.methods.denoiser.config import DnCNNConfig, DRUNetConfig
+from raytrain.methods.lir.config import OFFICIAL_RECIPE as LIR_OFFICIAL
+from raytrain.methods.lir.config import TRAIN_DEFAULTS as LIR_TRAIN
 from raytrain.methods.lir.config import LIRConfig
+from raytrain.methods.senm.config import OFFICIAL_RECIPE as SENM_OFFICIAL
+from raytrain.methods.senm.config import TRAIN_DEFAULTS as SENM_TRAIN
 from raytrain.methods.senm.config import SeNMConfig
+
+# Each method's defaults for the train section (lr, weight decay, schedule: the paper's or official recipe); a key the
+# run's config sets wins, and a schedule given by the config replaces the method's whole
+TRAIN_DEFAULTS: dict[str, dict] = {**DENOISER_TRAIN, "lir": LIR_TRAIN, "senm": SENM_TRAIN}
+# What "official" means per method (a job spec's ``recipe: official`` is checked against it)
+OFFICIAL_RECIPES: dict[str, dict[str, Any]] = {"lir": LIR_OFFICIAL, "senm": SENM_OFFICIAL}
+# The smallest lr multiplier a schedule may reach by half its run: below it the second half learns nothing
+MIN_LR_FACTOR_AT_HALF = 1e-3
 
 
 class Strict(BaseModel):
@@ -27,13 +41,18 @@ class Strict(BaseModel):
 
 # ----------------------------------------------------------------------------------------------------------- noise
 class AWGN(Strict):
-    """Additive white Gaussian noise on the 0..255 scale; ``sigma: [lo, hi]`` draws sigma ~ U[lo, hi] per image."""
+    """Additive white Gaussian noise on the 0..255 scale; ``sigma: [lo, hi]`` draws sigma ~ U[lo, hi] per image.
+    ``clip`` / ``quantize``: the noisy image clipped to [0, 1] / also rounded to 8 bits, as the official LIR data is."""
 
     kind: Literal["awgn"] = "awgn"
     sigma: (
         Annotated[float, Field(ge=0, le=255)]
         | tuple[Annotated[float, Field(ge=0, le=255)], Annotated[float, Field(ge=0, le=255)]]
     ) = 25.0
+    # the official LIR data (skimage random_noise, saved as 8-bit PNG) is clipped to [0, 1] and quantised to 8 bits;
+    # DnCNN's synthetic AWGN is neither (the default)
+    clip: bool = False
+    quantize: bool = False  # round to 8 bits (implies clip)
 
     @model_validator(mode="after")
     def _ordered(self) -> AWGN:
@@ -48,6 +67,8 @@ class Poisson(Strict):
 
     kind: Literal["poisson"] = "poisson"
     peak: Annotated[float, Field(gt=0)] | None = None
+    clip: bool = False  # peak: null is always clipped (skimage)
+    quantize: bool = False  # round to 8 bits (implies clip)
 
 
 class PoissonGaussian(Strict):
@@ -56,6 +77,8 @@ class PoissonGaussian(Strict):
     kind: Literal["poisson_gaussian"] = "poisson_gaussian"
     peak: Annotated[float, Field(gt=0)] = 30.0
     sigma: Annotated[float, Field(ge=0, le=255)] = 5.0
+    clip: bool = False
+    quantize: bool = False  # round to 8 bits (implies clip)
 
 
 class Camera(Strict):
@@ -156,9 +179,32 @@ class Schedule(Strict):
         return self
 
 
+def lr_factor(schedule: Schedule, steps: int, step: int) -> float:
+    """The multiplier of ``train.lr`` after ``step`` scheduler steps, as :func:`raytrain.methods.base.make_scheduler`'s
+    torch scheduler computes it (a test holds the two together)."""
+    s = schedule
+    if s.kind == "step":
+        return s.gamma ** (step // s.step_size)
+    if s.kind == "multistep":
+        return s.gamma ** sum(step >= m for m in s.milestones)
+    if s.kind == "exponential":
+        return s.gamma**step
+    if s.kind == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
+    return 1.0
+
+
+def _describe(s: Schedule) -> str:
+    keys = {"step": ("step_size", "gamma"), "multistep": ("milestones", "gamma"), "exponential": ("gamma",)}
+    return ", ".join([f"kind={s.kind}", *(f"{k}={list(v) if isinstance(v := getattr(s, k), tuple) else v}"
+                                          for k in keys.get(s.kind, ()))])  # fmt: skip
+
+
 class TrainConfig(Strict):
+    """Optimisation. lr, weight_decay and schedule default to the method's recipe (``TRAIN_DEFAULTS``)."""
+
     steps: Annotated[int, Field(ge=1)] = 2000
-    batch_size: Annotated[int, Field(ge=1)] = 16  # per worker
+    batch_size: Annotated[int, Field(ge=1)] = 16  # per worker (the global batch: x scaling.num_workers)
     lr: Annotated[float, Field(gt=0, le=1)] = 1e-3
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
     schedule: Schedule = Field(default_factory=Schedule)
@@ -172,6 +218,18 @@ class TrainConfig(Strict):
     max_minutes: Annotated[float, Field(gt=0)] | None = None  # time budget: stop (validate + checkpoint) when spent
     resume_from: str | None = None  # a checkpoint directory to start from (when Ray has none for this run)
     fail_at_step: Annotated[int, Field(ge=1)] | None = None  # fault injection: rank 0 dies once at this step
+
+    @model_validator(mode="after")
+    def _lr_lives(self) -> TrainConfig:
+        half = self.steps // 2
+        f = lr_factor(self.schedule, self.steps, half)
+        if f < MIN_LR_FACTOR_AT_HALF:
+            raise ValueError(
+                f"schedule {_describe(self.schedule)} decays the lr to {f:.1e} x train.lr by step {half} of "
+                f"{self.steps} (below {MIN_LR_FACTOR_AT_HALF:g} before half the run): lengthen "
+                "schedule.step_size / milestones, raise gamma, or use schedule.kind=cosine"
+            )
+        return self
 
 
 class ScalingSection(Strict):
@@ -201,8 +259,22 @@ MethodConfig = Annotated[
 ARMS = ("senm", "gaussian", "heteroscedastic", "real_pairs", "all_real")
 
 
+def with_method_train_defaults(data: Any, method_key: str = "method", train_key: str = "train") -> Any:
+    """``data`` (a raw mapping) with the method's ``TRAIN_DEFAULTS`` under the keys its train section does not set."""
+    if not isinstance(data, dict):
+        return data
+    method = data.get(method_key)
+    name = method.get("name", "dncnn") if isinstance(method, dict) else getattr(method, "name", "dncnn")
+    train = data.get(train_key, {})
+    if not isinstance(train, dict):
+        return data
+    return {**data, train_key: {**copy.deepcopy(TRAIN_DEFAULTS.get(name, {})), **train}}
+
+
 class Downstream(Strict):
     """The denoiser each arm of a pipeline trains (data: the run's, plus that arm's synthetic pairs)."""
+
+    _method_defaults = model_validator(mode="before")(with_method_train_defaults)
 
     method: MethodConfig = Field(default_factory=DnCNNConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -259,6 +331,8 @@ class RunConfig(Strict):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     pipeline: PipelineSection | None = None  # used by `raytrain pipeline` only
 
+    _method_defaults = model_validator(mode="before")(with_method_train_defaults)
+
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
         if self.data.paired.count is not None and self.data.split == "two_domain":
@@ -271,6 +345,9 @@ class RunConfig(Strict):
             raise ValueError("pipeline: needs method.name=senm (the noise model the pipeline trains first)")
         if not any(self.data.mix.values()):
             raise ValueError("data.mix: at least one domain needs a probability > 0")
+        if getattr(self.method, "norm", None) == "bn" and self.train.batch_size == 1:
+            raise ValueError("method.norm=bn with train.batch_size=1 (per worker): batch statistics of a single image; "
+                             "use a batch of 2 or more per worker, or method.norm=in / none")  # fmt: skip
         if self.method.name == "senm" and not self.data.mix.get("paired", 0) > 0:
             raise ValueError("data.mix.paired: SeNM-VAE needs its paired domain (eq. 11); give it a probability > 0")
         return self
@@ -284,7 +361,7 @@ def format_validation_error(err: ValidationError, origin: str) -> str:
         loc = ".".join(str(p) for p in e["loc"] if not _is_branch_name(p))
         got = e.get("input")
         shown = "" if isinstance(got, dict) or e["type"] == "missing" else f" (got {got!r})"
-        msg = e["msg"].replace(" found using get()", "")
+        msg = e["msg"].replace(" found using get()", "").removeprefix("Value error, ")
         parts.setdefault(loc or "<root>", f"{msg}{shown}")  # a union reports each branch: keep the first
     return f"{origin}: " + "; ".join(f"{k}: {v}" for k, v in parts.items())
 
@@ -404,6 +481,39 @@ def validate(raw: dict, origin: str = "config") -> RunConfig:
         return RunConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, origin)) from None
+
+
+def weight_files(cfg: RunConfig) -> dict[str, str]:
+    """The local weight files the run's method will load (config key -> path)."""
+    m, out = cfg.method, {}
+    if getattr(m, "scm", False) and getattr(m, "scm_backbone", "") == "pretrained" and m.scm_weights:
+        out["method.scm_weights"] = m.scm_weights
+    if getattr(m, "perceptual", "none") != "none" and m.perceptual_backbone == "pretrained":
+        out["method.perceptual_weights"] = m.perceptual_weights
+        if m.perceptual == "lpips":
+            out["method.lpips_weights"] = m.lpips_weights
+    return {k: v for k, v in out.items() if v}
+
+
+def check_weight_files(cfg: RunConfig) -> None:
+    """Refuse (one line, before any worker starts) a run whose weight files are not on this node."""
+    for key, path in weight_files(cfg).items():
+        if not Path(path).is_file():
+            raise ConfigError(f"{key}: {path} not found (a local file; no download happens)")
+
+
+def recipe_deviations(cfg: RunConfig, recipe: dict[str, Any]) -> list[str]:
+    """``key: got X, official Y`` for each entry of a method's ``OFFICIAL_RECIPE`` the config does not match."""
+    flat = flatten(cfg) | {"global_batch": cfg.train.batch_size * cfg.scaling.num_workers}
+    out = []
+    for key, want in recipe.items():
+        got = flat.get(key)
+        same = (list(got) == list(want)) if isinstance(want, list) and isinstance(got, (list, tuple)) else (
+            math.isclose(got, want, rel_tol=1e-9) if isinstance(want, float) and isinstance(got, (int, float))
+            else got == want)  # fmt: skip
+        if not same:
+            out.append(f"{key}: {got!r} (official {want!r})")
+    return out
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:

@@ -14,11 +14,20 @@ import os
 import shlex
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError
 
-from raytrain.config import Strict, format_validation_error, load_config, load_yaml_file
+from raytrain.config import (
+    OFFICIAL_RECIPES,
+    RunConfig,
+    Strict,
+    format_validation_error,
+    load_config,
+    load_yaml_file,
+    lr_factor,
+    recipe_deviations,
+)
 from raytrain.errors import ConfigError, RaytrainError
 
 COMMANDS = ("train", "tune", "ablate", "pipeline")  # those that take a config, --set and --address
@@ -46,6 +55,9 @@ class JobSpec(Strict):
     tracking_uri: str | None = None  # an MLflow server the workers reach; null keeps the config's
     address: str | None = None  # default cluster (dashboard URL); --address or RAY_ADDRESS override it
     metadata: dict[str, str] = Field(default_factory=dict)
+    # official: the run's effective config (with the resources) must match the method's OFFICIAL_RECIPE (the paper /
+    # official code: sizes, weights, optimiser, schedule, steps, global batch); checked before submitting
+    recipe: Literal["official", "custom"] = "custom"
 
 
 def load_spec(path: str | Path) -> tuple[JobSpec, Path]:
@@ -90,9 +102,32 @@ def command(spec: JobSpec, root: Path) -> list[str]:
             if not (root / f).is_file():
                 raise ConfigError(f"{spec.name}: {flag} {f!r} not found under {root}")
     sets = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--set"]
-    load_config(config, [*sets, *overrides(spec)])  # a config that does not load is refused here
+    cfg = load_config(config, [*sets, *overrides(spec)])  # a config that does not load is refused here
+    if spec.recipe == "official":
+        table = OFFICIAL_RECIPES.get(cfg.method.name)
+        if table is None:
+            raise ConfigError(f"{spec.name}: recipe: official, but {cfg.method.name} has no official recipe table "
+                              f"(methods with one: {', '.join(OFFICIAL_RECIPES)})")  # fmt: skip
+        off = recipe_deviations(cfg, table)
+        if off:
+            raise ConfigError(f"{spec.name}: recipe: official, but {len(off)} setting(s) differ: {'; '.join(off)}")
     extra = [x for o in overrides(spec) for x in ("--set", o)]
     return [*argv, *extra, "--address", "auto"]
+
+
+def effective_config(spec: JobSpec, root: Path) -> RunConfig:
+    """The config the spec's command runs (its --set overrides and the spec's resources applied)."""
+    argv = shlex.split(spec.entrypoint)
+    sets = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--set"]
+    return load_config(root / argv[2], [*sets, *overrides(spec)])
+
+
+def lr_summary(cfg: RunConfig, at: tuple[int, ...] = (10_000, 100_000, 300_000)) -> str:
+    """``lr 0.0001 at step 1, ...``: the lr the optimiser uses at step 1, at the given steps within the run and at its
+    last step (the scheduler steps after each update: step s trains at the factor of s - 1)."""
+    t = cfg.train
+    steps = sorted({1, *(s for s in at if s < t.steps), t.steps})
+    return "lr " + ", ".join(f"{t.lr * lr_factor(t.schedule, t.steps, s - 1):.3g} at step {s}" for s in steps)
 
 
 def auth_headers() -> dict[str, str]:

@@ -105,6 +105,27 @@ def section(cls: type[BaseModel], path: str, seen: set) -> list[str]:
     return lines
 
 
+def method_tables() -> list[str]:
+    """Each method's train defaults and the official recipes job specs are checked against."""
+    from raytrain.config import OFFICIAL_RECIPES, TRAIN_DEFAULTS
+
+    lines = ["### Each method's `train` defaults", "",
+             "What the run's `train` section does not set comes from its method (the paper's or official optimiser);",
+             "a `schedule` given in the config replaces the method's whole. `train.batch_size` is per worker: the",
+             "global batch is `batch_size x scaling.num_workers`.", "",
+             "| method | lr | weight_decay | schedule |", "|---|---|---|---|"]  # fmt: skip
+    for name, d in TRAIN_DEFAULTS.items():
+        sched = ", ".join(f"{k}: {v}" for k, v in d["schedule"].items())
+        lines.append(f"| `{name}` | {d['lr']:g} | {d['weight_decay']:g} | {sched} |")
+    lines += ["", "### Official recipes", "",
+              "A job spec with `recipe: official` is refused unless its effective config (with the spec's",
+              "resources) matches its method's table",
+              "(`global_batch` = `train.batch_size x scaling.num_workers`):", ""]  # fmt: skip
+    for name, table in OFFICIAL_RECIPES.items():
+        lines.append(f"- `{name}`: " + ", ".join(f"`{k}` {v}" for k, v in table.items()))
+    return [*lines, ""]
+
+
 def config_reference() -> str:
     from raytrain.config import RunConfig
 
@@ -116,4 +137,4 @@ def config_reference() -> str:
         "Tagged sections (`method` by `name`, `data.noise` by `kind`) list one table per choice.",
         "",
     ]
-    return "\n".join(head + section(RunConfig, "", set())).rstrip() + "\n"
+    return "\n".join(head + method_tables() + section(RunConfig, "", set())).rstrip() + "\n"

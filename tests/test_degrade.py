@@ -89,3 +89,16 @@ def test_camera_noise_is_signal_dependent():
 def test_correlated_field_has_unit_variance():
     f = dg.correlated_field((512, 512, 1), dg.rng_for(7), 0.8)
     assert f.std() == pytest.approx(1.0, abs=0.02)
+
+
+@pytest.mark.parametrize("kind", ["awgn", "poisson_gaussian"])
+def test_clip_and_quantize_as_the_official_lir_data(kind):
+    ramp = np.linspace(0, 1, 128 * 128, dtype=np.float32).reshape(128, 128, 1)
+    sets = [f"data.noise.kind={kind}", "data.noise.sigma=50"]
+    raw = model(*sets)(ramp, dg.rng_for(3))
+    assert (raw < 0).mean() > 0.02 and (raw > 1).mean() > 0.02  # DnCNN's AWGN: unclipped (the default)
+    clipped = model(*sets, "data.noise.clip=true")(ramp, dg.rng_for(3))
+    np.testing.assert_array_equal(clipped, np.clip(raw, 0, 1))  # the same draw, clipped
+    q = model(*sets, "data.noise.quantize=true")(ramp, dg.rng_for(3))
+    np.testing.assert_allclose(q, np.round(np.clip(raw, 0, 1) * 255) / 255, atol=1e-7)
+    assert len(np.unique(q)) <= 256 and q.min() >= 0 and q.max() <= 1 and q.dtype == np.float32

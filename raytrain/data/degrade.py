@@ -22,7 +22,8 @@ CAMERA_PRESETS = {
 
 
 def awgn(img: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:
-    """Additive white Gaussian noise, ``sigma`` on the 0..255 scale; not clipped (as DnCNN/LIR synthesise it)."""
+    """Additive white Gaussian noise, ``sigma`` on the 0..255 scale; not clipped (as DnCNN synthesises it; the noise
+    config's ``clip`` / ``quantize`` clip and round it, as the official LIR data is)."""
     return (img + rng.standard_normal(img.shape, dtype=np.float32) * np.float32(sigma / 255.0)).astype(np.float32)
 
 
@@ -119,6 +120,14 @@ class NoiseModel:
     params: dict
 
     def __call__(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        out = self._noisy(img, rng)
+        if self.params.get("quantize"):
+            return (np.round(np.clip(out, 0, 1) * 255.0) / 255.0).astype(np.float32)
+        if self.params.get("clip"):
+            return np.clip(out, 0, 1).astype(np.float32)
+        return out
+
+    def _noisy(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         p = self.params
         if self.kind == "awgn":
             sigma = p["sigma"]

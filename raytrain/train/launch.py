@@ -18,7 +18,7 @@ import ray
 import ray.train
 from ray.train.torch import TorchTrainer
 
-from raytrain.config import RunConfig, flatten, to_raw, validate
+from raytrain.config import RunConfig, check_weight_files, flatten, to_raw, validate
 from raytrain.data.pipeline import Collection, build_datasets, load_domains
 from raytrain.errors import RaytrainError
 from raytrain.methods import method_class
@@ -195,6 +195,7 @@ def run_training(cfg: RunConfig, parent_run_id: str | None = None) -> TrainResul
     """Train ``cfg`` end to end and return its final metrics and checkpoint; raises RaytrainError on user errors."""
     from raytrain.tracking import DriverRun, check_reachable, resolve_uri
 
+    check_weight_files(cfg)  # a missing VGG-19 / AlexNet file is one line here, not a traceback on every worker
     if cfg.tracking.enabled:  # an unreachable server is reported before anything starts
         check_reachable(resolve_uri(cfg.tracking.uri, cfg.workdir))
     connect(cfg.address, cfg)

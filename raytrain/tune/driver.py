@@ -23,7 +23,7 @@ from pathlib import Path
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from raytrain.config import RunConfig, to_raw, validate
+from raytrain.config import RunConfig, check_weight_files, to_raw, validate
 from raytrain.errors import RaytrainError
 from raytrain.tune.space import Space, check_metric, check_space, to_tune, trial_raw
 
@@ -194,6 +194,7 @@ def run_sweep(cfg: RunConfig, space: Space, name: str, samples: int, concurrent:
     from raytrain.train.launch import check_resources, connect
 
     base_raw = absolute_paths(to_raw(cfg))
+    check_weight_files(cfg)
     check_space(space, base_raw, name)
     check_metric(cfg, metrics, modes)
     if concurrent < 1 or samples < 1:

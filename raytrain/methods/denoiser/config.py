@@ -6,6 +6,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# The train section's defaults for these methods (keys the run's config does not set): Adam at the papers' lr, a
+# cosine decay over the run (any length of run keeps a useful lr until its end)
+TRAIN_DEFAULTS = {
+    "dncnn": {"lr": 1e-3, "weight_decay": 0.0, "schedule": {"kind": "cosine"}},  # DnCNN-PyTorch: Adam 1e-3
+    "drunet": {"lr": 1e-4, "weight_decay": 0.0, "schedule": {"kind": "cosine"}},  # DRUNet (KAIR): Adam 1e-4
+}
+
 
 class DnCNNConfig(BaseModel):
     """DnCNN: conv+ReLU, (depth-2) x conv+BN+ReLU, conv; predicts the noise (residual learning)."""

@@ -20,6 +20,27 @@ VARIANTS = {
     "no_bcm": ("method.bcm=false",),
 }
 
+# The train section's defaults for LIR (keys the run's config does not set): the official recipe
+# (configs/unit_noise2clear-bn.yaml of Wenchao-Du/LIR-for-Unsupervised-IR): Adam lr 1e-4 with weight decay 1e-4,
+# halved every 100k of 300k iterations, batch 16 (betas (0, 0.9) are method.betas)
+TRAIN_DEFAULTS = {
+    "lr": 1e-4,
+    "weight_decay": 1e-4,
+    "schedule": {"kind": "step", "step_size": 100_000, "gamma": 0.5},
+}
+
+# What "official" means for LIR (Wenchao-Du/LIR-for-Unsupervised-IR, configs/unit_noise2clear-bn.yaml): a job spec
+# with ``recipe: official`` is checked against it before it is submitted. Dotted config keys; ``global_batch`` is
+# train.batch_size x scaling.num_workers
+OFFICIAL_RECIPE = {
+    "method.width": 64, "method.n_down": 2, "method.n_res": 4, "method.norm": "bn",
+    "method.disc_width": 64, "method.disc_layers": 4, "method.disc_scales": 3, "method.betas": [0.0, 0.9],
+    "method.lambda_adv": 1.0, "method.lambda_CC": 10.0, "method.lambda_rec": 10.0, "method.lambda_bc": 5.0,
+    "method.lambda_sc": 1.0, "method.lambda_KL": 0.01, "method.scm": True,
+    "train.lr": 1e-4, "train.weight_decay": 1e-4, "train.schedule.kind": "step", "train.schedule.step_size": 100_000,
+    "train.schedule.gamma": 0.5, "train.steps": 300_000, "global_batch": 16, "data.patches.size": 64,
+}  # fmt: skip
+
 
 class LIRConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
