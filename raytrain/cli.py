@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--noisy", help="folder of real noisy images with the same names (else the run's noise model)")
     _add_overrides(e, "override the checkpoint's data config, e.g. --set data.noise.sigma=50")
     e.add_argument("--crop", type=int, help="evaluate a centre crop of this size")
+    e.add_argument("--max-size", type=int, help="shrink --data images to this longer side (default: score as given)")
+    e.add_argument("--tile", type=int, default=512, help="restore larger images in overlapping tiles of this size")
 
     d = sub.add_parser("denoise", help="restore an image or a folder of images with a checkpoint")
     d.add_argument("checkpoint")
@@ -190,7 +192,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from raytrain.data.degrade import noise_model, rng_for
     from raytrain.data.images import load_collection, load_pairs
     from raytrain.data.pipeline import centre_crop, chw
-    from raytrain.evaluate import evaluate_pairs
+    from raytrain.evaluate import evaluate_pairs, tiled
     from raytrain.inference import load_restorer
     from raytrain.metrics import format_mean_std
 
@@ -210,11 +212,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         names = [c.name for c, _ in real]
     else:
         model = noise_model(cfg.data.noise)
-        imgs = load_collection(args.data, color, cfg.data.max_size)
+        imgs = load_collection(args.data, color, args.max_size)  # as given (the run's max_size is for training)
         pairs = [(model(im.pixels, rng_for(cfg.seed, 0, i)), im.pixels) for i, im in enumerate(imgs)]
         names = [im.name for im in imgs]
     pairs = [(chw(centre_crop(n, args.crop)), chw(centre_crop(c, args.crop))) for n, c in pairs]
-    rows = evaluate_pairs(method.restore, pairs)
+    rows = evaluate_pairs(tiled(method.restore, args.tile), pairs)
     w = max(len(n) for n in names)
     print(f"{'image':<{w}}  {'PSNR noisy':>10}  {'PSNR':>7}  {'SSIM noisy':>10}  {'SSIM':>7}")
     for n, r in zip(names, rows, strict=True):
@@ -230,7 +232,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
 
     from raytrain.data.images import EXTENSIONS, list_images, read_image
     from raytrain.errors import DataError
-    from raytrain.evaluate import to_tensor
+    from raytrain.evaluate import tiled, to_tensor
     from raytrain.inference import load_restorer
     from raytrain.train.checkpoint import atomic_write_bytes
 
@@ -251,7 +253,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     for f, out in tqdm(jobs, desc="denoise", unit="img", disable=len(jobs) < 2):
         img = read_image(f, cfg.data.color)
         x = to_tensor(img.transpose(2, 0, 1))
-        y = method.restore(x).clamp(0, 1)[0].numpy().transpose(1, 2, 0)
+        y = tiled(method.restore)(x).clamp(0, 1)[0].numpy().transpose(1, 2, 0)
         arr = np.round(y * 255).astype(np.uint8)
         arr = arr[..., 0] if arr.shape[-1] == 1 else arr
         atomic_write_bytes(iio.imwrite("<bytes>", arr, extension=out.suffix.lower()), out)
@@ -436,6 +438,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if args.dry_run:
         spec, root = jobs.load_spec(args.spec)
         print(f"valid; would run in {root}: {shlex.join(jobs.command(spec, root))}")
+        cfg = jobs.effective_config(spec, root)
+        print(f"{cfg.method.name}, recipe {spec.recipe}: {cfg.train.steps} steps, {jobs.lr_summary(cfg)}")
         return 0
     c, job_id, argv = jobs.submit(args.spec, args.address)
     print(f"submitted {job_id}: {shlex.join(argv)}")

@@ -24,18 +24,54 @@ def to_tensor(img: np.ndarray, device: torch.device | str = "cpu") -> torch.Tens
     return torch.tensor(np.asarray(img, dtype=np.float32))[None].to(device)  # a copy: Ray arrays are read-only
 
 
+def tiled(restore: Restorer, tile: int = 512, overlap: int = 32) -> Restorer:
+    """``restore`` applied to overlapping ``tile`` x ``tile`` pieces of an image larger than a tile, each piece's
+    output kept without the outer ``overlap / 2`` pixels on the sides it shares with a neighbour: exact for a net whose
+    receptive field reaches at most ``overlap / 2`` pixels, and bounded memory for whole photographs."""
+    if overlap % 2 or not 0 <= overlap < tile:
+        raise ValueError(f"overlap must be even and in [0, tile) (got {overlap} for tile {tile})")
+    m = overlap // 2
+
+    def starts(n: int) -> list[int]:
+        out = list(range(0, max(n - tile, 0) + 1, tile - overlap))
+        return out + [n - tile] if out[-1] + tile < n else out
+
+    @torch.no_grad()
+    def run(x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        if h <= tile and w <= tile:
+            return restore(x)
+        out = None
+        for y0 in starts(h):
+            for x0 in starts(w):
+                piece = restore(x[..., y0 : y0 + tile, x0 : x0 + tile])
+                if out is None:
+                    out = piece.new_zeros((*piece.shape[:-2], h, w))
+                th, tw = piece.shape[-2:]
+                a, b = (m if y0 else 0), th - (m if y0 + th < h else 0)
+                c, d = (m if x0 else 0), tw - (m if x0 + tw < w else 0)
+                out[..., y0 + a : y0 + b, x0 + c : x0 + d] = piece[..., a:b, c:d]
+        return out
+
+    return run
+
+
 @torch.no_grad()
 def evaluate_pairs(
-    restore: Restorer, pairs: list[tuple[np.ndarray, np.ndarray]], device: torch.device | str = "cpu"
+    restore: Restorer,
+    pairs: list[tuple[np.ndarray, np.ndarray]],
+    device: torch.device | str = "cpu",
+    data_range: float = 1.0,
 ) -> list[dict[str, float]]:
-    """Per-image PSNR/SSIM of the noisy input and of the restored output against clean; (C, H, W) pairs."""
+    """Per-image PSNR/SSIM of the noisy input and of the restored output against clean; (C, H, W) pairs with values
+    in [0, data_range]."""
     rows = []
     for noisy, clean in pairs:
         x, y = to_tensor(noisy, device), to_tensor(clean, device)
-        out = restore(x).clamp(0, 1)
+        xc, out = x.clamp(0, data_range), restore(x).clamp(0, data_range)
         rows.append({
-            "psnr_noisy": float(psnr(x.clamp(0, 1), y)), "ssim_noisy": float(ssim(x.clamp(0, 1), y)),
-            "psnr": float(psnr(out, y)), "ssim": float(ssim(out, y)),
+            "psnr_noisy": float(psnr(xc, y, data_range)), "ssim_noisy": float(ssim(xc, y, data_range)),
+            "psnr": float(psnr(out, y, data_range)), "ssim": float(ssim(out, y, data_range)),
         })  # fmt: skip
     return rows
 

@@ -58,6 +58,30 @@ def test_eval_table(trained, capsys):
     assert means["mean ± std psnr"] > means["mean ± std psnr_noisy"]
 
 
+def test_eval_scores_data_images_as_given_not_at_the_runs_max_size(trained, tmp_path, capsys):
+    import torch
+
+    from raytrain.data.degrade import noise_model, rng_for
+    from raytrain.data.images import read_image
+    from raytrain.inference import load_restorer
+    from raytrain.metrics import psnr
+
+    cfg, res = trained
+    folder = tmp_path / "big"
+    folder.mkdir()
+    big = np.asarray(np.clip(np.add.outer(np.arange(200), np.arange(300)) / 500 * 255, 0, 255), np.uint8)
+    iio.imwrite(folder / "ramp.png", big)
+    assert max(big.shape) > cfg.data.max_size
+    assert main(["eval", res.checkpoint, "--data", str(folder), "--tile", "96"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("ramp"))
+    _, method = load_restorer(res.checkpoint)
+    clean = read_image(folder / "ramp.png", "gray")  # full size, 200 x 300
+    noisy = noise_model(cfg.data.noise)(clean, rng_for(cfg.seed, 0, 0))
+    x, y = (torch.tensor(a.transpose(2, 0, 1))[None] for a in (noisy, clean))
+    want = float(psnr(method.restore(x).clamp(0, 1), y))  # the whole image at once: tiling changes nothing
+    assert float(line.split()[2]) == pytest.approx(want, abs=0.01)
+
+
 def test_denoise_file_and_folder(trained, tmp_path):
     _, res = trained
     rng = np.random.default_rng(0)

@@ -93,3 +93,40 @@ def test_frechet_distance_matches_the_closed_form_for_gaussians():
     assert frechet_distance(x, y) == pytest.approx(direct, rel=1e-4)
     with pytest.raises(ValueError, match="feature sets"):
         frechet_distance(a, rng.normal(size=(10, 4)))
+
+
+def test_tiled_restore_equals_the_whole_image_for_a_local_net_and_sees_only_tiles():
+    from raytrain.evaluate import tiled
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 5, padding=2), torch.nn.ReLU(), torch.nn.Conv2d(4, 1, 3, padding=1))
+    seen = []
+
+    def restore(x):  # receptive radius 3 <= overlap / 2: the stitched result is exact
+        seen.append(tuple(x.shape[-2:]))
+        return net(x)
+
+    x = torch.rand(1, 1, 150, 97)
+    with torch.no_grad():
+        whole = net(x)
+        out = tiled(restore, tile=64, overlap=8)(x)
+    torch.testing.assert_close(out, whole, rtol=0, atol=1e-6)
+    assert max(h for h, _ in seen) <= 64 and max(w for _, w in seen) <= 64 and len(seen) == 3 * 2
+    seen.clear()
+    bad = tiled(restore, tile=64, overlap=0)(x)  # no overlap: the seams differ (the check above can fail)
+    assert (bad - whole).abs().max() > 1e-3
+    assert tiled(restore, tile=256)(x).shape == x.shape and seen[-1] == (150, 97)  # small enough: one call
+    with pytest.raises(ValueError, match="overlap must be even"):
+        tiled(restore, tile=64, overlap=7)
+
+
+def test_psnr_and_ssim_take_the_data_range():
+    from raytrain.evaluate import evaluate_pairs
+
+    clean = RNG.uniform(0, 1, (1, 40, 40)).astype(np.float32)
+    noisy = (clean + RNG.normal(0, 0.05, clean.shape)).astype(np.float32)
+    a = evaluate_pairs(lambda x: x, [(noisy, clean)])[0]
+    b = evaluate_pairs(lambda x: x, [(noisy * 1000, clean * 1000)], data_range=1000.0)[0]  # e.g. a HU window
+    assert b["psnr_noisy"] == pytest.approx(a["psnr_noisy"], abs=1e-3) and b["ssim"] == pytest.approx(
+        a["ssim"], abs=1e-4
+    )
