@@ -140,6 +140,25 @@ class Method:
         return [noisy, self.restore(noisy), clean]
 
     # ---------------------------------------------------------------------------------------------- helpers
+    @torch.no_grad()
+    def sync_buffers(self) -> None:
+        """Average every floating-point buffer (BatchNorm running statistics) over the ranks, in one all-reduce: each
+        rank normalises its own batches in training, so their running statistics drift apart, and validation on a
+        rank or the saved rank-0 model would not be the model of the run. A collective: the loop calls it on every
+        rank before each validation and checkpoint; a no-op on one process."""
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return
+        bufs = [b for net in self.nets.values() for b in unwrap(net).buffers() if b.is_floating_point()]
+        if not bufs:
+            return
+        flat = torch.cat([b.reshape(-1).to(torch.float64) for b in bufs])
+        dist.all_reduce(flat)
+        flat /= dist.get_world_size()
+        offset = 0
+        for b in bufs:
+            b.copy_(flat[offset : offset + b.numel()].view_as(b))
+            offset += b.numel()
+
     def replicate(self, net: nn.Module) -> nn.Module:
         """Place a net for a ``grad_sync`` method: on this device, with rank 0's initial weights on every rank."""
         net = net.to(self.device)

@@ -88,7 +88,8 @@ def _restore_from(method: Method, directory, rank: int) -> int:
 
 def validate(method: Method, val: list, rank: int, world: int, device: torch.device) -> dict[str, float]:
     """The method's per-image validation values (:attr:`Method.val_keys`) on the validation pairs, sharded over
-    ranks and summed with an all-reduce; reported as means ``val_<key>``."""
+    ranks and summed with an all-reduce; reported as means ``val_<key>``. Buffers are averaged first (a collective)."""
+    method.sync_buffers()
     method.train(False)
     method.before_validation()
     rows = method.evaluate(val[rank::world], device)
@@ -294,6 +295,7 @@ class Loop:
         if not want_ckpt:
             ray.train.report(metrics)  # Ray: a collective; every rank reports at the same steps
             return
+        self.method.sync_buffers()  # every rank the same model, the one rank 0 saves
         if not _finite_params(self.method):  # never replace a good checkpoint with a broken one
             raise TrainingDiverged(f"parameters became NaN/Inf by step {step}; the last good checkpoint is kept")
         with tempfile.TemporaryDirectory() as tmp:

@@ -53,10 +53,12 @@ def build_nets(m, channels: int, inference: bool) -> dict[str, nn.Module]:
     return nets
 
 
-def semantic_features(m) -> nn.Module:
+def semantic_features(m, seed: int = 0) -> nn.Module:
+    if m.scm_backbone == "random":  # the same random VGG on every rank (and in every run of a seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return VGG19Features(m.scm_layer)
     vgg = VGG19Features(m.scm_layer)
-    if m.scm_backbone == "random":
-        return vgg
     path = Path(m.scm_weights)
     if not path.is_file():
         raise ConfigError(f"method.scm_weights: {path} not found; put a torchvision VGG-19 state dict there")
@@ -82,7 +84,8 @@ class LIR(Method):
         if inference:
             return
         self.bcm = BackgroundConsistency(m.bcm_reading, m.bcm_weights)
-        self.scm = SemanticConsistency(semantic_features(m).to(device), m.scm_instance_norm) if m.scm else None
+        scm = semantic_features(m, cfg.seed).to(device) if m.scm else None
+        self.scm = SemanticConsistency(scm, m.scm_instance_norm) if scm is not None else None
         tc = cfg.train
         adam = dict(betas=m.betas, weight_decay=tc.weight_decay)
         gen_params = [p for k in GENERATORS if k in self.nets for p in self.nets[k].parameters()]

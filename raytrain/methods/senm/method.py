@@ -81,9 +81,11 @@ class SeNM(Method):
     def _perceptual(self, m) -> nn.Module | None:
         if m.perceptual == "none" or m.perceptual_weight == 0:
             return None
-        try:
-            net = build_perceptual(m.perceptual, m.perceptual_weights, m.lpips_weights,
-                                   m.perceptual_backbone == "random")  # fmt: skip
+        try:  # a random backbone is the same on every rank: seeded
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.cfg.seed)
+                net = build_perceptual(m.perceptual, m.perceptual_weights, m.lpips_weights,
+                                       m.perceptual_backbone == "random")  # fmt: skip
         except FileNotFoundError as exc:
             key = "lpips_weights" if str(exc) == str(m.lpips_weights) else "perceptual_weights"
             raise ConfigError(f"method.{key}: {exc} not found; put the weight file there (no downloads)") from None
