@@ -38,7 +38,7 @@ VARIANTS = {
 CPU_NETS = [  # reduced widths for a 2-core CPU; the official sizes are the config defaults
     "method.scm=false", "method.width=16", "method.n_res=2", "method.noise_dim=16", "method.disc_width=16",
     "method.disc_layers=3", "method.repr_widths=[16,32,32,64]", "method.norm=none", "method.n_down=1",
-    "method.betas=[0.5,0.999]",
+    "method.betas=[0.5,0.999]", "method.disc_growth=constant", "method.repr_updates=own",
 ]  # fmt: skip
 
 

@@ -81,6 +81,19 @@ def test_shapes_of_every_net():
     assert m.restore(torch.rand(1, 1, 29, 35)).shape == (1, 1, 29, 35)  # any size: pad to the stride, crop back
 
 
+def test_official_discriminators_double_their_width_per_layer():
+    from raytrain.nn.blocks import MultiScaleDiscriminator
+
+    def widths_and_params(growth):
+        d = MultiScaleDiscriminator(3, 64, 4, 3, growth)
+        convs = [c.out_channels for c in d.nets[0].modules() if isinstance(c, torch.nn.Conv2d)]
+        return convs, sum(p.numel() for p in d.parameters())
+
+    assert widths_and_params("double") == ([64, 128, 256, 512, 1], 8_271_171)  # UNIT's MsImageDis, 3 scales
+    assert widths_and_params("constant") == ([64, 64, 64, 64, 1], 600_003)
+    assert lir().m.disc_growth == "double"
+
+
 def test_default_latent_is_256_by_quarter_resolution():
     cfg = load_config(None, ["method.name=lir", "method.scm=false", "method.n_res=0"])
     from raytrain.methods.lir.method import build_nets
@@ -114,19 +127,21 @@ def _moved(before, m):
     return {k for k in before if changed(k)}
 
 
-def test_each_phase_moves_exactly_its_parameter_groups():
-    m = lir()
+@pytest.mark.parametrize("updates", ["own", "official"])
+def test_each_phase_moves_exactly_its_parameter_groups(updates):
+    m = lir(f"method.repr_updates={updates}")
     b = batch()
     x, y = b["target"]["noisy"] * 2 - 1, b["source"]["clean"] * 2 - 1
+    official = {"disc_repr"} if updates == "official" else set()  # the official trainer steps D_R in every update
     before = _snapshot(m)
     m.step_repr_disc(x, y)
     assert _moved(before, m) == {"disc_repr"}
     before = _snapshot(m)
     m.step_domain_disc(x, y)
-    assert _moved(before, m) == {"disc_noisy", "disc_clean"}
+    assert _moved(before, m) == {"disc_noisy", "disc_clean"} | official
     before = _snapshot(m)
     m.step_generators(x, y)
-    assert _moved(before, m) == {"enc_noisy", "enc_clean", "enc_noise", "gen_noisy", "gen_clean"}
+    assert _moved(before, m) == {"enc_noisy", "enc_clean", "enc_noise", "gen_noisy", "gen_clean"} | official
     assert all(p.requires_grad for k in ("disc_noisy", "disc_clean", "disc_repr") for p in m.nets[k].parameters())
 
 

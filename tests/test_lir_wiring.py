@@ -126,19 +126,34 @@ def test_which_net_sees_which_tensor_in_the_generator_step():
 
 
 def test_the_generator_step_moves_only_generators_and_the_discriminator_steps_only_theirs():
-    m, _ = wired()
+    m, _ = wired("method.repr_updates=own")
     m.step_generators(const(X), const(Y))
     grads = {k: net.w.grad for k, net in m.nets.items()}
     assert all(grads[k] is not None for k in ("enc_noisy", "enc_clean", "enc_noise", "gen_noisy", "gen_clean"))
     assert all(grads[k] is None for k in ("disc_noisy", "disc_clean", "disc_repr"))
     assert all(p.requires_grad for k in ("disc_noisy", "disc_clean", "disc_repr") for p in m.nets[k].parameters())
-    m, _ = wired()
+    m, _ = wired("method.repr_updates=own")
     m.step_domain_disc(const(X), const(Y))
     assert {k for k, net in m.nets.items() if net.w.grad is not None} == {"disc_noisy", "disc_clean"}
 
 
+def test_official_repr_updates_also_step_d_r_in_the_d_and_g_updates():
+    """The official trainer steps D_R's optimiser in dis_update (its loss added) and in gen_update (the 1/2 term)."""
+    m, log = wired()  # repr_updates: official, the default
+    loss, ok = m.step_domain_disc(const(X), const(Y))
+    assert ok and loss == pytest.approx(2.2904 + 1.1925, abs=TOL)  # D_X, D_Y and D_R's losses
+    assert {k for k, net in m.nets.items() if net.w.grad is not None} == {"disc_noisy", "disc_clean", "disc_repr"}
+    assert float(m.nets["disc_repr"].w.grad) == pytest.approx(3 * 0.285, abs=1e-4)  # lambda_adv x D_R's gradient
+    m, _ = wired()
+    m.step_generators(const(X), const(Y))
+    grads = {k: net.w.grad for k, net in m.nets.items()}
+    assert grads["disc_noisy"] is None and grads["disc_clean"] is None
+    # lambda_R x d/dw [(w z_x - 1/2)^2 + (w z_y - 1/2)^2] = 2 x 2 ((0.3 - 0.5) 0.3 + (-0.05 - 0.5)(-0.05)) = -0.13
+    assert float(grads["disc_repr"]) == pytest.approx(-0.13, abs=1e-4)
+
+
 def test_domain_discriminator_step_known_loss_targets_and_weight():
-    m, log = wired()
+    m, log = wired("method.repr_updates=own")
     loss, ok = m.step_domain_disc(const(X), const(Y))
     assert ok and loss == pytest.approx(2.2904, abs=TOL)
     assert seen(log, "disc_noisy") == [X, 0.01] and seen(log, "disc_clean") == [Y, 0.9]  # real, then translated
@@ -175,11 +190,37 @@ def test_restore_goes_through_the_noisy_encoder_and_the_clean_generator():
     assert {n for n, *_ in log} == {"enc_noisy", "gen_clean"}
 
 
-@pytest.mark.parametrize("kl, want", [("gaussian", 9.5018), ("mu2", 0.0036)])
-def test_the_kl_variants_known_values(kl, want):
-    m, _ = wired(f"method.kl={kl}")
+def test_the_kl_variants_known_values():
+    m, _ = wired()
     _, value = m.encode_noise(const(X))
-    assert float(value.detach()) == pytest.approx(want, abs=TOL)
+    assert float(value.detach()) == pytest.approx(9.5018, abs=TOL)  # KL(N(0.06, e^-20) || N(0, 1))
+    m, _ = wired("method.kl=mu2")
+    code, value = m.encode_noise(const(X))
+    assert float(value.detach()) == pytest.approx(0.0036, abs=1e-7) and float(code.mean()) == pytest.approx(0.06)
+
+
+def test_official_mu2_adds_unit_noise_to_every_decoded_code_and_takes_the_kl_of_all_six():
+    """kl: mu2 as the official trainer: with the code noise set to zero the losses are the known ones but the KL,
+    mean(mu^2) of z_x, z_y, zn and of the cycle's E_Y(x2y), E_X(y2x), E^N_X(y2x)."""
+    m, log = wired("method.kl=mu2")
+    m.code_noise = lambda like: torch.zeros_like(like)
+    losses = m.generator_losses(const(X), const(Y))
+    kl = 0.3**2 + 0.05**2 + 0.06**2 + 0.225**2 + 0.005**2 + 0.001**2
+    assert float(losses["kl"].detach()) == pytest.approx(kl, abs=1e-6)
+    for k in ("rec", "cc", "adv", "repr", "bc", "sc"):
+        assert float(losses[k].detach()) == pytest.approx(KNOWN[k], abs=1e-5), k
+    m, log = wired("method.kl=mu2")
+    m.code_noise = lambda like: torch.full_like(like, 0.5)  # a visible 'noise': every decoded code is shifted
+    m.generator_losses(const(X), const(Y))
+    # G_Y sees z_x + 0.5, z_y + 0.5, E_X(y2x) + 0.5; G_X sees [z, zn] + 0.5 (channel mean + 0.5)
+    assert seen(log, "gen_clean")[:2] == pytest.approx([0.8, 0.45], abs=1e-4)
+    assert seen(log, "gen_noisy")[0] == pytest.approx((-0.05 + 0.06) / 2 + 0.5, abs=1e-4)
+    torch.manual_seed(0)
+    m, _ = wired("method.kl=mu2")
+    eps = m.code_noise(torch.zeros(1, 4, 64, 64))
+    assert float(eps.std()) == pytest.approx(1.0, rel=0.03) and abs(float(eps.mean())) < 0.03
+    m, _ = wired()
+    assert m.code_noise(torch.zeros(1, 1, 4, 4)) is None  # the paper's KL: no code noise
 
 
 @pytest.mark.parametrize(
@@ -200,12 +241,10 @@ def test_each_ablation_drops_exactly_its_term(variant, weight, absent):
         assert float(losses[k].detach()) == pytest.approx(want, abs=TOL), k
 
 
-@pytest.mark.parametrize("kl, std", [("gaussian", 0.5), ("mu2", 1.0)])
-def test_the_noise_code_is_sampled_with_the_posteriors_std(kl, std):
-    """gaussian: z = mu + exp(logvar / 2) eps (logvar = log 0.25 here: std 0.5); mu2 (official): z = mu + eps."""
-    m, log = wired(f"method.kl={kl}")
-    m.nets["enc_noise"] = Fake("enc_noise", lambda v: torch.cat([v / 10, torch.full_like(v, -1.3862944)], 1)
-                               if kl == "gaussian" else v / 10, log)  # fmt: skip
+def test_the_noise_code_is_sampled_with_the_posteriors_std():
+    """gaussian: z = mu + exp(logvar / 2) eps (logvar = log 0.25 here: std 0.5)."""
+    m, log = wired()
+    m.nets["enc_noise"] = Fake("enc_noise", lambda v: torch.cat([v / 10, torch.full_like(v, -1.3862944)], 1), log)
     torch.manual_seed(0)
     z, _ = m.encode_noise(const(X, 128))
-    assert float(z.mean()) == pytest.approx(X / 10, abs=0.02) and float(z.std()) == pytest.approx(std, rel=0.03)
+    assert float(z.mean()) == pytest.approx(X / 10, abs=0.02) and float(z.std()) == pytest.approx(0.5, rel=0.03)

@@ -7,7 +7,7 @@ Nothing here imports Ray or MLflow: DDP wrapping arrives as the ``prepare`` call
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -170,29 +170,37 @@ class Method:
     def update(
         self,
         loss: torch.Tensor,
-        opt: torch.optim.Optimizer,
+        opt: torch.optim.Optimizer | Sequence[torch.optim.Optimizer],
         params: Iterable[nn.Parameter],
         clip: float | None = None,
         skip: float | None = None,
+        clip_part: tuple[Iterable[nn.Parameter], float] | None = None,
     ) -> bool:
         """Backward + step unless the loss is NaN/Inf or the grad norm is over ``skip`` (else ``train.grad_skip``;
         vdvae's guard). Returns whether the update was applied. ``clip`` (else ``train.grad_clip``) clips the norm of
-        applied updates."""
-        opt.zero_grad(set_to_none=True)
+        applied updates; ``clip_part`` = (some of the params, a norm) clips those first, on their own. Several
+        optimisers step together from one backward."""
+        opts = [opt] if isinstance(opt, torch.optim.Optimizer) else list(opt)
+        for o in opts:
+            o.zero_grad(set_to_none=True)
         if not all_finite(loss):
             return False
         loss.backward()
         params = [p for p in params if p.grad is not None]
         if self.grad_sync:
             average_gradients(params)
+        if clip_part is not None:
+            torch.nn.utils.clip_grad_norm_([p for p in clip_part[0] if p.grad is not None], clip_part[1])
         tc = self.cfg.train
         limit = clip or (tc.grad_clip if tc.grad_clip is not None else math.inf)
         norm = torch.nn.utils.clip_grad_norm_(params, limit)
         skip = skip if skip is not None else tc.grad_skip
         if not torch.isfinite(norm) or (skip is not None and norm > skip):
-            opt.zero_grad(set_to_none=True)
+            for o in opts:
+                o.zero_grad(set_to_none=True)
             return False
-        opt.step()
+        for o in opts:
+            o.step()
         return True
 
     def end_step(self) -> None:

@@ -92,16 +92,20 @@ class Decoder(nn.Module):
 
 
 class MultiScaleDiscriminator(nn.Module):
-    """PatchGAN at ``scales`` resolutions (3x3 average-pool between scales); returns one logit map per scale."""
+    """PatchGAN at ``scales`` resolutions (3x3 average-pool between scales); returns one logit map per scale.
+    ``growth="double"``: each stride-2 layer doubles the width (UNIT's / the official LIR ``MsImageDis``)."""
 
-    def __init__(self, cin: int, dim: int = 64, n_layer: int = 4, scales: int = 3):
+    def __init__(self, cin: int, dim: int = 64, n_layer: int = 4, scales: int = 3, growth: str = "double"):
         super().__init__()
         self.down = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
         self.nets = nn.ModuleList()
+        widths = [dim * (2**i if growth == "double" else 1) for i in range(n_layer)]
         for _ in range(scales):
-            layers: list[nn.Module] = [conv_block(cin, dim, 4, 2, act="lrelu", pad_mode="zeros")]
-            layers += [conv_block(dim, dim, 4, 2, act="lrelu", pad_mode="zeros") for _ in range(n_layer - 1)]
-            layers.append(nn.Conv2d(dim, 1, 1))
+            layers: list[nn.Module] = [conv_block(cin, widths[0], 4, 2, act="lrelu", pad_mode="zeros")]
+            layers += [
+                conv_block(a, b, 4, 2, act="lrelu", pad_mode="zeros") for a, b in zip(widths, widths[1:], strict=False)
+            ]
+            layers.append(nn.Conv2d(widths[-1], 1, 1))
             self.nets.append(nn.Sequential(*layers))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:

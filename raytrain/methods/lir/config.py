@@ -34,7 +34,8 @@ TRAIN_DEFAULTS = {
 # train.batch_size x scaling.num_workers
 OFFICIAL_RECIPE = {
     "method.width": 64, "method.n_down": 2, "method.n_res": 4, "method.norm": "bn",
-    "method.disc_width": 64, "method.disc_layers": 4, "method.disc_scales": 3, "method.betas": [0.0, 0.9],
+    "method.disc_width": 64, "method.disc_layers": 4, "method.disc_scales": 3, "method.disc_growth": "double",
+    "method.repr_steps": 3, "method.repr_lr_factor": 0.5, "method.repr_updates": "official", "method.betas": [0.0, 0.9],
     "method.lambda_adv": 1.0, "method.lambda_CC": 10.0, "method.lambda_rec": 10.0, "method.lambda_bc": 5.0,
     "method.lambda_sc": 1.0, "method.lambda_KL": 0.01, "method.scm": True,
     "train.lr": 1e-4, "train.weight_decay": 1e-4, "train.schedule.kind": "step", "train.schedule.step_size": 100_000,
@@ -54,6 +55,7 @@ class LIRConfig(BaseModel):
     noise_dim: Annotated[int, Field(ge=1, le=1024)] = 256  # channels of the noise code z^N_X
     disc_width: Annotated[int, Field(ge=2, le=512)] = 64
     disc_layers: Annotated[int, Field(ge=1, le=6)] = 4
+    disc_growth: Literal["double", "constant"] = "double"  # official (UNIT MsImageDis): the width doubles per layer
     disc_scales: Annotated[int, Field(ge=1, le=4)] = 3
     repr_widths: tuple[int, ...] = (32, 64, 128, 256)
     # --- loss weights of eq. 14 (paper)
@@ -70,12 +72,18 @@ class LIRConfig(BaseModel):
     scm_instance_norm: bool = False  # official: features instance-normalised before the L2
     scm_weights: str | None = None  # local torchvision VGG-19 state dict (e.g. vgg19-dcbb9e9d.pth)
     scm_backbone: Literal["pretrained", "random"] = "pretrained"  # random: tests and demos only (logged as such)
-    kl: Literal["gaussian", "mu2"] = "gaussian"  # paper KL(N(mu, var) || N(0,1)); official mean(mu^2), z = mu + N(0,1)
+    # paper: KL(N(mu, var) || N(0, 1)) on the noise code; mu2 (official, UNIT's): mean(mu^2) on every code (both
+    # content codes, the noise code and the three codes of the cycle), unit Gaussian noise added to every code decoded
+    kl: Literal["gaussian", "mu2"] = "gaussian"
     repr_gan: Literal["lsgan", "bce"] = "lsgan"
     # --- update schedule (official): D_R steps, then D_X/D_Y, then encoders + generators
     repr_steps: Annotated[int, Field(ge=1, le=10)] = 3
     repr_lr_factor: Annotated[float, Field(gt=0, le=10)] = 0.5
     repr_clip: Annotated[float, Field(gt=0)] = 5.0
+    # own: D_R is trained only in its repr_steps updates (eq. 9) and frozen otherwise; official: the official trainer
+    # also steps D_R's optimiser in the D_X/D_Y update (its loss added, grad norm clipped at repr_clip) and in the
+    # generator update (towards the 1/2 the encoders aim at)
+    repr_updates: Literal["own", "official"] = "official"
     betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.0, 0.9)
     # --- ablation switches (paper Table 4): (a) noise_encoder=false, (b) repr_disc=false, (c) bcm=false, (d) all on
     noise_encoder: bool = True
