@@ -66,7 +66,7 @@ def test_loop_guard_fails_after_max_bad_steps(tiny):
 
 
 def test_checkpoint_roundtrip_full_state_and_rng(tiny, tmp_path):
-    cfg = tiny("train.lr=0.01", "train.schedule.kind=step", "train.schedule.step_size=3")
+    cfg = tiny("train.lr=0.01", "train.steps=10", "train.schedule.kind=step", "train.schedule.step_size=3")
     torch.manual_seed(0)
     a = build_method(cfg, torch.device("cpu"))
     for step in range(1, 6):

@@ -194,13 +194,13 @@ def test_level_stats_ring_buffer_keeps_the_most_recent():
 def test_full_state_roundtrip(tmp_path):
     from raytrain.train import checkpoint as ckpt
 
-    a = senm("train.schedule.kind=multistep", "train.schedule.milestones=[2]")
+    a = senm("train.lr=1e-3", "train.schedule.kind=multistep", "train.schedule.milestones=[2]")
     x, y = pair()
     for step in range(1, 4):
         a.train_step({"paired": {"clean": x, "noisy": y}}, step)
         a.end_step()
     ckpt.save_checkpoint(tmp_path, a, 3, "{}", {})
-    b = senm("train.schedule.kind=multistep", "train.schedule.milestones=[2]")
+    b = senm("train.lr=1e-3", "train.schedule.kind=multistep", "train.schedule.milestones=[2]")
     state = ckpt.load_state(tmp_path)
     b.load_state_dict(state)
     assert state["step"] == 3 and set(state["nets"]) == {"vae", "levels", "level_net", "disc"}
