@@ -101,8 +101,7 @@ def command(spec: JobSpec, root: Path) -> list[str]:
             f = argv[argv.index(flag) + 1] if argv.index(flag) + 1 < len(argv) else ""
             if not (root / f).is_file():
                 raise ConfigError(f"{spec.name}: {flag} {f!r} not found under {root}")
-    sets = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--set"]
-    cfg = load_config(config, [*sets, *overrides(spec)])  # a config that does not load is refused here
+    cfg = effective_config(spec, root)  # a config that does not load is refused here
     if spec.recipe == "official":
         table = OFFICIAL_RECIPES.get(cfg.method.name)
         if table is None:

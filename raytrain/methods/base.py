@@ -38,18 +38,23 @@ def all_finite(loss: torch.Tensor) -> bool:
     return bool(ok.item())
 
 
-def average_gradients(params: list[nn.Parameter]) -> None:
-    """All-reduce (mean) the gradients of ``params`` over ranks in one flat buffer; no-op on a single process."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1 or not params:
+def average_in_place(tensors: list[torch.Tensor], dtype: torch.dtype | None = None) -> None:
+    """Replace each tensor by its mean over the ranks, all in one flat all-reduce (in ``dtype`` if given); no-op on a
+    single process."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1 or not tensors:
         return
-    grads = [p.grad for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads])
+    flat = torch.cat([t.reshape(-1).to(dtype or t.dtype) for t in tensors])
     dist.all_reduce(flat)
     flat /= dist.get_world_size()
     offset = 0
-    for g in grads:
-        g.copy_(flat[offset : offset + g.numel()].view_as(g))
-        offset += g.numel()
+    for t in tensors:
+        t.copy_(flat[offset : offset + t.numel()].view_as(t))
+        offset += t.numel()
+
+
+def average_gradients(params: list[nn.Parameter]) -> None:
+    """All-reduce (mean) the gradients of ``params`` over ranks in one flat buffer; no-op on a single process."""
+    average_in_place([p.grad for p in params])
 
 
 def make_scheduler(opt: torch.optim.Optimizer, train: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
@@ -146,18 +151,8 @@ class Method:
         rank normalises its own batches in training, so their running statistics drift apart, and validation on a
         rank or the saved rank-0 model would not be the model of the run. A collective: the loop calls it on every
         rank before each validation and checkpoint; a no-op on one process."""
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-            return
         bufs = [b for net in self.nets.values() for b in unwrap(net).buffers() if b.is_floating_point()]
-        if not bufs:
-            return
-        flat = torch.cat([b.reshape(-1).to(torch.float64) for b in bufs])
-        dist.all_reduce(flat)
-        flat /= dist.get_world_size()
-        offset = 0
-        for b in bufs:
-            b.copy_(flat[offset : offset + b.numel()].view_as(b))
-            offset += b.numel()
+        average_in_place(bufs, torch.float64)
 
     def replicate(self, net: nn.Module) -> nn.Module:
         """Place a net for a ``grad_sync`` method: on this device, with rank 0's initial weights on every rank."""
