@@ -15,6 +15,7 @@ def load_method(checkpoint: str | Path, device: str = "cpu", restorer: bool = Tr
     E_X + G_Y); ``False`` wants a noise model (SeNM-VAE). The other kind is a clear one-line error."""
     from raytrain.config import validate
     from raytrain.methods import build_method, method_class
+    from raytrain.methods.base import load_checked
     from raytrain.train.checkpoint import load_inference
 
     payload = load_inference(checkpoint)
@@ -28,7 +29,12 @@ def load_method(checkpoint: str | Path, device: str = "cpu", restorer: bool = Tr
     cfg = validate(json.loads(payload["config"]), f"{checkpoint} (stored config)")
     method = build_method(cfg, torch.device(device), inference=True)
     for k in method.inference_nets:
-        method.nets[k].load_state_dict(payload["nets"][k])
+        if k not in payload["nets"]:
+            raise RaytrainError(f"{checkpoint}: no weights for the {name} net {k!r}")
+        try:
+            load_checked(method.nets[k], payload["nets"][k], f"net {k}")
+        except RaytrainError as exc:
+            raise RaytrainError(f"{checkpoint}: {exc}") from None
     method.train(False)
     method.trained_metrics = dict(payload.get("metrics") or {})  # the checkpoint step's metrics (validation figures)
     return cfg, method

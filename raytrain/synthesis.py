@@ -22,6 +22,7 @@ import torch
 
 from raytrain.data.degrade import NoiseModel, rng_for
 from raytrain.errors import DataError, RaytrainError
+from raytrain.files import write_error
 from raytrain.inference import load_noise_model
 
 Source = Callable[[np.ndarray, int], np.ndarray]  # (clean (H, W, C) in [0, 1], image index) -> noisy (H, W, C)
@@ -142,19 +143,27 @@ def staging(out: Path) -> Path:
     """A fresh hidden folder beside ``out`` (refusing a non-empty ``out``) with clean/ and noisy/ inside."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DataError(f"{out}: exists and is not empty; give a new folder (nothing was written)")
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "clean").mkdir(parents=True)
-    (tmp / "noisy").mkdir()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / "clean").mkdir(parents=True)
+        (tmp / "noisy").mkdir()
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise write_error(out, exc) from None
     return tmp
 
 
 def publish(tmp: Path, out: Path, manifest: dict) -> Path:
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    if out.exists():
-        out.rmdir()  # empty (checked by staging)
-    os.replace(tmp, out)
+    try:
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        if out.exists():
+            out.rmdir()  # empty (checked by staging)
+        os.replace(tmp, out)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise write_error(out, exc) from None
     return out
 
 
@@ -182,8 +191,10 @@ def write_pairs(images: Iterable, source: Source, out: str | Path, copies: int =
             clean = images[i].pixels
             write_png(clean, tmp / "clean" / f"{name}.png")
             write_png(source(clean, n), tmp / "noisy" / f"{name}.png")
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise write_error(out, exc) from None
         raise
     return publish(tmp, out, {"count": len(jobs), "source": describe or {}, "names": [n for _, n in jobs]})
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from raytrain.config import load_config
-from raytrain.errors import ConfigError
+from raytrain.errors import ConfigError, RaytrainError
 from raytrain.losses.adversarial import bce_target, lsgan_d, lsgan_target
 from raytrain.losses.consistency import BackgroundConsistency, blur_kernels
 from raytrain.losses.kl import gaussian_kl, gaussian_kl_two, mu_squared
@@ -111,7 +111,7 @@ def test_vgg_layers_and_torchvision_file(tmp_path):
     four = VGG19Features("conv4_1").load_torchvision(tmp_path / "vgg19.pth")
     assert torch.equal(four.features[0].weight, full.features[0].weight)
     torch.save({"x": torch.zeros(1)}, tmp_path / "bad.pth")
-    with pytest.raises(ValueError, match="not a torchvision VGG-19"):
+    with pytest.raises(RaytrainError, match="not a torchvision VGG-19"):
         VGG19Features().load_torchvision(tmp_path / "bad.pth")
 
 

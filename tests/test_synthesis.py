@@ -279,7 +279,7 @@ def test_inception_features_and_both_weight_files(tmp_path):
     fid_net = load_inception(tmp_path / "pt_inception.pth")
     assert fid_net.fid_tf and not torch.allclose(fid_net(x), f)
     torch.save({k: v for k, v in plain.items() if "Mixed_7c" not in k}, tmp_path / "cut.pth")
-    with pytest.raises(ValueError, match="cut.pth: not an Inception-v3 state dict .*Mixed_7c"):
+    with pytest.raises(RaytrainError, match="cut.pth: not an Inception-v3 state dict .*Mixed_7c"):
         load_inception(tmp_path / "cut.pth")
     with pytest.raises(FileNotFoundError, match="nowhere.pth"):
         load_inception(tmp_path / "nowhere.pth")

@@ -21,7 +21,7 @@ def write_preview(cfg, out: Path, per_domain: int = 8) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from raytrain.train.checkpoint import atomic_write_bytes
+    from raytrain.files import atomic_write_bytes
 
     col = load_domains(cfg)
     d = cfg.data

@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from raytrain.errors import RaytrainError
+from raytrain.files import load_torch
 from raytrain.nn.backbones import AlexNetFeatures, VGG19Features
 
 
@@ -34,12 +36,14 @@ class LPIPS(nn.Module):
             for lin, c in zip(self.lins, AlexNetFeatures.CHANNELS, strict=True):
                 nn.init.constant_(lin.weight, 1.0 / c)
         else:
-            state = torch.load(lin_weights, map_location="cpu", weights_only=True)
+            state = load_torch(lin_weights, "LPIPS v0.1 AlexNet lin layers")
             try:
                 for i, lin in enumerate(self.lins):
                     lin.weight.data.copy_(state[f"lin{i}.model.1.weight"])
-            except (KeyError, RuntimeError):
-                raise ValueError(f"{lin_weights}: not LPIPS v0.1 AlexNet lin layers (lin0.model.1.weight..)") from None
+            except (KeyError, RuntimeError, TypeError):
+                raise RaytrainError(
+                    f"{lin_weights}: not LPIPS v0.1 AlexNet lin layers (lin0.model.1.weight..)"
+                ) from None
         self.requires_grad_(False)
 
     @staticmethod
@@ -56,7 +60,7 @@ class LPIPS(nn.Module):
 def build_perceptual(kind: str, backbone_file: str | None, lin_file: str | None, random: bool) -> nn.Module:
     """``vgg`` or ``lpips`` from local weight files (``random=True``: random backbone, tests only).
 
-    Raises FileNotFoundError naming the missing file, ValueError for a file of the wrong kind."""
+    Raises FileNotFoundError naming the missing file, RaytrainError for a file of the wrong kind."""
     for f in (backbone_file, lin_file if kind == "lpips" else None):
         if not random and f is not None and not Path(f).is_file():
             raise FileNotFoundError(f)

@@ -7,6 +7,7 @@ Nothing here imports Ray or MLflow: DDP wrapping arrives as the ``prepare`` call
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -15,6 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from raytrain.errors import RaytrainError
 from raytrain.evaluate import evaluate_pairs
 
 if TYPE_CHECKING:
@@ -77,6 +79,20 @@ def unwrap(module: nn.Module) -> nn.Module:
         if hasattr(module, "module") and isinstance(module, nn.parallel.DistributedDataParallel)
         else module
     )
+
+
+def load_checked(obj, state: dict, what: str) -> None:
+    """``obj.load_state_dict(state)``; weights that do not fit the net the config builds (another width, depth or
+    method) are one :class:`RaytrainError` line naming ``what`` and the first mismatch, not a RuntimeError dump."""
+    try:
+        obj.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        first = next((ln for ln in lines if ln.startswith(("size mismatch", "Missing", "Unexpected"))), None)
+        first = first or (lines[0] if lines else exc.__class__.__name__)
+        raise RaytrainError(
+            f"{what}: the stored weights do not fit the net its config builds ({first[:200]})"
+        ) from None
 
 
 class Method:
@@ -199,9 +215,13 @@ class Method:
         return True
 
     def end_step(self) -> None:
-        """Advance the LR schedulers once per training step."""
-        for sched in self.schedulers.values():
-            sched.step()
+        """Advance the LR schedulers once per training step: the lr is a function of the step, whether or not every
+        optimiser stepped (a skipped update, or SeNM-VAE's discriminator at ``adv_weight: 0``), so PyTorch's warning
+        about a scheduler stepping before its optimiser is expected here and silenced."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+            for sched in self.schedulers.values():
+                sched.step()
 
     def train(self, mode: bool = True) -> None:
         for net in self.nets.values():
@@ -221,11 +241,11 @@ class Method:
     def load_state_dict(self, state: dict) -> None:
         for group in ("nets", "optimizers", "schedulers"):
             mine = getattr(self, group)
-            missing = set(mine) - set(state[group])
+            missing = set(mine) - set(state.get(group, {}))
             if missing:
-                raise KeyError(f"checkpoint has no {group} {sorted(missing)}")
+                raise RaytrainError(f"the checkpoint has no {group} {sorted(missing)}")
             for k, obj in mine.items():
-                (unwrap(obj) if group == "nets" else obj).load_state_dict(state[group][k])
+                load_checked(unwrap(obj) if group == "nets" else obj, state[group][k], f"{group[:-1]} {k}")
 
     def inference_state(self) -> dict:
         """Only the nets needed to restore images (``raytrain denoise``)."""

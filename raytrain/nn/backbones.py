@@ -9,6 +9,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from raytrain.errors import RaytrainError
+from raytrain.files import load_torch
+
 _CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]
 # index of each conv in ``features`` (pre-ReLU outputs)
 LAYERS = {"conv1_1": 0, "conv2_1": 5, "conv3_1": 10, "conv4_1": 19, "conv5_1": 28, "conv5_4": 34}
@@ -17,12 +20,16 @@ _MEAN, _STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 def load_features(features: nn.Sequential, path: str | Path, arch: str) -> None:
     """Fill ``features`` from the ``features.*`` keys of a torchvision state dict file; a clear error otherwise."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_torch(path, f"a torchvision {arch} state dict")
+    if not isinstance(state, dict):
+        raise RaytrainError(f"{path}: not a torchvision {arch} state dict (a {type(state).__name__})")
     mine = features.state_dict()
     feats = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
     missing = [k for k in mine if k not in feats or feats[k].shape != mine[k].shape]
     if missing:
-        raise ValueError(f"{path}: not a torchvision {arch} state dict (missing or mis-shaped features.{missing[0]})")
+        raise RaytrainError(
+            f"{path}: not a torchvision {arch} state dict (missing or mis-shaped features.{missing[0]})"
+        )
     features.load_state_dict({k: feats[k] for k in mine})
 
 

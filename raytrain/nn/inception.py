@@ -16,6 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from raytrain.errors import RaytrainError
+from raytrain.files import load_torch
+
 
 class BasicConv2d(nn.Module):
     def __init__(self, cin: int, cout: int, **kw):
@@ -170,18 +173,15 @@ def load_inception(path: str | Path) -> InceptionV3Features:
     is pytorch-fid's (1008-way fc). Auxiliary classifier and fc tensors are ignored; anything else missing or
     mis-shaped is a clear error naming the file."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Inception-v3 weights not found: {path} (a torchvision inception_v3 or pytorch-fid "
-                                "pt_inception state dict file)")  # fmt: skip
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_torch(path, "Inception-v3 weights (a torchvision inception_v3 or pytorch-fid pt_inception state dict)")
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: not a state dict")
+        raise RaytrainError(f"{path}: not a state dict")
     fc = state.get("fc.weight")
     net = InceptionV3Features(fid_tf=fc is not None and fc.shape[0] == 1008)
     mine = net.state_dict()
     need = [k for k in mine if not k.endswith("num_batches_tracked")]  # older files do not have the counters
     bad = [k for k in need if k not in state or state[k].shape != mine[k].shape]
     if bad:
-        raise ValueError(f"{path}: not an Inception-v3 state dict (missing or mis-shaped {bad[0]})")
+        raise RaytrainError(f"{path}: not an Inception-v3 state dict (missing or mis-shaped {bad[0]})")
     net.load_state_dict({k: state[k] for k in need}, strict=False)
     return net

@@ -12,37 +12,17 @@ Files are written to a temporary name and renamed, so a crash never leaves half 
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from raytrain.errors import RaytrainError
+from raytrain.files import atomic_save, atomic_write_text, load_torch
 
 STATE, MODEL, META = "state.pt", "model.pt", "meta.json"
 FORMAT = 1
-
-
-def atomic_save(obj: Any, path: str | Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def atomic_write_bytes(data: bytes, path: str | Path) -> None:
-    """Write to a hidden temporary file beside ``path`` and rename: readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def atomic_write_text(text: str, path: str | Path) -> None:
-    atomic_write_bytes(text.encode(), path)
 
 
 def capture_rng() -> dict:
@@ -93,10 +73,7 @@ def export_inference(path: str | Path, method, config_json: str, metrics: dict[s
 
 
 def _load(path: Path) -> dict:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise RaytrainError(f"{path}: not a readable raytrain checkpoint ({exc.__class__.__name__})") from None
+    obj = load_torch(path, "a raytrain checkpoint")
     if not isinstance(obj, dict) or obj.get("format") != FORMAT or "method" not in obj:
         raise RaytrainError(f"{path}: not a raytrain checkpoint (no format/method fields)")
     return obj
@@ -111,7 +88,7 @@ def load_state(directory: str | Path) -> dict:
 
 def load_rank_rng(directory: str | Path, rank: int) -> dict | None:
     p = Path(directory) / f"rng_rank{rank}.pt"
-    return torch.load(p, map_location="cpu", weights_only=True) if p.is_file() else None
+    return load_torch(p, "a raytrain checkpoint's RNG states") if p.is_file() else None
 
 
 def find_inference_file(path: str | Path) -> Path:

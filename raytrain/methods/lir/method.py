@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raytrain.errors import ConfigError
+from raytrain.errors import ConfigError, RaytrainError
 from raytrain.losses.adversarial import bce_target, lsgan_d, lsgan_target
 from raytrain.losses.consistency import BackgroundConsistency, SemanticConsistency
 from raytrain.losses.kl import gaussian_kl, mu_squared
@@ -64,7 +64,7 @@ def semantic_features(m, seed: int = 0) -> nn.Module:
         raise ConfigError(f"method.scm_weights: {path} not found; put a torchvision VGG-19 state dict there")
     try:
         return vgg.load_torchvision(path)
-    except ValueError as exc:
+    except RaytrainError as exc:
         raise ConfigError(f"method.scm_weights: {exc}") from None
 
 

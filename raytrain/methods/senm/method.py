@@ -28,7 +28,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from raytrain.errors import ConfigError
+from raytrain.errors import ConfigError, RaytrainError
 from raytrain.evaluate import noise_rows, to_tensor
 from raytrain.losses.adversarial import lsgan_d, lsgan_target, ragan_d, ragan_g
 from raytrain.losses.perceptual import build_perceptual
@@ -89,7 +89,7 @@ class SeNM(Method):
         except FileNotFoundError as exc:
             key = "lpips_weights" if str(exc) == str(m.lpips_weights) else "perceptual_weights"
             raise ConfigError(f"method.{key}: {exc} not found; put the weight file there (no downloads)") from None
-        except ValueError as exc:
+        except RaytrainError as exc:
             raise ConfigError(f"method.perceptual_weights: {exc}") from None
         return net.to(self.device)
 
