@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -141,12 +142,28 @@ def auth_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
+def plain_http_host(address: str) -> str | None:
+    """The host of a job-API address that is plain http to another machine (``http://`` or no scheme), else None."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address if "://" in address else f"http://{address}")
+    host = parts.hostname or ""
+    if parts.scheme != "http" or host in ("127.0.0.1", "::1", "localhost") or host.startswith("127."):
+        return None
+    return host
+
+
 def client(address: str | None, spec: JobSpec | None = None):
     from ray.job_submission import JobSubmissionClient
 
     addr = address or (spec.address if spec else None) or os.environ.get("RAY_ADDRESS") or "http://127.0.0.1:8265"
+    headers = auth_headers()
+    host = plain_http_host(addr)
+    if headers and host:
+        print(f"[raytrain] warning: the Ray auth token goes to {host} over plain http (readable on the network); "
+              "use an https:// address or an SSH tunnel to 127.0.0.1", file=sys.stderr)  # fmt: skip
     try:
-        return JobSubmissionClient(addr, headers=auth_headers())
+        return JobSubmissionClient(addr, headers=headers)
     except Exception as exc:  # noqa: BLE001 - ConnectionError, ValueError, RuntimeError depending on the failure
         raise RaytrainError(f"cannot reach the Ray job API at {addr}: {str(exc).splitlines()[0][:200]}") from None
 

@@ -6,8 +6,11 @@ import os
 
 import pytest
 
+from raytrain import localray
+
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+localray.prefer_loopback()  # the session's Ray listens on 127.0.0.1 only, as raytrain's own embedded Ray does
 
 # Tiny everything: 5-layer 16-channel DnCNN, 32 px patches, images shrunk to 128 px.
 TINY = [
