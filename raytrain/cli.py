@@ -7,6 +7,7 @@ traceback. Heavy imports (Ray, MLflow, torch) happen inside the commands so ``--
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -233,18 +234,18 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     from raytrain.data.images import EXTENSIONS, list_images, read_image
     from raytrain.errors import DataError
     from raytrain.evaluate import tiled, to_tensor
+    from raytrain.files import atomic_write_bytes, make_dirs
     from raytrain.inference import load_restorer
-    from raytrain.train.checkpoint import atomic_write_bytes
 
     cfg, method = load_restorer(args.checkpoint)
     src, dst = Path(args.input), Path(args.output)
     if src.is_dir():
         jobs = [(f, dst / (f.stem + ".png")) for f in list_images(src)]
-        dst.mkdir(parents=True, exist_ok=True)
+        make_dirs(dst)
     elif src.is_file():
         if dst.suffix.lower() not in EXTENSIONS:
             raise DataError(f"{dst}: output must end in one of {', '.join(EXTENSIONS)}")
-        dst.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(dst.parent)
         jobs = [(src, dst)]
     else:
         raise DataError(f"{src}: no such file or folder")
@@ -278,7 +279,12 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
             raise DataError(f"{args.clean}: --ray needs a local folder of images")
         import ray
 
-        ray.init(address=args.address, log_to_driver=False) if args.address else ray.init(num_cpus=max(2, args.actors))
+        if args.address:
+            ray.init(address=args.address, log_to_driver=False)
+        else:
+            from raytrain import localray
+
+            localray.start(max(2, args.actors), log_to_driver=False)
         out = write_pairs_ray(files, args.checkpoint, args.out, args.level, args.temperature, args.seed, args.copies,
                               args.actors, **kw)  # fmt: skip
     else:
@@ -303,6 +309,11 @@ def cmd_noise_eval(args: argparse.Namespace) -> int:
     from raytrain.noise_pipeline import fitted_sources, noise_quality
     from raytrain.synthesis import as_synthesizer
 
+    fid_net = None
+    if args.inception:  # a bad weight file is reported before any work
+        from raytrain.nn.inception import load_inception
+
+        fid_net = load_inception(args.inception)
     cfg, model = load_noise_model(args.checkpoint)
     collection = load_domains(cfg) if (args.data is None or not args.no_baselines) else None
     if args.data is None:
@@ -318,14 +329,6 @@ def cmd_noise_eval(args: argparse.Namespace) -> int:
     if not args.no_baselines:
         fitted = fitted_sources(collection, cfg.seed)
         synths |= {f"{k} (fitted on the paired set)": as_synthesizer(v) for k, v in fitted.items()}
-    fid_net = None
-    if args.inception:
-        from raytrain.nn.inception import load_inception
-
-        try:
-            fid_net = load_inception(args.inception)
-        except (OSError, ValueError) as exc:
-            raise DataError(str(exc).splitlines()[0]) from None
     rows = {name: noise_quality(name, fn, pairs, fid_net, args.fid_patch) for name, fn in synths.items()}
     print(f"noise quality on {where}; each synthesised at the real pair's noise level")
     w = max(len(n) for n in rows)
@@ -379,7 +382,7 @@ def _headline(cfg) -> tuple[str, str]:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from raytrain.config import load_config
+    from raytrain.config import check_name, load_config
     from raytrain.tune.driver import run_sweep
     from raytrain.tune.space import load_space
 
@@ -390,7 +393,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     modes = (args.mode or space.mode or (default_mode if metrics == [default_metric] else "max")).split(",")
     if len(modes) == 1 and len(metrics) > 1:
         modes = modes * len(metrics)
-    name = args.name or f"{cfg.name}-sweep"
+    name = check_name(args.name or f"{cfg.name}-sweep", "--name")
     res = run_sweep(cfg, space, name, args.samples, args.concurrent, metrics, modes,
                     None if args.scheduler == "fifo" else args.scheduler, "optuna", args.resume, args.seed)  # fmt: skip
     cols = list(space.params) + metrics + ["startup_s"]
@@ -413,7 +416,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from raytrain.config import load_config
+    from raytrain.config import check_name, load_config
     from raytrain.tune.ablate import parse_grid, run_ablation
 
     cfg = load_config(args.config, args.overrides + ([f"address={args.address}"] if args.address else []))
@@ -422,8 +425,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         metric, mode = args.metric, "max" if "psnr" in args.metric or "ssim" in args.metric else "min"
     grid = parse_grid(args.grid, cfg)
     variants = args.variants.split(",") if args.variants else []
-    out = run_ablation(cfg, grid, variants, args.name or f"{cfg.name}-ablate", metric, mode, args.concurrent,
-                       args.resume)  # fmt: skip
+    name = check_name(args.name or f"{cfg.name}-ablate", "--name")
+    out = run_ablation(cfg, grid, variants, name, metric, mode, args.concurrent, args.resume)
     print(f"\nablation: {len(out['sweep'].rows)} runs in {out['sweep'].wall_s:.0f} s\n")
     print(out["markdown"])
     print(f"\ntables and plots: {out['folder']} (ablation.md, ablation.csv, {', '.join(p.name for p in out['plots'])})")
@@ -515,9 +518,32 @@ def cmd_preview(args: argparse.Namespace) -> int:
     return 0
 
 
+RAY_COMMANDS = ("train", "tune", "ablate", "pipeline", "demo", "synthesize")
+
+
+def _local_ray(args: argparse.Namespace) -> bool:
+    """Whether this command would start the embedded local Ray: no --address, no RAY_ADDRESS, no ``address:`` in its
+    config (read without validation: a bad config is reported by the command itself)."""
+    if args.command not in RAY_COMMANDS or getattr(args, "address", None) or os.environ.get("RAY_ADDRESS"):
+        return False
+    if getattr(args, "config", None) and args.command != "synthesize":
+        from raytrain.config import apply_overrides, read_yaml
+
+        try:
+            return not apply_overrides(read_yaml(args.config), list(getattr(args, "overrides", []))).get("address")
+        except Exception:  # noqa: BLE001 - the command reports it
+            return True
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from raytrain.errors import RaytrainError
+
+    if _local_ray(args):
+        from raytrain import localray
+
+        localray.prefer_loopback()  # before anything imports ray
 
     handlers = {"train": cmd_train, "eval": cmd_eval, "denoise": cmd_denoise, "data": cmd_preview,
                 "synthesize": cmd_synthesize, "noise-eval": cmd_noise_eval, "pipeline": cmd_pipeline,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -316,10 +317,21 @@ class PipelineSection(Strict):
         return self
 
 
+NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"  # a folder name: no separators, no leading dot (no '..')
+
+
+def check_name(name: str, what: str) -> str:
+    """A run, sweep or ablation name: it becomes a folder under the workdir, so it may not leave it."""
+    if not re.fullmatch(NAME_PATTERN, name or ""):
+        raise ConfigError(f"{what} {name!r}: use letters, digits, '_', '.' and '-' (no '/', no leading '.'); "
+                          "it names a folder under the workdir")  # fmt: skip
+    return name
+
+
 class RunConfig(Strict):
     """The whole run: one YAML file."""
 
-    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")] = "raytrain"
+    name: Annotated[str, Field(min_length=1, pattern=NAME_PATTERN)] = "raytrain"
     workdir: str = "runs"  # MLflow store, Ray storage and outputs live under it
     seed: Annotated[int, Field(ge=0)] = 0
     address: str | None = None  # Ray cluster address; null starts an embedded local Ray

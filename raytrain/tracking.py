@@ -106,12 +106,23 @@ class WorkerLogger:
     def __init__(self, info: dict[str, str]):
         self.client = _client(info["uri"])
         self.run_id = info["run_id"]
+        # After a worker failure Ray restarts the loop from the last checkpoint (or step 0) and the steps after it run
+        # again (exactly: same data, same RNG); their metrics are already in the run, so they are not logged twice.
+        self.logged_until = self.last_logged_step()
+
+    def last_logged_step(self) -> int:
+        """The largest step any metric of the run was logged at (-1: none)."""
+        keys = list(self.client.get_run(self.run_id).data.metrics)
+        steps = [m.step for k in keys for m in self.client.get_metric_history(self.run_id, k)]
+        return max(steps, default=-1)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         import time
 
         from mlflow.entities import Metric
 
+        if step <= self.logged_until:
+            return
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step) for k, v in metrics.items() if np.isfinite(v)]
         if items:

@@ -1,5 +1,8 @@
 """Ray Train end to end: 2 CPU workers, tiny DnCNN, the shared local Ray."""
 
+import time
+from pathlib import Path
+
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -63,6 +66,26 @@ def test_failure_without_retries_is_one_clear_error(ray_local, tiny):
                "tracking.enabled=false")  # fmt: skip
     with pytest.raises(RaytrainError, match="injected failure at step 5"):
         run_training(cfg)
+
+
+def test_a_diverged_run_fails_once_with_its_own_line_and_a_failed_mlflow_run(ray_local, tiny):
+    """Every step over train.grad_skip: the run stops with TrainingDiverged's line (not Ray's wrapper), through the
+    loop's fatal report, so Ray's one allowed restart (max_failures=1) is not spent replaying the same divergence."""
+    from mlflow.tracking import MlflowClient
+
+    from raytrain.errors import RaytrainError
+    from raytrain.train.launch import run_training
+
+    cfg = tiny("name=diverges", "train.steps=20", "train.grad_skip=1e-12", "train.max_bad_steps=3",
+               "scaling.max_failures=1")  # fmt: skip
+    t0 = time.time()
+    with pytest.raises(RaytrainError, match=r"^loss was NaN/Inf \(or over train.grad_skip\) for 3 steps in a row up to "
+                                            r"step 3 \(.*\); lower train.lr"):  # fmt: skip
+        run_training(cfg)
+    client = MlflowClient(f"sqlite:///{Path(cfg.workdir) / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], "tags.method = 'dncnn'")
+    assert [r.info.status for r in runs if r.info.run_name.startswith("diverges")] == ["FAILED"]
+    print(f"diverged run failed in {time.time() - t0:.1f} s")
 
 
 def test_cluster_too_small_is_reported_not_hung(ray_local, tiny):

@@ -18,11 +18,12 @@ import ray
 import ray.train
 from ray.train.torch import TorchTrainer
 
+from raytrain import localray
 from raytrain.config import RunConfig, check_weight_files, flatten, to_raw, validate
 from raytrain.data.pipeline import Collection, build_datasets, load_domains
 from raytrain.errors import RaytrainError
 from raytrain.methods import method_class
-from raytrain.train.loop import train_loop_per_worker
+from raytrain.train.loop import FATAL, train_loop_per_worker
 
 
 @dataclass
@@ -59,9 +60,25 @@ def connect(address: str | None, cfg: RunConfig, trials: int = 1) -> None:
         # The dashboard (on 127.0.0.1 only) serves the State API that Ray Train's placement-group cleaner polls;
         # without it that actor warns every few seconds. It also shows the run at http://127.0.0.1:8265.
         # trial_slot: what a Tune trial (a driver of a TorchTrainer, no compute of its own) holds; see tune/driver.py
-        ray.init(num_cpus=max(os.cpu_count() or 1, int(need + 0.999)), log_to_driver=True,
-                 include_dashboard=True, dashboard_host="127.0.0.1", resources={TRIAL_SLOT: 1024})  # fmt: skip
+        # On loopback only (see raytrain/localray.py).
+        localray.start(max(os.cpu_count() or 1, int(need + 0.999)), {TRIAL_SLOT: 1024})
     exit_on_sigterm()
+
+
+def check_local_cpus(cfg: RunConfig, trials: int = 1) -> None:
+    """The embedded local Ray gets logical CPUs for Ray Data beyond the cores, never for the workers: a worker group
+    larger than this machine's cores is refused here (one line naming both figures) instead of oversubscribed."""
+    s, cores = cfg.scaling, os.cpu_count() or 1
+    want = trials * s.num_workers * s.cpus_per_worker
+    if want > cores:
+        what = f"{trials} concurrent trials x {s.num_workers} workers" if trials > 1 else f"{s.num_workers} workers"
+        fix = (
+            "lower --concurrent, scaling.num_workers or scaling.cpus_per_worker"
+            if trials > 1
+            else "lower scaling.num_workers or scaling.cpus_per_worker"
+        )
+        raise RaytrainError(f"{what} x {s.cpus_per_worker:g} CPUs = {want:g} CPUs, this machine has {cores} "
+                            f"(the embedded local Ray); {fix}, or give --address of a cluster")  # fmt: skip
 
 
 def exit_on_sigterm() -> None:
@@ -169,6 +186,23 @@ def close_leftover_bars() -> None:
         return
 
 
+def check_resume(cfg: RunConfig) -> None:
+    """``train.resume_from`` checked on the driver before any worker starts: a refused or foreign file, another
+    method's checkpoint, or weights that do not fit this config are one line here, not a worker failure that Ray
+    retries and whose tracebacks every worker prints."""
+    if not cfg.train.resume_from:
+        return
+    import torch
+
+    from raytrain.methods import build_method
+    from raytrain.train import checkpoint as ckpt
+    from raytrain.train.loop import check_state
+
+    state = ckpt.load_state(cfg.train.resume_from)
+    with torch.random.fork_rng(devices=[]):  # building nets draws from the RNG; the driver's stays as it was
+        check_state(build_method(cfg, torch.device("cpu")), state, cfg.train.resume_from)
+
+
 def root_cause(exc: BaseException) -> BaseException:
     """The innermost user-facing error of a Ray failure chain (TrainingFailedError -> worker error -> cause)."""
     seen, todo = set(), [exc]
@@ -196,6 +230,9 @@ def run_training(cfg: RunConfig, parent_run_id: str | None = None) -> TrainResul
     from raytrain.tracking import DriverRun, check_reachable, resolve_uri
 
     check_weight_files(cfg)  # a missing VGG-19 / AlexNet file is one line here, not a traceback on every worker
+    check_resume(cfg)
+    if cfg.address is None:
+        check_local_cpus(cfg)
     if cfg.tracking.enabled:  # an unreachable server is reported before anything starts
         check_reachable(resolve_uri(cfg.tracking.uri, cfg.workdir))
     connect(cfg.address, cfg)
@@ -225,6 +262,11 @@ def run_training(cfg: RunConfig, parent_run_id: str | None = None) -> TrainResul
             raise cause from None
         raise RaytrainError(f"training failed: {cause.__class__.__name__}: {str(cause).splitlines()[0][:300]}") from exc
     close_leftover_bars()
+    fatal = (result.metrics or {}).get(FATAL)
+    if fatal:
+        if run:
+            run.end("FAILED")
+        raise RaytrainError(str(fatal))
     history = result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
     ckpt_path = result.checkpoint.path if result.checkpoint else None
     if run:

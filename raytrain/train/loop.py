@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 
 from raytrain.config import RunConfig
-from raytrain.errors import TrainingDiverged
+from raytrain.errors import RaytrainError, TrainingDiverged
 from raytrain.evaluate import image_grid, to_tensor
 from raytrain.methods import build_method
 from raytrain.methods.base import Method
@@ -75,11 +75,20 @@ def resume(method: Method, cfg: RunConfig, rank: int) -> int:
     return 0
 
 
+def check_state(method: Method, state: dict, directory) -> None:
+    """Load a full training ``state`` into ``method``; another method's checkpoint or weights that do not fit the
+    config are one line naming ``directory``."""
+    if state["method"] != method.name:
+        raise RaytrainError(f"{directory}: checkpoint of method {state['method']!r}, this run is {method.name!r}")
+    try:
+        method.load_state_dict(state)
+    except RaytrainError as exc:
+        raise RaytrainError(f"{directory}: {exc}") from None
+
+
 def _restore_from(method: Method, directory, rank: int) -> int:
     state = ckpt.load_state(directory)
-    if state["method"] != method.name:
-        raise ValueError(f"{directory}: checkpoint of method {state['method']!r}, this run is {method.name!r}")
-    method.load_state_dict(state)
+    check_state(method, state, directory)
     rng = ckpt.load_rank_rng(directory, rank) if rank else state["rng"]
     if rng is not None:
         ckpt.restore_rng(rng)
@@ -117,8 +126,23 @@ def _quiet_report_log() -> None:
     logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
 
 
+FATAL = "raytrain_error"  # a report key: the run failed in a way a restart would only repeat
+
+
 def train_loop_per_worker(config: dict) -> None:
-    """Train ``config["run"]`` (a RunConfig as JSON-able dict); see the module docstring for the Ray touch points."""
+    """Train ``config["run"]`` (a RunConfig as JSON-able dict); see the module docstring for the Ray touch points.
+
+    A :class:`RaytrainError` that every rank reaches at the same point (a checkpoint that does not load, a loss that
+    stays NaN: their decisions are all-reduced) is reported under :data:`FATAL` and the workers return, instead of
+    raising: Ray would restart the worker group (``scaling.max_failures``) into the same error and print every
+    worker's traceback. The driver turns the report into one line and a FAILED run."""
+    try:
+        _train(config)
+    except RaytrainError as exc:
+        ray.train.report({FATAL: str(exc)})
+
+
+def _train(config: dict) -> None:
     cfg = RunConfig.model_validate(config["run"])
     _quiet_report_log()
     ctx = ray.train.get_context()  # Ray: who am I in the worker group

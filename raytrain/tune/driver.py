@@ -23,7 +23,7 @@ from pathlib import Path
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from raytrain.config import RunConfig, check_weight_files, to_raw, validate
+from raytrain.config import RunConfig, check_name, check_weight_files, to_raw, validate
 from raytrain.errors import RaytrainError
 from raytrain.tune.space import Space, check_metric, check_space, to_tune, trial_raw
 
@@ -43,6 +43,7 @@ def trial(params: dict, base_raw: dict, sweep: str, tracking: dict | None) -> No
     """One trial: the base config with this trial's values, trained by a TorchTrainer; a child MLflow run."""
     from raytrain.data.pipeline import load_domains
     from raytrain.train.launch import make_trainer, root_cause
+    from raytrain.train.loop import FATAL
 
     started = time.time()
     trial_id = tune.get_context().get_trial_id()
@@ -59,7 +60,7 @@ def trial(params: dict, base_raw: dict, sweep: str, tracking: dict | None) -> No
     trainer = make_trainer(cfg, load_domains(cfg), run.info if run else None, [ValidationReportCallback()], "none",
                            started)  # fmt: skip
     try:
-        trainer.fit()
+        result = trainer.fit()
     except BaseException as exc:
         if run:
             run.end("FAILED")
@@ -67,6 +68,11 @@ def trial(params: dict, base_raw: dict, sweep: str, tracking: dict | None) -> No
         raise RaytrainError(
             f"trial {trial_id}: {cause.__class__.__name__}: {str(cause).splitlines()[0][:300]}"
         ) from None
+    fatal = (result.metrics or {}).get(FATAL)
+    if fatal:
+        if run:
+            run.end("FAILED")
+        raise RaytrainError(f"trial {trial_id}: {fatal}")
     if run:
         run.end("FINISHED")
 
@@ -145,12 +151,10 @@ TRIAL_CPU = 0.01
 def check_concurrency(cfg: RunConfig, concurrent: int) -> None:
     """On the embedded Ray, concurrent worker groups must fit on this machine's cores (logical CPUs are padded for
     Ray Data, so Ray alone would not refuse); on a cluster, :func:`check_resources` compares with its resources."""
-    need = concurrent * cfg.scaling.num_workers * cfg.scaling.cpus_per_worker
-    cores = os.cpu_count() or 1
-    if cfg.address is None and need > cores:
-        raise RaytrainError(f"--concurrent {concurrent} x {cfg.scaling.num_workers} workers x "
-                            f"{cfg.scaling.cpus_per_worker:g} CPUs = {need:g} CPUs, this machine has {cores}; "
-                            "lower --concurrent or scaling.num_workers")  # fmt: skip
+    from raytrain.train.launch import check_local_cpus
+
+    if cfg.address is None:
+        check_local_cpus(cfg, concurrent)
 
 
 def open_parent(cfg: RunConfig, folder: Path, name: str, resume: bool, params: dict):
@@ -191,10 +195,12 @@ def run_sweep(cfg: RunConfig, space: Space, name: str, samples: int, concurrent:
               modes: list[str], scheduler: str | None = None, search: str = "optuna", resume: bool = False,
               seed: int | None = None) -> SweepResult:  # fmt: skip
     """Run (or resume) a sweep; everything is validated before a trial starts."""
-    from raytrain.train.launch import check_resources, connect
+    from raytrain.train.launch import check_resources, check_resume, connect
 
+    check_name(name, "sweep name")
     base_raw = absolute_paths(to_raw(cfg))
     check_weight_files(cfg)
+    check_resume(cfg)
     check_space(space, base_raw, name)
     check_metric(cfg, metrics, modes)
     if concurrent < 1 or samples < 1:
@@ -235,7 +241,8 @@ def run_sweep(cfg: RunConfig, space: Space, name: str, samples: int, concurrent:
             tuner = make_tuner(fn, space, name, folder, samples, concurrent, metrics, modes, scheduler, search,
                                cfg.seed if seed is None else seed, callbacks)  # fmt: skip
         results = tuner.fit()
-        status = "FINISHED"
+        errors = [r.error for r in results]
+        status = "FAILED" if errors and all(e is not None for e in errors) else "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
         raise
@@ -245,6 +252,13 @@ def run_sweep(cfg: RunConfig, space: Space, name: str, samples: int, concurrent:
             from raytrain.tracking import _client
 
             _client(uri).set_terminated(parent, status)
+    if status == "FAILED":
+        from raytrain.train.launch import root_cause
+
+        cause = root_cause(errors[0])
+        why = (str(cause).splitlines() or [""])[0][:200]
+        why = why if isinstance(cause, RaytrainError) else f"{cause.__class__.__name__}: {why}"
+        raise RaytrainError(f"sweep {name!r}: all {len(errors)} trial(s) failed; the first: {why} (logs: {folder})")
     return summarize(results, cfg, space, metrics, modes, folder, parent, time.perf_counter() - t0, uri)
 
 
@@ -310,6 +324,6 @@ def summarize(results, cfg: RunConfig, space: Space, metrics: list[str], modes: 
 def write_yaml(raw: dict, path: Path, comment: str) -> None:
     import yaml
 
-    from raytrain.train.checkpoint import atomic_write_text
+    from raytrain.files import atomic_write_text
 
     atomic_write_text(f"# {comment}\n" + yaml.safe_dump(raw, sort_keys=False), path)
