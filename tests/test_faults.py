@@ -71,7 +71,7 @@ def test_a_sigkilled_worker_resumes_from_its_checkpoint_exactly_and_logs_each_st
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     run = client.get_run(res.run_id)
     assert run.info.status == "FINISHED"
-    for key in ("loss", "val_psnr"):
+    for key in ("train_loss", "val_psnr"):
         logged = [m.step for m in client.get_metric_history(res.run_id, key)]
         assert logged and len(logged) == len(set(logged)), f"{key} logged twice at some steps: {sorted(logged)}"
         assert max(logged) == steps

@@ -100,7 +100,7 @@ def test_not_a_checkpoint(tmp_path):
 
     bad = tmp_path / "model.pt"
     bad.write_bytes(b"garbage")
-    with pytest.raises(RaytrainError, match="not a readable raytrain checkpoint"):
+    with pytest.raises(RaytrainError, match="model.pt: cannot load a raytrain checkpoint"):
         ckpt.load_inference(bad)
     torch.save({"weights": torch.zeros(1)}, bad)
     with pytest.raises(RaytrainError, match="not a raytrain checkpoint"):

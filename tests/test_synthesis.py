@@ -281,7 +281,7 @@ def test_inception_features_and_both_weight_files(tmp_path):
     torch.save({k: v for k, v in plain.items() if "Mixed_7c" not in k}, tmp_path / "cut.pth")
     with pytest.raises(RaytrainError, match="cut.pth: not an Inception-v3 state dict .*Mixed_7c"):
         load_inception(tmp_path / "cut.pth")
-    with pytest.raises(FileNotFoundError, match="nowhere.pth"):
+    with pytest.raises(RaytrainError, match=r"nowhere.pth: no such file \(expected Inception-v3 weights"):
         load_inception(tmp_path / "nowhere.pth")
 
 
@@ -300,4 +300,4 @@ def test_noise_eval_adds_fid_with_an_inception_file(senm_ckpt, tmp_path, capsys)
     fids = [float(ln.split()[-1]) for ln in rows]
     assert len(fids) == 3 and all(np.isfinite(v) and v >= 0 for v in fids)
     assert main(["noise-eval", str(senm_ckpt), "--inception", str(tmp_path / "missing.pth")]) == 2
-    assert "Inception-v3 weights not found" in capsys.readouterr().err
+    assert "missing.pth: no such file (expected Inception-v3 weights" in capsys.readouterr().err

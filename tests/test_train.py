@@ -68,9 +68,9 @@ def test_failure_without_retries_is_one_clear_error(ray_local, tiny):
         run_training(cfg)
 
 
-def test_a_diverged_run_fails_once_with_its_own_line_and_a_failed_mlflow_run(ray_local, tiny):
-    """Every step over train.grad_skip: the run stops with TrainingDiverged's line (not Ray's wrapper), through the
-    loop's fatal report, so Ray's one allowed restart (max_failures=1) is not spent replaying the same divergence."""
+def test_a_diverged_run_fails_with_its_own_line_and_a_failed_mlflow_run(ray_local, tiny):
+    """Every step over train.grad_skip: the run stops with TrainingDiverged's own line (not Ray's wrapper) and a FAILED
+    MLflow run, also when Ray's one allowed restart (max_failures=1) replays the divergence."""
     from mlflow.tracking import MlflowClient
 
     from raytrain.errors import RaytrainError

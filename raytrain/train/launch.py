@@ -23,7 +23,7 @@ from raytrain.config import RunConfig, check_weight_files, flatten, to_raw, vali
 from raytrain.data.pipeline import Collection, build_datasets, load_domains
 from raytrain.errors import RaytrainError
 from raytrain.methods import method_class
-from raytrain.train.loop import FATAL, train_loop_per_worker
+from raytrain.train.loop import train_loop_per_worker
 
 
 @dataclass
@@ -262,11 +262,6 @@ def run_training(cfg: RunConfig, parent_run_id: str | None = None) -> TrainResul
             raise cause from None
         raise RaytrainError(f"training failed: {cause.__class__.__name__}: {str(cause).splitlines()[0][:300]}") from exc
     close_leftover_bars()
-    fatal = (result.metrics or {}).get(FATAL)
-    if fatal:
-        if run:
-            run.end("FAILED")
-        raise RaytrainError(str(fatal))
     history = result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
     ckpt_path = result.checkpoint.path if result.checkpoint else None
     if run:

@@ -126,23 +126,8 @@ def _quiet_report_log() -> None:
     logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
 
 
-FATAL = "raytrain_error"  # a report key: the run failed in a way a restart would only repeat
-
-
 def train_loop_per_worker(config: dict) -> None:
-    """Train ``config["run"]`` (a RunConfig as JSON-able dict); see the module docstring for the Ray touch points.
-
-    A :class:`RaytrainError` that every rank reaches at the same point (a checkpoint that does not load, a loss that
-    stays NaN: their decisions are all-reduced) is reported under :data:`FATAL` and the workers return, instead of
-    raising: Ray would restart the worker group (``scaling.max_failures``) into the same error and print every
-    worker's traceback. The driver turns the report into one line and a FAILED run."""
-    try:
-        _train(config)
-    except RaytrainError as exc:
-        ray.train.report({FATAL: str(exc)})
-
-
-def _train(config: dict) -> None:
+    """Train ``config["run"]`` (a RunConfig as JSON-able dict); see the module docstring for the Ray touch points."""
     cfg = RunConfig.model_validate(config["run"])
     _quiet_report_log()
     ctx = ray.train.get_context()  # Ray: who am I in the worker group

@@ -43,7 +43,6 @@ def trial(params: dict, base_raw: dict, sweep: str, tracking: dict | None) -> No
     """One trial: the base config with this trial's values, trained by a TorchTrainer; a child MLflow run."""
     from raytrain.data.pipeline import load_domains
     from raytrain.train.launch import make_trainer, root_cause
-    from raytrain.train.loop import FATAL
 
     started = time.time()
     trial_id = tune.get_context().get_trial_id()
@@ -60,7 +59,7 @@ def trial(params: dict, base_raw: dict, sweep: str, tracking: dict | None) -> No
     trainer = make_trainer(cfg, load_domains(cfg), run.info if run else None, [ValidationReportCallback()], "none",
                            started)  # fmt: skip
     try:
-        result = trainer.fit()
+        trainer.fit()
     except BaseException as exc:
         if run:
             run.end("FAILED")
@@ -68,11 +67,6 @@ def trial(params: dict, base_raw: dict, sweep: str, tracking: dict | None) -> No
         raise RaytrainError(
             f"trial {trial_id}: {cause.__class__.__name__}: {str(cause).splitlines()[0][:300]}"
         ) from None
-    fatal = (result.metrics or {}).get(FATAL)
-    if fatal:
-        if run:
-            run.end("FAILED")
-        raise RaytrainError(f"trial {trial_id}: {fatal}")
     if run:
         run.end("FINISHED")
 
