@@ -82,8 +82,10 @@ def load_torch(path: str | Path, what: str = "a PyTorch file") -> Any:
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - every failure of a user file is the same one line
-        if isinstance(exc, pickle.UnpicklingError) and "weights_only" in str(exc):
+        if isinstance(exc, pickle.UnpicklingError) and "GLOBAL" in str(exc):
             why = "refused: it holds Python objects other than tensors, which weights_only loading never runs"
+        elif isinstance(exc, pickle.UnpicklingError):
+            why = "not a PyTorch file, or a damaged one"
         else:
             why = f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:120]}" if str(exc) else exc.__class__.__name__
         raise RaytrainError(f"{p}: cannot load {what} ({why})") from None

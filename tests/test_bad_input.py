@@ -288,3 +288,10 @@ def test_the_next_start_ends_the_processes_a_killed_drivers_ray_left(tmp_path, m
     finally:
         orphan.kill()
         live.kill()
+
+
+def test_a_file_that_is_not_a_torch_file_is_named_as_such(tmp_path):
+    bad = tmp_path / "model.pt"
+    bad.write_text('{"not": "a torch file"}')
+    with pytest.raises(RaytrainError, match=r"model.pt: cannot load a model \(not a PyTorch file, or a damaged one\)"):
+        files.load_torch(bad, "a model")
