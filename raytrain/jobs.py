@@ -136,7 +136,9 @@ def auth_headers() -> dict[str, str]:
     if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
         return {}
     token = os.environ.get("RAY_AUTH_TOKEN")
-    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    from raytrain.localray import token_path
+
+    path = token_path()
     if not token and path.is_file():
         token = path.read_text().strip()
     return {"Authorization": f"Bearer {token}"} if token else {}
@@ -148,7 +150,9 @@ def plain_http_host(address: str) -> str | None:
 
     parts = urlsplit(address if "://" in address else f"http://{address}")
     host = parts.hostname or ""
-    if parts.scheme != "http" or host in ("127.0.0.1", "::1", "localhost") or host.startswith("127."):
+    from raytrain.localray import LOOPBACK
+
+    if parts.scheme != "http" or host in LOOPBACK or host.startswith("127."):
         return None
     return host
 

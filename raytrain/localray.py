@@ -73,29 +73,15 @@ def record() -> None:
 def _shutdown(path: Path, procs: list) -> None:
     """At the driver's exit: stop Ray, then end whatever of its processes outlived ``ray.shutdown`` (its dashboard and
     runtime-env agents do when the driver exits with threads still running), and drop the record."""
-    import psutil
     import ray
 
     ray.shutdown()
-    alive = []
-    for ident in procs:
-        if _alive(ident):
-            try:
-                alive.append(psutil.Process(ident[0]))
-            except psutil.Error:
-                pass
-    _, left = psutil.wait_procs(alive, timeout=2.0)
-    for p in left:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
+    _end(procs, grace=2.0)
     path.unlink(missing_ok=True)
 
 
 def reap_stale() -> int:
     """End the processes of local Rays whose driver is gone; returns how many were ended."""
-    import psutil
 
     ended = 0
     folder = _registry()
@@ -107,17 +93,39 @@ def reap_stale() -> int:
             continue
         if _alive(rec["driver"]):
             continue
-        for ident in rec["procs"]:
-            if _alive(ident):
-                try:
-                    psutil.Process(ident[0]).kill()
-                    ended += 1
-                except psutil.Error:
-                    pass
+        ended += _end(rec["procs"])
         path.unlink(missing_ok=True)
     if ended:
         print(f"[raytrain] ended {ended} process(es) left by a killed run's local Ray", file=sys.stderr)
     return ended
+
+
+def _end(idents: list, grace: float = 0.0) -> int:
+    """SIGKILL those of the recorded processes still running (after ``grace`` seconds to exit on their own; Ray's
+    agents ignore SIGTERM); returns how many were killed."""
+    import psutil
+
+    procs = []
+    for ident in idents:
+        if _alive(ident):
+            try:
+                procs.append(psutil.Process(ident[0]))
+            except psutil.Error:
+                pass
+    left = psutil.wait_procs(procs, timeout=grace)[1] if grace and procs else procs
+    killed = 0
+    for p in left:
+        try:
+            p.kill()
+            killed += 1
+        except psutil.Error:
+            pass
+    return killed
+
+
+def token_path() -> Path:
+    """Where Ray keeps its auth token: ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``."""
+    return Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
 
 
 def _alive(ident: list) -> bool:
@@ -133,7 +141,7 @@ def _alive(ident: list) -> bool:
 
 def protect_token(path: Path | None = None) -> None:
     """Ray's auth token file readable by its owner only (Ray writes it 0644)."""
-    p = path or Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    p = path or token_path()
     try:
         if p.is_file() and p.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
             p.chmod(0o600)
