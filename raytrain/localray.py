@@ -48,6 +48,15 @@ def start(num_cpus: int, resources: dict | None = None, log_to_driver: bool = Tr
 
 
 # ------------------------------------------------------------------------- processes of a killed driver's Ray
+def on_loopback_only() -> bool:
+    """Whether the connected Ray is one machine reachable on loopback only (every alive node at 127.0.0.1): then every
+    actor and worker shares this machine's files and its loopback interface."""
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    return bool(nodes) and all(n.get("NodeManagerAddress") == "127.0.0.1" for n in nodes)
+
+
 def _registry() -> Path:
     return Path(tempfile.gettempdir()) / f"raytrain-local-ray-{os.getuid()}"
 

@@ -4,6 +4,7 @@ non-zero exit, nothing half-written, nothing run from a pickle. No Ray is starte
 from __future__ import annotations
 
 import errno
+import json
 import os
 from pathlib import Path
 
@@ -216,28 +217,55 @@ def test_the_cli_asks_for_a_loopback_ray_only_when_it_starts_one(monkeypatch, tm
     assert os.environ.get(localray.LOOPBACK_ENV) == "0"  # conftest asked before importing ray
 
 
-def test_the_local_ray_listens_on_loopback_only(ray_local, trained):
-    """Every listening socket of this process's Ray (GCS, raylet, agents, workers, actors) after a 2-worker run."""
-    import psutil
+def _listeners_during_a_run(ray_local, config, out):
+    """Run a 2-worker TorchTrainer with ``config`` whose rank 0, after an all-reduce (the process group is up and
+    both ranks are alive at the barrier), lists every listening socket of this test's process tree (Ray's GCS,
+    raylet, agents, the controller, both workers) into ``out``."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
 
-    @ray_local.remote
-    class Probe:
-        def pid(self):
-            return os.getpid()
+    def loop(cfg):
+        import psutil
+        import torch
+        import torch.distributed as dist
 
-    probes = [Probe.remote() for _ in range(2)]
-    ray_local.get([p.pid.remote() for p in probes])
-    procs = [psutil.Process(), *psutil.Process().children(recursive=True)]
-    socks = []
-    for p in procs:
-        try:
-            socks += [(p.name(), c.laddr) for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
-        except psutil.Error:
-            continue
-    outside = [(name, addr) for name, addr in socks if addr.ip not in ("127.0.0.1", "::1", "::ffff:127.0.0.1")]
-    print(f"{len(socks)} listening sockets, {len(outside)} not on loopback")
-    assert len(socks) >= 4 and not outside, outside
+        t = torch.ones(1)
+        dist.all_reduce(t)
+        if ray.train.get_context().get_world_rank() == 0:
+            root = psutil.Process(cfg["root"])
+            socks = []
+            for p in [root, *root.children(recursive=True)]:
+                try:
+                    socks += [[p.name(), c.laddr.ip, c.laddr.port] for c in p.net_connections(kind="inet")
+                              if c.status == psutil.CONN_LISTEN]  # fmt: skip
+                except psutil.Error:
+                    continue
+            Path(cfg["out"]).write_text(json.dumps({"sum": t.item(), "socks": socks}))
+        dist.barrier()
+
+    TorchTrainer(loop, train_loop_config={"root": os.getpid(), "out": str(out)}, torch_config=config,
+                 scaling_config=ray.train.ScalingConfig(num_workers=2),
+                 run_config=ray.train.RunConfig(storage_path=str(out.parent), name=out.stem)).fit()  # fmt: skip
+    got = json.loads(out.read_text())
+    assert got["sum"] == 2.0  # both ranks took part in the all-reduce
+    outside = [s for s in got["socks"] if s[1] not in ("127.0.0.1", "::1", "::ffff:127.0.0.1")]
+    return got["socks"], outside
+
+
+def test_the_local_ray_listens_on_loopback_only_during_a_run(ray_local, tmp_path):
+    """During a 2-worker run on the embedded Ray nothing listens beyond loopback; the control run with Ray's own
+    TorchConfig shows what raytrain.train.backend removes (rank 0's TCPStore on every interface)."""
+    from ray.train.torch import TorchConfig
+
+    from raytrain.train.backend import LoopbackTorchConfig, torch_config
+
+    assert isinstance(torch_config(), LoopbackTorchConfig)  # this Ray is on loopback only: the backend is chosen
+    socks, outside = _listeners_during_a_run(ray_local, torch_config(), tmp_path / "loopback.json")
+    print(f"{len(socks)} listening sockets during the run, {len(outside)} not on loopback")
+    assert len(socks) >= 6 and not outside, outside
     assert ray_local.util.get_node_ip_address() == "127.0.0.1"
+    _, outside = _listeners_during_a_run(ray_local, TorchConfig(), tmp_path / "ray_default.json")
+    assert outside, "Ray's own TorchConfig no longer listens beyond loopback: raytrain/train/backend.py can go"
 
 
 def test_plain_http_to_another_host_is_flagged():

@@ -96,3 +96,22 @@ def test_cluster_too_small_is_reported_not_hung(ray_local, tiny):
         check_resources(tiny("scaling.num_workers=64"))
     with pytest.raises(RaytrainError, match="GPU: need 2"):
         check_resources(tiny("scaling.use_gpu=true"))
+
+
+def test_a_rerun_under_the_same_name_resumes_only_the_same_run(trained):
+    """Ray resumes a run launched again with the same name and storage: the same config (more steps) resumes with
+    a line saying so, a finished one says there is nothing to train, another config is refused naming what differs."""
+    from raytrain.config import apply_overrides, to_raw, validate
+    from raytrain.errors import RaytrainError
+    from raytrain.train.launch import check_rerun
+
+    cfg, _ = trained
+    again = lambda *sets: validate(apply_overrides(to_raw(cfg), list(sets)))  # noqa: E731
+    assert "already finished at step 120" in check_rerun(cfg)
+    assert "resuming the stored run" in check_rerun(again("train.steps=200")), check_rerun(again("train.steps=200"))
+    assert "at step 120 of 200" in check_rerun(again("train.steps=200", "train.val_every=10", "tracking.enabled=false"))
+    with pytest.raises(RaytrainError, match=r"another config \(method.width: 16 -> 8\).*--set name="):
+        check_rerun(again("method.width=8", "train.steps=200"))
+    with pytest.raises(RaytrainError, match=r"data.noise.sigma: 25.0 -> 15.0, train.lr: 0.002 -> 0.001\)"):
+        check_rerun(again("data.noise.sigma=15", "train.lr=0.001"))
+    assert check_rerun(again("name=tiny-new")) is None  # another name: a new run

@@ -3,7 +3,8 @@
 - ``state.pt``: nets, optimisers, schedulers, step, rank 0's RNG states, the config (JSON) and the method name;
 - ``rng_rank{r}.pt``: every other rank's RNG states (Ray merges the ranks' files into one checkpoint directory);
 - ``model.pt``: only the inference nets plus the config, what ``raytrain denoise`` and ``eval`` need;
-- ``meta.json``: the step, method and metrics in plain text, for people.
+- ``meta.json``: the step, method, metrics and config in plain text, for people (and for the launcher's re-run
+  check, which reads the config here rather than unpickling the full state).
 
 Files are written to a temporary name and renamed, so a crash never leaves half a file; everything loads with
 ``torch.load(..., weights_only=True)``.
@@ -56,7 +57,8 @@ def save_checkpoint(directory: str | Path, method, step: int, config_json: str, 
              "rng": capture_rng(), **method.state_dict()}  # fmt: skip
     atomic_save(state, d / STATE)
     export_inference(d / MODEL, method, config_json, metrics)
-    meta = {"method": method.name, "step": step, "metrics": {k: float(v) for k, v in metrics.items()}}
+    meta = {"method": method.name, "step": step, "metrics": {k: float(v) for k, v in metrics.items()},
+            "config": json.loads(config_json)}  # fmt: skip
     atomic_write_text(json.dumps(meta, indent=2), d / META)
 
 
@@ -84,6 +86,21 @@ def load_state(directory: str | Path) -> dict:
     if not (d / STATE).is_file():
         raise RaytrainError(f"{d}: no {STATE} here; expected a raytrain checkpoint directory")
     return _load(d / STATE)
+
+
+def stored_run(folder: str | Path) -> tuple[Path, int, dict] | None:
+    """The newest checkpoint a run left in its Ray storage folder (``storage_path/name``): its directory, step and
+    config (from ``meta.json``; ``state.pt`` for checkpoints written before the config was there), or None."""
+    dirs = sorted(p.parent for p in Path(folder).glob(f"checkpoint_*/{STATE}"))
+    if not dirs:
+        return None
+    d = dirs[-1]  # Ray names checkpoints by their time: the last in order is the newest
+    try:
+        meta = json.loads((d / META).read_text())
+        return d, int(meta["step"]), meta["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        state = load_state(d)
+        return d, int(state["step"]), json.loads(state["config"])
 
 
 def load_rank_rng(directory: str | Path, rank: int) -> dict | None:

@@ -23,6 +23,7 @@ from raytrain.config import RunConfig, check_weight_files, flatten, to_raw, vali
 from raytrain.data.pipeline import Collection, build_datasets, load_domains
 from raytrain.errors import RaytrainError
 from raytrain.methods import method_class
+from raytrain.train.backend import torch_config
 from raytrain.train.loop import train_loop_per_worker
 
 
@@ -153,6 +154,7 @@ def make_trainer(cfg: RunConfig, collection: Collection, tracking: dict | None, 
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
+        torch_config=torch_config(),  # on the embedded Ray: a process group that listens on loopback only
         scaling_config=scaling_config(cfg),
         run_config=ray.train.RunConfig(
             name=cfg.name,
@@ -203,6 +205,49 @@ def check_resume(cfg: RunConfig) -> None:
         check_state(build_method(cfg, torch.device("cpu")), state, cfg.train.resume_from)
 
 
+#: what a re-launch of a stored run may change: how long it trains and how it is watched, not what it trains
+RERUN_MAY_CHANGE = ("name", "workdir", "address", "storage_path", "tracking.", "train.steps", "train.max_minutes",
+                    "train.log_every", "train.val_every", "train.checkpoint_every", "train.keep_checkpoints",
+                    "train.resume_from", "train.fail_at_step", "scaling.max_failures")  # fmt: skip
+
+
+def check_rerun(cfg: RunConfig) -> str | None:
+    """A run launched again with the same ``name`` and storage resumes from its newest checkpoint (Ray restores
+    it): right for the same run (after a crash, or with more ``train.steps``), wrong for another config under an old
+    name, which would silently continue (or just return) the old run. Such a config is refused here with one line
+    naming what differs; for the same run, returns the line that says where it resumes (None: a new run). Remote
+    storage (``s3://...``) is not read here."""
+    from raytrain.train.checkpoint import stored_run
+
+    root = storage_path(cfg)
+    if "://" in root:
+        return None
+    found = stored_run(Path(root, cfg.name))
+    if found is None:
+        return None
+    where, step, stored = found
+    folder = Path(root, cfg.name)
+    try:
+        old = flatten(validate(stored, f"{where} config"))
+    except RaytrainError:
+        old = flatten(stored)  # a config this version no longer accepts: every key of it counts as different
+    new = flatten(cfg)
+    keep = lambda k: not k.startswith(RERUN_MAY_CHANGE)  # noqa: E731
+    # data.mix of a domain the split left empty is stored as 0 (without_empty_domains): not a change
+    diff = [k for k in sorted(set(old) | set(new)) if keep(k) and old.get(k) != new.get(k)
+            and not (k.startswith("data.mix.") and old.get(k) == 0)]  # fmt: skip
+    if diff:
+        shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:3])
+        more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
+        raise RaytrainError(f"{folder} holds run {cfg.name!r} with another config ({shown}{more}); it would "
+                            f"resume that run: give a new name (--set name=...) or remove that folder")  # fmt: skip
+    if step >= cfg.train.steps:
+        return (f"[raytrain] {cfg.name}: the stored run in {folder} already finished at step {step} "
+                f"(train.steps {cfg.train.steps}): nothing to train; raise train.steps to go on, or remove that "
+                f"folder to start over")  # fmt: skip
+    return f"[raytrain] {cfg.name}: resuming the stored run in {folder} at step {step} of {cfg.train.steps}"
+
+
 def root_cause(exc: BaseException) -> BaseException:
     """The innermost user-facing error of a Ray failure chain (TrainingFailedError -> worker error -> cause)."""
     seen, todo = set(), [exc]
@@ -231,6 +276,7 @@ def run_training(cfg: RunConfig, parent_run_id: str | None = None) -> TrainResul
 
     check_weight_files(cfg)  # a missing VGG-19 / AlexNet file is one line here, not a traceback on every worker
     check_resume(cfg)
+    rerun = check_rerun(cfg)
     if cfg.address is None:
         check_local_cpus(cfg)
     if cfg.tracking.enabled:  # an unreachable server is reported before anything starts
@@ -238,6 +284,8 @@ def run_training(cfg: RunConfig, parent_run_id: str | None = None) -> TrainResul
     connect(cfg.address, cfg)
     check_resources(cfg)
     collection = load_domains(cfg)
+    if rerun:
+        print(rerun, flush=True)
     run = None
     if cfg.tracking.enabled:
         run = DriverRun(resolve_uri(cfg.tracking.uri, cfg.workdir), cfg.tracking.experiment, cfg.workdir, cfg.name,
