@@ -100,6 +100,9 @@ def main() -> None:
         method.train(False)
         rows = evaluate_pairs(method.restore, pairs)
         lines.append(row(f"LIR {name}", rows, f"{int(res.metrics['step'])} steps, {a.minutes:g} min, 2 workers"))
+        vals = [h for h in res.history if np.isfinite(h.get("val_psnr", np.nan))]  # the validation reports
+        print(f"LIR {name} validation curve (step: PSNR dB / SSIM): "
+              + ", ".join(f"{int(h['step'])}: {h['val_psnr']:.2f}/{h['val_ssim']:.3f}" for h in vals))  # fmt: skip
         print(lines[-1], flush=True)
     lines[2:2] = classical(pairs, a.sigma)
     print(f"\nheld-out images: {len(pairs)} gray crops, AWGN sigma {a.sigma:g}; CPU nets: {' '.join(CPU_NETS)}")

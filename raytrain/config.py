@@ -139,7 +139,9 @@ class Patches(Strict):
 class DataConfig(Strict):
     """Where images come from, how they are degraded, split into domains and cut into patches."""
 
-    source: str = "samples"  # "samples" (bundled, offline), a local folder, or any URI Ray Data reads
+    # "samples" (bundled, offline), a local folder, any URI Ray Data reads, or a paper dataset as distributed:
+    # sidd:PATH (raytrain/data/datasets.py)
+    source: str = "samples"
     noisy_source: str | None = None  # folder of real noisy images with the same names as ``source`` (real pairs)
     # a folder written by `raytrain synthesize` (clean/ and noisy/ with the same names): its pairs join the paired
     # domain for training (never validation), beside the real pairs of the split
@@ -164,6 +166,15 @@ class DataConfig(Strict):
     # cut the training images into tiles of this size and split the domains by tile: paired.count then counts
     # tiles, as the papers count paired patches (SeNM-VAE: 10 / 96 / 960 of SIDD's crops); validation stays whole
     tiles: Annotated[int, Field(ge=8, le=4096)] | None = None
+
+    @model_validator(mode="after")
+    def _dataset(self) -> DataConfig:
+        from raytrain.data.datasets import dataset_kind
+
+        if dataset_kind(self.source) and (self.noisy_source or self.synthetic):
+            key = "noisy_source" if self.noisy_source else "synthetic"
+            raise ValueError(f"{key}: data.source {self.source!r} is a dataset with its own noisy images; drop {key}")
+        return self
 
 
 # ----------------------------------------------------------------------------------------------------------- train

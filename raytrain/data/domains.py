@@ -32,21 +32,41 @@ class Split:
         return sorted(self.paired + self.source + self.target)
 
 
-def hold_out(n: int, val_images: int, seed: int) -> tuple[list[int], list[int]]:
+def hold_out(n: int, val_images: int, seed: int, groups: list[str] | None = None) -> tuple[list[int], list[int]]:
     """(validation indices, sorted; the rest in a seeded order). Depends only on n, val_images and seed, so every run of
-    an ablation over paired fractions validates on the same images."""
+    an ablation over paired fractions validates on the same images. With ``groups`` (a dataset's scene per image),
+    whole groups are drawn in a seeded order until at least ``val_images`` images are held out, and the rest keeps
+    each group together (so the paired set is whole scenes too)."""
     if val_images >= n and n:
         raise DataError(f"collection has {n} images; data.val_images={val_images} leaves none to train on")
-    perm = np.random.default_rng([seed, 7919]).permutation(n).tolist()
-    return sorted(perm[:val_images]), perm[val_images:]
+    if groups is None:
+        perm = np.random.default_rng([seed, 7919]).permutation(n).tolist()
+        return sorted(perm[:val_images]), perm[val_images:]
+    names = sorted(set(groups))
+    members = {g: [i for i, gi in enumerate(groups) if gi == g] for g in names}
+    val: list[int] = []
+    rest: list[int] = []
+    for k in np.random.default_rng([seed, 7919]).permutation(len(names)).tolist():
+        (val if len(val) < val_images else rest).extend(members[names[k]])
+    if not rest:
+        raise DataError(
+            f"{len(names)} scenes: data.val_images={val_images} takes every scene, none is left to train on"
+        )
+    return sorted(val), rest
 
 
 def split_semi(
-    n: int, val_images: int, seed: int, fraction: float | None = None, count: int | None = None, unit: str = "images"
+    n: int,
+    val_images: int,
+    seed: int,
+    fraction: float | None = None,
+    count: int | None = None,
+    unit: str = "images",
+    groups: list[str] | None = None,
 ) -> Split:
     """Held-out val, a paired set of ``count`` images (or ``round(fraction * rest)``, at least 1), and the rest
     halved into clean-only source and noisy-only target."""
-    val, rest = hold_out(n, val_images, seed)
+    val, rest = hold_out(n, val_images, seed, groups)
     if count is not None:
         if count > len(rest):
             raise DataError(
@@ -61,18 +81,20 @@ def split_semi(
     return Split(val, sorted(rest[:k]), sorted(remaining[:half]), sorted(remaining[half:]))
 
 
-def split_two_domain(n: int, val_images: int, seed: int) -> Split:
+def split_two_domain(n: int, val_images: int, seed: int, groups: list[str] | None = None) -> Split:
     """LIR's setting: disjoint halves, one clean (source) and one noisy (target); no pairs."""
-    val, rest = hold_out(n, val_images, seed)
+    val, rest = hold_out(n, val_images, seed, groups)
     if len(rest) < 2:
         raise DataError(f"collection has {n} images; two domains need at least 2 besides validation")
     half = len(rest) // 2
     return Split(val, [], sorted(rest[:half]), sorted(rest[half:]))
 
 
-def make_split(n: int, data_cfg, seed: int, tiles: bool = False) -> Split:
-    """Split from a validated ``DataConfig``; ``tiles``: ``n`` training tiles, validation already held out."""
+def make_split(n: int, data_cfg, seed: int, tiles: bool = False, groups: list[str] | None = None) -> Split:
+    """Split from a validated ``DataConfig``; ``tiles``: ``n`` training tiles, validation already held out;
+    ``groups``: the scene of each image (datasets), kept whole across validation and training."""
     v = 0 if tiles else data_cfg.val_images
     if data_cfg.split == "two_domain":
-        return split_two_domain(n, v, seed)
-    return split_semi(n, v, seed, data_cfg.paired.fraction, data_cfg.paired.count, "tiles" if tiles else "images")
+        return split_two_domain(n, v, seed, groups)
+    return split_semi(n, v, seed, data_cfg.paired.fraction, data_cfg.paired.count, "tiles" if tiles else "images",
+                      groups)  # fmt: skip

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import ray
 
+from raytrain.data.datasets import dataset_kind, load_dataset
 from raytrain.data.degrade import NoiseModel, noise_model, rng_for
 from raytrain.data.domains import Split, hold_out, make_split
 from raytrain.data.images import check_min_size, load_collection, load_pairs
@@ -62,7 +63,12 @@ def chw(img: np.ndarray) -> np.ndarray:
 def load_domains(cfg) -> Collection:
     """Read the collection named by ``cfg.data``, degrade it (fixed, seeded realisation per image), split it."""
     d = cfg.data
-    if d.noisy_source:  # real pairs: noise comes from the camera, not from a model
+    groups = None  # a dataset's scene per image: validation and training never share a scene
+    if dataset_kind(d.source):  # a paper dataset as distributed (SIDD, ...): real pairs with their scenes
+        pairs, groups = load_dataset(d.source, d.color)
+        images = [c for c, _ in pairs]
+        noisy = [n.pixels for _, n in pairs]
+    elif d.noisy_source:  # real pairs: noise comes from the camera, not from a model
         pairs = load_pairs(d.source, d.noisy_source, d.color)
         images = [c for c, _ in pairs]
         noisy = [n.pixels for _, n in pairs]
@@ -73,14 +79,14 @@ def load_domains(cfg) -> Collection:
     check_min_size(images, d.patches.size, d.source)
     clean = [im.pixels for im in images]
     if d.tiles:  # the training images become tiles, and the domains are split by tile (validation stays whole)
-        val_idx, rest = hold_out(len(images), d.val_images, cfg.seed)
+        val_idx, rest = hold_out(len(images), d.val_images, cfg.seed, groups)
         val = [(noisy[i], clean[i]) for i in val_idx]
         keep = sorted(rest)
         clean, noisy = tile_images([clean[i] for i in keep], [noisy[i] for i in keep], d.tiles)
         split = make_split(len(clean), d, cfg.seed, tiles=True)
         split.val = val_idx  # the held-out images (indices into the collection, not into the tiles)
     else:
-        split = make_split(len(images), d, cfg.seed)
+        split = make_split(len(images), d, cfg.seed, groups=groups)
         val = [(noisy[i], clean[i]) for i in split.val]
     val_names = [images[i].name for i in split.val]
     val = [(chw(centre_crop(n, d.val_crop)), chw(centre_crop(c, d.val_crop))) for n, c in val]
