@@ -19,8 +19,8 @@ import tempfile
 import numpy as np
 import ray
 import torch
-from skimage.restoration import denoise_nl_means, denoise_tv_chambolle
 
+from raytrain.baselines import classical_rows
 from raytrain.config import load_config
 from raytrain.data.pipeline import load_domains
 from raytrain.evaluate import evaluate_pairs
@@ -49,27 +49,11 @@ def row(name: str, rows: list[dict], extra: str = "") -> str:
 
 
 def classical(pairs, sigma: float) -> list[str]:
-    """Noisy input, TV (best weight of a grid) and NLM rows on (C, H, W) pairs."""
-
-    def score(fn):
-        out = []
-        for noisy, clean in pairs:
-            den = fn(np.clip(noisy[0], 0, 1))[None].astype(np.float32)
-            out.append(evaluate_pairs(lambda t, d=den: torch.from_numpy(d)[None], [(noisy, clean)])[0])
-        return out
-
-    noisy_rows = [{"psnr": r["psnr_noisy"], "ssim": r["ssim_noisy"]} for r in evaluate_pairs(lambda t: t, pairs)]
-    tv = {w: score(lambda a, w=w: denoise_tv_chambolle(a, weight=w)) for w in (0.05, 0.08, 0.12, 0.16)}
-    best_w = max(tv, key=lambda w: np.mean([r["psnr"] for r in tv[w]]))
-    s = sigma / 255
-    nlm = score(lambda a: denoise_nl_means(a, h=0.8 * s, sigma=s, fast_mode=True, patch_size=5, patch_distance=6))
-    out = [row("noisy input", noisy_rows), row(f"TV (weight {best_w}, oracle)", tv[best_w]),
-           row("NLM (known sigma)", nlm)]  # fmt: skip
-    try:
-        import bm3d  # pip install -e .[bench]
-    except ImportError:
-        return [*out, "| BM3D | not run: pip install bm3d | | |"]
-    return [*out, row("BM3D (known sigma)", score(lambda a: bm3d.bm3d(a, sigma_psd=s)))]
+    """Noisy input, TV (best weight of a grid), NLM and BM3D rows on (C, H, W) pairs (raytrain.baselines)."""
+    rows_by = classical_rows(pairs, sigma / 255)
+    out = [row(f"TV (weight {rows[0]['weight']}, oracle)" if name.startswith("TV") else name, rows)
+           for name, rows in rows_by.items()]  # fmt: skip
+    return out if any(k.startswith("BM3D") for k in rows_by) else [*out, "| BM3D | not run: pip install bm3d | | |"]
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from conftest import TINY
@@ -102,6 +103,31 @@ def test_ablation_table_cells_are_mean_and_std_over_seeds():
     assert "| full | 11.50 ± 0.50 | 97.50 ± 0.50 |" in md
 
 
+def test_ablation_baselines_are_scored_on_each_trials_own_validation_pairs():
+    """NLM's cell value for a seed is NLM on exactly that seed's validation pairs (a known answer computed here);
+    the variant does not change it; a noise-model metric gets no baselines."""
+    from raytrain.baselines import classical_rows
+    from raytrain.data.pipeline import load_domains
+    from raytrain.tune.ablate import baseline_rows
+
+    cfg = load_config(None, ["data.max_size=96", "data.val_crop=48", "data.val_images=1"])
+    rows = [{"seed": s, "variant": v, "val_psnr": 30.0} for s in (0, 1) for v in ("a", "b")]
+    out = baseline_rows(cfg, rows, ["seed", "variant"], "val_psnr")
+    names = {r["method"] for r in out}
+    assert {"noisy input", "NLM (known sigma)", "TV (oracle weight)"} <= names
+    assert len(out) == len(names) * 4  # every trial row (seed x variant) gets every baseline
+    for seed in (0, 1):
+        val = load_domains(load_config(None, ["data.max_size=96", "data.val_crop=48", "data.val_images=1",
+                                              f"seed={seed}"])).val  # fmt: skip
+        want = np.mean([r["psnr"] for r in classical_rows(val, 25 / 255)["NLM (known sigma)"]])
+        got = {r["val_psnr"] for r in out if r["seed"] == seed and r["method"] == "NLM (known sigma)"}
+        assert len(got) == 1 and got.pop() == pytest.approx(want), (got, want)
+    assert {r["val_psnr"] for r in out if r["seed"] == 0 and r["method"] == "noisy input"} != {
+        r["val_psnr"] for r in out if r["seed"] == 1 and r["method"] == "noisy input"
+    }
+    assert baseline_rows(cfg, [{"seed": 0, "val_kld": 0.1}], ["seed"], "val_kld") == []
+
+
 def test_grid_parsing_and_variants():
     cfg = load_config(None, ["method.name=lir", "method.scm=false"])
     grid = parse_grid(["paired.count=10,96", "seed=0,1"], cfg)
@@ -148,14 +174,20 @@ def test_two_by_two_ablation_writes_the_table_csv_and_plots(ray_local, tmp_path)
 
     cfg = load_config(None, [f"workdir={tmp_path}", *SWEEP, "name=ab", "train.steps=6"])
     out = run_ablation(cfg, {"method.width": [8, 16], "seed": [0, 1]}, [], "ab22", "val_psnr", "max", 2)
-    cells = out["cells"]
+    cells = [c for c in out["cells"] if c["method"] == "dncnn"]
     assert [(c["method.width"], c["n"]) for c in cells] == [(8, 2), (16, 2)]
+    nlm = [c for c in out["cells"] if c["method"].startswith("NLM")]
+    assert [(c["method.width"], c["n"]) for c in nlm] == [(8, 2), (16, 2)]  # beside every cell, over the same seeds
+    assert nlm[0]["mean"] == pytest.approx(nlm[1]["mean"])  # the width does not change the validation pairs
     rows = out["sweep"].rows
     for c in cells:
         vals = [r["val_psnr"] for r in rows if r["method.width"] == c["method.width"]]
         assert c["mean"] == pytest.approx(sum(vals) / 2)
     folder = out["folder"]
-    assert "method.width=8" in (folder / "ablation.md").read_text()
+    assert (
+        "method.width=8" in (folder / "ablation.md").read_text()
+        and "| NLM (known sigma) |" in (folder / "ablation.md").read_text()
+    )
     assert (folder / "ablation.csv").read_text().startswith("method.width,mean,std,n")
     assert (folder / "metric.png").stat().st_size > 1000 and (folder / "curves.png").stat().st_size > 1000
 

@@ -19,6 +19,7 @@ from raytrain.metrics import mean_std
 from raytrain.tune.space import Param, Space, variants_of
 
 REPLICATE_AXES = ("seed",)  # averaged over, never a table axis
+BASELINE_AXIS = "method"  # the row axis that holds the learned method beside the classical baselines
 
 
 def parse_grid(items: list[str], cfg: RunConfig) -> dict[str, list]:
@@ -161,6 +162,35 @@ def plot_curves(curves: dict[str, list[list[tuple[int, float]]]], metric: str, p
     return path
 
 
+def baseline_rows(cfg: RunConfig, rows: list[dict], axes: list[str], metric: str) -> list[dict]:
+    """Rows of the classical denoisers (:mod:`raytrain.baselines`) for a restoration metric (``val_psnr`` /
+    ``val_ssim``): scored on the very validation pairs of each trial (one scoring per distinct seed and ``data.*``
+    grid value: the values that change the validation pairs or their noise), with the trial's grid values, so that
+    they aggregate into the same cells; every other metric: none."""
+    from raytrain.baselines import classical_rows, known_sigma
+    from raytrain.config import to_raw, validate
+    from raytrain.data.pipeline import load_domains
+    from raytrain.tune.space import trial_raw
+
+    key = metric.removeprefix("val_")
+    if key not in ("psnr", "ssim"):
+        return []
+    data_axes = [a for a in axes if a in REPLICATE_AXES or a.startswith("data.")]
+    scored: dict[tuple, dict[str, float]] = {}
+    out = []
+    for r in rows:
+        k = tuple(r.get(a) for a in data_axes)
+        if k not in scored:
+            c = validate(trial_raw(to_raw(cfg), {a: r[a] for a in data_axes if a in r}), "baseline config")
+            by_name = classical_rows(load_domains(c).val, known_sigma(c.data.noise))
+            scored[k] = {name: float(np.mean([x[key] for x in vals])) for name, vals in by_name.items()}
+        for name, value in scored[k].items():
+            # with the trial's every grid value (its variant too): each table cell shows the baselines on the very
+            # inputs of the learned method's cell, averaged over the same seeds
+            out.append({**{a: r.get(a) for a in axes}, BASELINE_AXIS: name, metric: value})
+    return out
+
+
 def run_ablation(cfg: RunConfig, grid: dict[str, list], variants: list[str], name: str, metric: str, mode: str,
                  concurrent: int, resume: bool = False) -> dict:  # fmt: skip
     """Every grid cell x variant once (Tune's grid search), then the table, CSV and plots in the sweep folder."""
@@ -169,16 +199,22 @@ def run_ablation(cfg: RunConfig, grid: dict[str, list], variants: list[str], nam
     space = grid_space(grid, variants, cfg.method.name)
     res = run_sweep(cfg, space, name, 1, concurrent, [metric], [mode], None, "grid", resume)
     axes = [a for a in space.params if a != "variant"] + (["variant"] if "variant" in space.params else [])
-    # the table's columns: the first grid axis (e.g. the paired count); rows: the variants and remaining axes
-    cells = aggregate(res.rows, axes, metric)
+    # the table's columns: the first grid axis (e.g. the paired count); rows: the variants and remaining axes, and
+    # for a restoration metric the classical denoisers on the same validation pairs (rows "method": NLM, BM3D, ...)
+    rows, table_axes = res.rows, axes
+    extra = baseline_rows(cfg, rows, axes, metric)
+    if extra:
+        rows = [r | {BASELINE_AXIS: cfg.method.name} for r in rows] + extra
+        table_axes = [*axes, BASELINE_AXIS]
+    cells = aggregate(rows, table_axes, metric)
     digits = 4 if "kld" in metric or "ssim" in metric or "rho" in metric else 2
-    md = table_markdown(cells, axes, metric, digits)
+    md = table_markdown(cells, table_axes, metric, digits)
     out = res.folder
     files = {"ablation.md": f"{metric} (mean ± std over {', '.join(REPLICATE_AXES)}; last validation)\n\n{md}\n",
              "ablation.csv": table_csv(cells)}  # fmt: skip
     for f, text in files.items():
         (out / f).write_text(text)
-    plots = [plot_metric(cells, axes, metric, out / "metric.png")]
+    plots = [plot_metric(cells, table_axes, metric, out / "metric.png")]
     curves: dict[str, list] = defaultdict(list)
     for row in res.rows:
         hist = res.histories.get(row["trial_id"], [])
