@@ -45,6 +45,11 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("input", help="image file or folder")
     d.add_argument("output", help="output file (for a file input) or folder")
 
+    dnd = sub.add_parser("dnd", help="denoise the DND sRGB benchmark into its submission layout (OUT/bundled/*.mat)")
+    dnd.add_argument("checkpoint", help="an RGB restoration checkpoint")
+    dnd.add_argument("dnd", help="the DND folder (info.mat, images_srgb/)")
+    dnd.add_argument("--out", required=True, help="a new folder for the submission")
+
     s = sub.add_parser("synthesize", help="write a paired dataset (clean + synthetic noisy) with a SeNM-VAE")
     s.add_argument("checkpoint", help="SeNM-VAE checkpoint folder, run folder or model.pt")
     s.add_argument("--clean", required=True, help="clean images: a folder, a URI or 'samples'")
@@ -259,6 +264,19 @@ def cmd_denoise(args: argparse.Namespace) -> int:
         arr = arr[..., 0] if arr.shape[-1] == 1 else arr
         atomic_write_bytes(iio.imwrite("<bytes>", arr, extension=out.suffix.lower()), out)
     print(f"wrote {len(jobs)} image(s) to {dst}")
+    return 0
+
+
+def cmd_dnd(args: argparse.Namespace) -> int:
+    from raytrain.errors import ConfigError
+    from raytrain.inference import load_restorer
+    from raytrain.submission import dnd_submission
+
+    cfg, method = load_restorer(args.checkpoint)
+    if cfg.data.color != "rgb":
+        raise ConfigError(f"{args.checkpoint}: a {cfg.data.color} model (data.color); DND's crops are RGB")
+    n = dnd_submission(method.restore, args.dnd, args.out)
+    print(f"wrote {n} image(s) of denoised crops to {Path(args.out) / 'bundled'} (submit that folder's files)")
     return 0
 
 
@@ -545,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
 
         localray.prefer_loopback()  # before anything imports ray
 
-    handlers = {"train": cmd_train, "eval": cmd_eval, "denoise": cmd_denoise, "data": cmd_preview,
+    handlers = {"train": cmd_train, "eval": cmd_eval, "denoise": cmd_denoise, "dnd": cmd_dnd, "data": cmd_preview,
                 "synthesize": cmd_synthesize, "noise-eval": cmd_noise_eval, "pipeline": cmd_pipeline,
                 "tune": cmd_tune, "ablate": cmd_ablate, "submit": cmd_submit, "jobs": cmd_jobs,
                 "demo": cmd_demo, "config-reference": cmd_reference}  # fmt: skip

@@ -151,3 +151,87 @@ def test_a_training_run_starts_from_a_sidd_folder(ray_local, tmp_path):
     noisy, clean = load_domains(cfg).val[0]  # the held-out real SIDD pair is what validation scored
     want = float(psnr(torch.tensor(noisy), torch.tensor(clean)))
     assert res.metrics["val_psnr_noisy"] == pytest.approx(want, abs=1e-3)
+
+
+# ------------------------------------------------------------------------------------------------ DND
+def write_dnd(root, images: int = 2, crops: int = 3, hw: tuple[int, int] = (40, 50)) -> dict:
+    """DND's benchmark layout as its devkit reads it: info.mat (v7.3) whose info.boundingboxes holds one object
+    reference per image to a (4, crops) array (MATLAB's (crops, 4), 1-based, inclusive), images_srgb/NNNN.mat with
+    InoisySRGB stored with reversed axes. Returns {image: (noisy (H, W, 3), boxes (crops, 4))}."""
+    import h5py
+
+    rng = np.random.default_rng(2)
+    (root / "images_srgb").mkdir(parents=True)
+    made = {}
+    with h5py.File(root / "info.mat", "w", userblock_size=512) as f:
+        refs = []
+        for i in range(1, images + 1):
+            boxes = np.array([[1 + k, 2 + k, 10 + 2 * k, 16 + 3 * k] for k in range(crops)], dtype=np.float64)
+            refs.append(f.create_dataset(f"#refs#/b{i}", data=boxes.T).ref)
+            noisy = rng.random((*hw, 3)).astype(np.float32)
+            write_v73(root / "images_srgb" / f"{i:04d}.mat", "InoisySRGB", noisy)
+            made[i] = (noisy, boxes.astype(int))
+        f.create_group("info").create_dataset("boundingboxes", data=np.array(refs, dtype=h5py.ref_dtype)[None])
+    return made
+
+
+def test_dnd_crops_are_cut_by_the_devkits_boxes(tmp_path):
+    from raytrain.data.datasets import dnd_crops
+
+    made = write_dnd(tmp_path / "DND")
+    got = list(dnd_crops(tmp_path / "DND"))
+    assert [i for i, _ in got] == [1, 2] and all(len(c) == 3 for _, c in got)
+    noisy, boxes = made[2]
+    r0, c0, r1, c1 = boxes[1]  # [2, 3, 12, 19]: rows 2..12, cols 3..19 (1-based, inclusive)
+    np.testing.assert_array_equal(got[1][1][1], noisy[r0 - 1 : r1, c0 - 1 : c1])
+    assert got[1][1][1].shape == (11, 17, 3)
+
+
+def test_dnd_submission_bundles_every_crop_as_the_devkit_does(tmp_path):
+    import scipy.io
+
+    from raytrain.submission import dnd_submission
+
+    made = write_dnd(tmp_path / "DND")
+    n = dnd_submission(lambda t: 1 - t, tmp_path / "DND", tmp_path / "sub", progress=False)
+    assert n == 2 and sorted(p.name for p in (tmp_path / "sub" / "bundled").iterdir()) == ["0001.mat", "0002.mat"]
+    m = scipy.io.loadmat(tmp_path / "sub" / "bundled" / "0002.mat")
+    assert m["Idenoised"].shape == (1, 3) and not m["israw"].item() and m["eval_version"].item() == "1.0"
+    noisy, boxes = made[2]
+    r0, c0, r1, c1 = boxes[2]
+    np.testing.assert_allclose(m["Idenoised"][0, 2], 1 - noisy[r0 - 1 : r1, c0 - 1 : c1], atol=1e-6)
+    with pytest.raises(DataError, match="exists and is not empty"):
+        dnd_submission(lambda t: t, tmp_path / "DND", tmp_path / "sub", progress=False)
+
+
+def test_a_partial_dnd_folder_is_one_line_and_leaves_no_submission(tmp_path):
+    from raytrain.data.datasets import dnd_crops
+    from raytrain.submission import dnd_submission
+
+    with pytest.raises(DataError, match=r"info.mat: not found"):
+        list(dnd_crops(tmp_path))
+    write_dnd(tmp_path / "DND")
+    (tmp_path / "DND" / "images_srgb" / "0002.mat").unlink()
+    with pytest.raises(DataError, match=r"images_srgb/0002.mat: file not found"):
+        dnd_submission(lambda t: t, tmp_path / "DND", tmp_path / "sub", progress=False)
+    assert not (tmp_path / "sub").exists() and not list(tmp_path.glob(".sub*"))  # nothing half-written
+    write_v73(tmp_path / "DND" / "images_srgb" / "0002.mat", "other", np.zeros((4, 4, 3), np.float32))
+    with pytest.raises(DataError, match=r"0002.mat: no variable 'InoisySRGB'"):
+        list(dnd_crops(tmp_path / "DND"))
+
+
+def test_raytrain_dnd_refuses_a_gray_model_and_writes_an_rgb_models_submission(tmp_path, capsys):
+    import torch
+
+    from raytrain.cli import main
+    from raytrain.methods import build_method
+    from raytrain.train.checkpoint import export_inference
+
+    write_dnd(tmp_path / "DND", images=1)
+    for color in ("gray", "rgb"):
+        cfg = load_config(None, [f"data.color={color}", "method.width=8", "method.depth=3"])
+        export_inference(tmp_path / f"{color}.pt", build_method(cfg, torch.device("cpu")), cfg.model_dump_json())
+    assert main(["dnd", str(tmp_path / "gray.pt"), str(tmp_path / "DND"), "--out", str(tmp_path / "g")]) == 2
+    assert "a gray model (data.color); DND's crops are RGB" in capsys.readouterr().err
+    assert main(["dnd", str(tmp_path / "rgb.pt"), str(tmp_path / "DND"), "--out", str(tmp_path / "s")]) == 0
+    assert (tmp_path / "s" / "bundled" / "0001.mat").is_file()

@@ -11,6 +11,11 @@
   ``ValidationNoisyBlocksSrgb.mat`` (uint8, 40 images x 32 blocks x 256 x 256 x 3), MATLAB v5 (``scipy.io``) or
   v7.3 (HDF5, ``h5py``; its axes come reversed); a pair is one block, its group the image (``val_07``).
 
+DND (sRGB benchmark; no ground truth, so no training source): :func:`dnd_crops` reads ``info.mat`` (MATLAB v7.3:
+``info.boundingboxes``, one 20 x 4 array of 1-based inclusive [row0, col0, row1, col1] per image) and
+``images_srgb/NNNN.mat`` (``InoisySRGB``, float in [0, 1]) and yields each image's crops, as the benchmark's devkit
+cuts them; ``raytrain dnd`` denoises them into the submission layout (:mod:`raytrain.submission`).
+
 Every problem of a partial or wrong dataset (a NOISY file without its GT, a ``.mat`` without the expected variable,
 blocks of two shapes) is one :class:`~raytrain.errors.DataError` naming the file.
 """
@@ -131,3 +136,36 @@ def sidd_blocks(root: Path, color: str) -> tuple[list[tuple[Image, Image]], list
             pairs.append((Image(name, c), Image(name, n)))
             groups.append(f"val_{i + 1:02d}")
     return pairs, groups
+
+
+# ------------------------------------------------------------------------------------------------ DND
+def dnd_crops(root: str | Path):
+    """Yield ``(image number, [crop, ...])`` for every image of a DND benchmark folder, each crop (H, W, 3) float32."""
+    import h5py
+
+    root = Path(root)
+    info_path = root / "info.mat"
+    if not info_path.is_file():
+        raise DataError(f"{info_path}: not found (a DND benchmark folder holds info.mat and images_srgb/)")
+    try:
+        with h5py.File(info_path, "r") as f:
+            if "info" not in f or "boundingboxes" not in f["info"]:
+                raise DataError(f"{info_path}: no info.boundingboxes (is this DND's info.mat?)")
+            refs = np.asarray(f["info"]["boundingboxes"]).ravel()
+            boxes = [np.asarray(f[r]).T.astype(np.int64) for r in refs]  # each (crops, 4), MATLAB's 1-based
+    except OSError as exc:
+        raise DataError(f"{info_path}: not a readable MATLAB v7.3 file ({first_line(exc)})") from None
+    for i, bb in enumerate(boxes, start=1):
+        if bb.ndim != 2 or bb.shape[1] != 4:
+            raise DataError(f"{info_path}: bounding boxes of image {i} have shape {bb.shape}, expected (crops, 4)")
+        path = root / "images_srgb" / f"{i:04d}.mat"
+        img = read_mat_array(path, "InoisySRGB")
+        if img.ndim != 3 or img.shape[-1] != 3:
+            raise DataError(f"{path}: InoisySRGB has shape {img.shape}, expected (H, W, 3)")
+        img = np.clip(img.astype(np.float32), 0, 1)
+        crops = []
+        for r0, c0, r1, c1 in bb:
+            if not (1 <= r0 <= r1 <= img.shape[0] and 1 <= c0 <= c1 <= img.shape[1]):
+                raise DataError(f"{info_path}: box {[r0, c0, r1, c1]} of image {i} is outside its {img.shape[:2]}")
+            crops.append(np.ascontiguousarray(img[r0 - 1 : r1, c0 - 1 : c1]))
+        yield i, crops
