@@ -140,7 +140,7 @@ class DataConfig(Strict):
     """Where images come from, how they are degraded, split into domains and cut into patches."""
 
     # "samples" (bundled, offline), a local folder, any URI Ray Data reads, or a paper dataset as distributed:
-    # sidd:PATH (raytrain/data/datasets.py)
+    # sidd:PATH, ldct:PATH (raytrain/data/datasets.py)
     source: str = "samples"
     noisy_source: str | None = None  # folder of real noisy images with the same names as ``source`` (real pairs)
     # a folder written by `raytrain synthesize` (clean/ and noisy/ with the same names): its pairs join the paired
@@ -166,9 +166,15 @@ class DataConfig(Strict):
     # cut the training images into tiles of this size and split the domains by tile: paired.count then counts
     # tiles, as the papers count paired patches (SeNM-VAE: 10 / 96 / 960 of SIDD's crops); validation stays whole
     tiles: Annotated[int, Field(ge=8, le=4096)] | None = None
+    # CT (data.source ldct:PATH): the Hounsfield window mapped to [0, 1] (clipped; PSNR/SSIM then use the window as
+    # their data range) and the offset of 16-bit PNG/TIFF slices (HU = value - offset)
+    hu_window: tuple[float, float] = (-160.0, 240.0)
+    hu_offset: float = 1024.0
 
     @model_validator(mode="after")
     def _dataset(self) -> DataConfig:
+        if self.hu_window[0] >= self.hu_window[1]:
+            raise ValueError(f"hu_window: low {self.hu_window[0]:g} must be below high {self.hu_window[1]:g}")
         from raytrain.data.datasets import dataset_kind
 
         if dataset_kind(self.source) and (self.noisy_source or self.synthetic):

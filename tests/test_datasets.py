@@ -235,3 +235,85 @@ def test_raytrain_dnd_refuses_a_gray_model_and_writes_an_rgb_models_submission(t
     assert "a gray model (data.color); DND's crops are RGB" in capsys.readouterr().err
     assert main(["dnd", str(tmp_path / "rgb.pt"), str(tmp_path / "DND"), "--out", str(tmp_path / "s")]) == 0
     assert (tmp_path / "s" / "bundled" / "0001.mat").is_file()
+
+
+# ------------------------------------------------------------------------------------------------ LDCT
+def write_ct(path, hu: np.ndarray, instance: int, rescale: bool = True) -> None:
+    """One CT slice as a scanner writes it: unsigned stored values, HU = value * slope + intercept."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = CTImageStorage, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality, ds.InstanceNumber = (
+        CTImageStorage,
+        meta.MediaStorageSOPInstanceUID,
+        "CT",
+        instance,
+    )
+    slope, intercept = 0.5, -1024.0
+    raw = np.round((hu - intercept) / slope).astype(np.uint16)
+    ds.Rows, ds.Columns = raw.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    if rescale:
+        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    ds.PixelData = raw.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+def write_ldct(root, patients=("L067", "L096"), slices: int = 3, fmt: str = "dicom") -> dict:
+    """The Mayo layout: PATIENT/full_1mm and PATIENT/quarter_1mm; file names in an order unlike the slice order
+    (DICOM pairs by InstanceNumber). Returns {(patient, slice): (full HU, quarter HU)}."""
+    rng = np.random.default_rng(3)
+    made = {}
+    for p in patients:
+        for k in range(slices):
+            full = rng.uniform(-300, 400, (24, 20)).round()
+            quarter = full + rng.normal(0, 30, full.shape).round()
+            made[(p, k)] = (full, quarter)
+            for dose, hu in (("full_1mm", full), ("quarter_1mm", quarter)):
+                (root / p / dose).mkdir(parents=True, exist_ok=True)
+                stem = f"{p}_{dose}_{(slices - k) * 7:03d}"  # names sort in reverse slice order
+                if fmt == "dicom":
+                    write_ct(root / p / dose / f"{stem}.IMA", hu, instance=k + 1)
+                else:
+                    iio.imwrite(root / p / dose / f"{k:03d}.png", (hu + 1024).astype(np.uint16))
+    return made
+
+
+@pytest.mark.parametrize("fmt", ["dicom", "png16"])
+def test_ldct_slices_pair_by_patient_and_slice_in_the_hu_window(tmp_path, fmt):
+    made = write_ldct(tmp_path / "LDCT", fmt=fmt)
+    pairs, groups = load_dataset(f"ldct:{tmp_path / 'LDCT'}", "gray", hu_window=(-160.0, 240.0))
+    assert len(pairs) == 6 and groups == ["L067"] * 3 + ["L096"] * 3
+    full, quarter = made[("L096", 1)]
+    clean, noisy = pairs[4]
+    assert clean.name == "L096_0001"
+    want = lambda hu: np.clip((hu - -160.0) / 400.0, 0, 1).astype(np.float32)[..., None]  # noqa: E731
+    np.testing.assert_allclose(clean.pixels, want(full), atol=1e-6)
+    np.testing.assert_allclose(noisy.pixels, want(quarter), atol=1e-6)
+    assert clean.pixels.min() == 0.0 and clean.pixels.max() == 1.0  # the window clips (-300..400 HU drawn)
+
+
+def test_ldct_bad_slices_are_one_line_naming_the_file(tmp_path):
+    write_ldct(tmp_path / "A", patients=("L067",))
+    bad = sorted((tmp_path / "A" / "L067" / "quarter_1mm").iterdir())[0]
+    write_ct(bad, np.zeros((24, 20)), instance=3, rescale=False)
+    with pytest.raises(DataError, match=rf"{bad.name}: no RescaleSlope or RescaleIntercept tag"):
+        load_dataset(f"ldct:{tmp_path / 'A'}", "gray")
+    bad.write_bytes(b"garbage")
+    with pytest.raises(DataError, match=rf"{bad.name}: not a readable DICOM slice"):
+        load_dataset(f"ldct:{tmp_path / 'A'}", "gray")
+    bad.unlink()
+    with pytest.raises(DataError, match=r"quarter_1mm: 2 slices, its full-dose folder full_1mm has 3"):
+        load_dataset(f"ldct:{tmp_path / 'A'}", "gray")
+    write_ldct(tmp_path / "B", patients=("L067",), fmt="png16")
+    iio.imwrite(tmp_path / "B" / "L067" / "full_1mm" / "000.png", np.zeros((24, 20), np.uint8))
+    with pytest.raises(DataError, match=r"000.png: a uint8 image of shape \(24, 20\); CT slices must be 16-bit"):
+        load_dataset(f"ldct:{tmp_path / 'B'}", "gray")
+    with pytest.raises(ConfigError, match=r"hu_window: low 100 must be below high 100"):
+        load_config(None, ["data.hu_window=[100,100]"])

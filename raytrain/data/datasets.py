@@ -11,6 +11,13 @@
   ``ValidationNoisyBlocksSrgb.mat`` (uint8, 40 images x 32 blocks x 256 x 256 x 3), MATLAB v5 (``scipy.io``) or
   v7.3 (HDF5, ``h5py``; its axes come reversed); a pair is one block, its group the image (``val_07``).
 
+``data.source: ldct:PATH`` - low-dose CT (the AAPM/Mayo layout of LIR's Table 3): one folder per patient
+(``L067``), each with a full-dose and a quarter-dose folder (names containing ``full`` and ``quarter``, e.g.
+``full_1mm`` / ``quarter_1mm``) of DICOM slices (``.IMA`` / ``.dcm``, read with pydicom; Hounsfield units from
+RescaleSlope / RescaleIntercept) or of 16-bit PNG/TIFF slices (HU = value - ``data.hu_offset``). Slices pair by
+InstanceNumber (DICOM) or file order; a pair is (full, quarter) dose, its group the patient. HU are mapped to [0, 1]
+through ``data.hu_window`` (clipped), so PSNR / SSIM use the window as their data range.
+
 DND (sRGB benchmark; no ground truth, so no training source): :func:`dnd_crops` reads ``info.mat`` (MATLAB v7.3:
 ``info.boundingboxes``, one 20 x 4 array of 1-based inclusive [row0, col0, row1, col1] per image) and
 ``images_srgb/NNNN.mat`` (``InoisySRGB``, float in [0, 1]) and yields each image's crops, as the benchmark's devkit
@@ -30,7 +37,7 @@ import numpy as np
 from raytrain.data.images import Image, read_image, to_color, to_float
 from raytrain.errors import DataError
 
-KINDS = ("sidd",)
+KINDS = ("sidd", "ldct")
 SIDD_MAT = {"ValidationGtBlocksSrgb": "clean", "ValidationNoisyBlocksSrgb": "noisy"}
 _SIDD_FILE = re.compile(r"^(?P<pre>(\d+_)?)(?P<kind>GT|NOISY)_SRGB_(?P<id>\d+)\.png$", re.IGNORECASE)
 
@@ -43,11 +50,14 @@ def dataset_kind(source: str) -> tuple[str, str] | None:
     return kind, path
 
 
-def load_dataset(source: str, color: str) -> tuple[list[tuple[Image, Image]], list[str]]:
+def load_dataset(source: str, color: str, hu_window: tuple[float, float] = (-160.0, 240.0),
+                 hu_offset: float = 1024.0) -> tuple[list[tuple[Image, Image]], list[str]]:  # fmt: skip
     """(pairs, group of each pair) of a ``KIND:PATH`` source, sorted by group then name."""
     kind, path = dataset_kind(source) or (None, source)
-    if kind != "sidd":
+    if kind is None:
         raise DataError(f"{source}: not a dataset source (one of {', '.join(k + ':PATH' for k in KINDS)})")
+    if kind == "ldct":
+        return ldct_pairs(Path(path), color, hu_window, hu_offset)
     root = Path(path)
     if not root.exists():
         raise DataError(f"{root}: SIDD path not found")
@@ -169,3 +179,81 @@ def dnd_crops(root: str | Path):
                 raise DataError(f"{info_path}: box {[r0, c0, r1, c1]} of image {i} is outside its {img.shape[:2]}")
             crops.append(np.ascontiguousarray(img[r0 - 1 : r1, c0 - 1 : c1]))
         yield i, crops
+
+
+# ------------------------------------------------------------------------------------------------ LDCT
+DICOM_EXT = (".ima", ".dcm")
+SLICE_EXT = (".png", ".tif", ".tiff")
+
+
+def read_dicom_hu(path: Path) -> tuple[int, np.ndarray]:
+    """(InstanceNumber, Hounsfield units) of one DICOM slice."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(path)
+        raw = ds.pixel_array.astype(np.float64)
+    except (InvalidDicomError, OSError, AttributeError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable DICOM slice ({first_line(exc)})") from None
+    missing = [t for t in ("RescaleSlope", "RescaleIntercept") if t not in ds]
+    if missing:
+        raise DataError(f"{path}: no {' or '.join(missing)} tag: its pixels cannot be turned into Hounsfield units")
+    return int(ds.get("InstanceNumber", 0)), raw * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+
+
+def _dose_slices(folder: Path, hu_offset: float) -> list[tuple[str, np.ndarray]]:
+    """(name, HU) of every slice of one dose folder, in slice order."""
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    dicom = [p for p in files if p.suffix.lower() in DICOM_EXT]
+    if dicom:
+        slices = sorted((read_dicom_hu(p) + (p.stem,) for p in dicom), key=lambda t: (t[0], t[2]))
+        return [(name, hu) for _, hu, name in slices]
+    images = [p for p in files if p.suffix.lower() in SLICE_EXT]
+    if not images:
+        raise DataError(f"{folder}: no DICOM ({', '.join(DICOM_EXT)}) or 16-bit ({', '.join(SLICE_EXT)}) slices")
+    import imageio.v3 as iio
+
+    out = []
+    for p in images:
+        arr = np.asarray(iio.imread(p))
+        if arr.dtype != np.uint16 or arr.ndim != 2:
+            raise DataError(f"{p}: a {arr.dtype} image of shape {arr.shape}; CT slices must be 16-bit, one channel")
+        out.append((p.stem, arr.astype(np.float64) - hu_offset))
+    return out
+
+
+def window(hu: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Hounsfield units -> [0, 1] through the display window [lo, hi] (clipped), float32 (H, W, 1)."""
+    return np.clip((hu - lo) / (hi - lo), 0, 1).astype(np.float32)[..., None]
+
+
+def ldct_pairs(root: Path, color: str, hu_window: tuple[float, float], hu_offset: float):
+    if not root.is_dir():
+        raise DataError(f"{root}: LDCT path not found")
+    lo, hi = hu_window
+    patients = sorted(p for p in root.iterdir() if p.is_dir())
+    if not patients:
+        raise DataError(f"{root}: no patient folders (expected e.g. L067/full_1mm, L067/quarter_1mm)")
+    pairs, groups = [], []
+    for patient in patients:
+        doses = {}
+        for kind in ("full", "quarter"):
+            found = sorted(p for p in patient.iterdir() if p.is_dir() and kind in p.name.lower())
+            if len(found) != 1:
+                raise DataError(f"{patient}: expected one folder whose name contains {kind!r}, found "
+                                f"{[p.name for p in found]}")  # fmt: skip
+            doses[kind] = (found[0], _dose_slices(found[0], hu_offset))
+        (fdir, full), (qdir, quarter) = doses["full"], doses["quarter"]
+        if len(full) != len(quarter):
+            raise DataError(f"{qdir}: {len(quarter)} slices, its full-dose folder {fdir.name} has {len(full)}")
+        for k, ((fname, fhu), (qname, qhu)) in enumerate(zip(full, quarter, strict=True)):
+            if fhu.shape != qhu.shape:
+                raise DataError(
+                    f"{qdir / qname}: slice of size {qhu.shape}, its full-dose slice {fname} is {fhu.shape}"
+                )
+            name = f"{patient.name}_{k:04d}"
+            c, n = (to_color(window(h, lo, hi), color, name) for h in (fhu, qhu))
+            pairs.append((Image(name, c), Image(name, n)))
+            groups.append(patient.name)
+    return pairs, groups

@@ -65,7 +65,7 @@ def load_domains(cfg) -> Collection:
     d = cfg.data
     groups = None  # a dataset's scene per image: validation and training never share a scene
     if dataset_kind(d.source):  # a paper dataset as distributed (SIDD, ...): real pairs with their scenes
-        pairs, groups = load_dataset(d.source, d.color)
+        pairs, groups = load_dataset(d.source, d.color, d.hu_window, d.hu_offset)
         images = [c for c, _ in pairs]
         noisy = [n.pixels for _, n in pairs]
     elif d.noisy_source:  # real pairs: noise comes from the camera, not from a model
