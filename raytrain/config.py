@@ -228,6 +228,9 @@ class TrainConfig(Strict):
     schedule: Schedule = Field(default_factory=Schedule)
     grad_clip: Annotated[float, Field(gt=0)] | None = None
     grad_skip: Annotated[float, Field(gt=0)] | None = None  # skip an update whose grad norm exceeds this (vdvae)
+    # decay of an exponential moving average of the inference nets' parameters (BasicSR / vdvae use 0.999; about
+    # 1 / (1 - ema) steps are averaged); validation and the exported weights use it. None: off
+    ema: Annotated[float, Field(gt=0, lt=1)] | None = None
     log_every: Annotated[int, Field(ge=1)] = 10
     val_every: Annotated[int, Field(ge=1)] = 200
     checkpoint_every: Annotated[int, Field(ge=1)] = 200

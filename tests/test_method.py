@@ -123,3 +123,41 @@ def test_progress_lines_for_logs_report_step_and_time_left(capsys, monkeypatch):
         "run (lir) | step 30/100 | 40 s | 280 s left",
         "run (lir) val PSNR 21.00 dB | step 30/100 | 41 s | 287 s left",
     ]
+
+
+def test_ema_averages_the_inference_nets_and_is_what_validation_and_export_see(tiny):
+    """train.ema = 0.5, known answers: the first update copies the live weights; after the live weights move by +1,
+    the average is old + 0.5; inside ``averaged()`` the nets hold it (buffers stay live), outside the live weights
+    are back; export and a checkpoint round trip carry it; off by default."""
+    torch.manual_seed(0)
+    m = build_method(tiny("train.ema=0.5"), torch.device("cpu"))
+    net = m.nets["denoiser"]
+    old = {n: p.detach().clone() for n, p in net.named_parameters()}
+    m.update_ema()  # first step: a copy
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+        bn = next(mod for mod in net.modules() if isinstance(mod, torch.nn.BatchNorm2d))
+        bn.running_mean.fill_(7.0)
+    m.update_ema()
+    with m.averaged():
+        for n, p in net.named_parameters():
+            torch.testing.assert_close(p, old[n] + 0.5)
+        assert bn.running_mean.eq(7.0).all()  # buffers are the live ones
+        x = torch.rand(1, 1, 16, 16)
+        during = m.restore(x)
+    for n, p in net.named_parameters():
+        torch.testing.assert_close(p, old[n] + 1.0)  # the live weights are back
+    assert not torch.allclose(during, m.restore(x))
+    exported = m.inference_state()["denoiser"]
+    for n in old:
+        torch.testing.assert_close(exported[n], old[n] + 0.5)
+    state = m.state_dict()
+    fresh = build_method(tiny("train.ema=0.5"), torch.device("cpu"))
+    fresh.load_state_dict(state)
+    with fresh.averaged():
+        for n, p in fresh.nets["denoiser"].named_parameters():
+            torch.testing.assert_close(p, old[n] + 0.5)
+    plain = build_method(tiny(), torch.device("cpu"))
+    plain.update_ema()
+    assert plain._ema is None and "ema" not in plain.state_dict()

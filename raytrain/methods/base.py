@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -132,6 +133,8 @@ class Method:
         self.nets: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
+        # train.ema: an exponential moving average of the inference nets' parameters (None until the first step)
+        self._ema: dict[str, dict[str, torch.Tensor]] | None = None
 
     # ------------------------------------------------------------------------------------------- to implement
     def train_step(self, batches: dict[str, dict[str, torch.Tensor]], step: int) -> StepOutput:
@@ -223,6 +226,46 @@ class Method:
             for sched in self.schedulers.values():
                 sched.step()
 
+    # ------------------------------------------------------------------------------------------------- EMA
+    def _live_params(self) -> dict[str, dict[str, nn.Parameter]]:
+        return {k: dict(unwrap(self.nets[k]).named_parameters()) for k in self.inference_nets if k in self.nets}
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """``train.ema`` = d: after each step, ema <- d * ema + (1 - d) * live for every parameter of the inference
+        nets (the restoring / generating nets; discriminators are not averaged); the first step copies them."""
+        decay = self.cfg.train.ema
+        if decay is None:
+            return
+        live = self._live_params()
+        if self._ema is None:
+            self._ema = {k: {n: p.detach().clone() for n, p in ps.items()} for k, ps in live.items()}
+            return
+        for k, ps in live.items():
+            for n, p in ps.items():
+                self._ema[k][n].lerp_(p.detach(), 1 - decay)
+
+    @contextmanager
+    def averaged(self) -> Iterator[None]:
+        """The EMA parameters in the inference nets for the duration (validation, export), the live ones put back
+        after. Parameters only: buffers (BatchNorm statistics, fitted kernels, the temperature) stay the live nets'."""
+        if self._ema is None:
+            yield
+            return
+        live = self._live_params()
+        saved = {k: {n: p.detach().clone() for n, p in ps.items()} for k, ps in live.items()}
+        with torch.no_grad():
+            for k, ps in live.items():
+                for n, p in ps.items():
+                    p.copy_(self._ema[k][n])
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for k, ps in live.items():
+                    for n, p in ps.items():
+                        p.copy_(saved[k][n])
+
     def train(self, mode: bool = True) -> None:
         for net in self.nets.values():
             net.train(mode)
@@ -236,7 +279,7 @@ class Method:
             "nets": {k: unwrap(v).state_dict() for k, v in self.nets.items()},
             "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
             "schedulers": {k: v.state_dict() for k, v in self.schedulers.items()},
-        }
+        } | ({"ema": self._ema} if self._ema is not None else {})
 
     def load_state_dict(self, state: dict) -> None:
         for group in ("nets", "optimizers", "schedulers"):
@@ -246,7 +289,16 @@ class Method:
                 raise RaytrainError(f"the checkpoint has no {group} {sorted(missing)}")
             for k, obj in mine.items():
                 load_checked(unwrap(obj) if group == "nets" else obj, state[group][k], f"{group[:-1]} {k}")
+        self._ema = None  # a checkpoint without one (ema turned on later): it starts from the live weights
+        if self.cfg.train.ema is not None and state.get("ema"):
+            live = self._live_params()
+            if {k: set(v) for k, v in state["ema"].items()} != {k: set(v) for k, v in live.items()}:
+                raise RaytrainError("the checkpoint's EMA weights do not match the inference nets of this config")
+            self._ema = {k: {n: t.detach().clone().to(live[k][n].device) for n, t in v.items()}
+                         for k, v in state["ema"].items()}  # fmt: skip
 
     def inference_state(self) -> dict:
-        """Only the nets needed to restore images (``raytrain denoise``)."""
-        return {k: unwrap(self.nets[k]).state_dict() for k in self.inference_nets}
+        """Only the nets needed to restore images (``raytrain denoise``); their EMA parameters when ``train.ema``."""
+        with self.averaged():
+            return {k: {n: t.detach().clone() for n, t in unwrap(self.nets[k]).state_dict().items()}
+                    for k in self.inference_nets}  # fmt: skip

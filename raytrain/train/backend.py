@@ -2,15 +2,15 @@
 
 Ray's ``TorchConfig`` meets through a ``TCPStore`` that rank 0 serves on every interface (``::``), and gloo / NCCL
 open their own sockets on the interface the host name resolves to: during a 2-worker run on the embedded Ray that was
-the one listener not on 127.0.0.1. On the embedded Ray every worker is on this machine, so here the ranks meet through
-a ``FileStore`` in a private (0700) temporary folder, and gloo / NCCL are pointed at the loopback interface
-(``GLOO_SOCKET_IFNAME`` / ``NCCL_SOCKET_IFNAME``, unless the user set them). Runs on a cluster (``address`` set) keep
-Ray's own ``TorchConfig``: their ranks may be on other machines.
+the one listener not on 127.0.0.1. On a Ray whose every node is at 127.0.0.1 every worker is on this machine, so here
+the ranks meet through a ``FileStore`` in a private (0700) temporary folder, and gloo / NCCL are pointed at the
+loopback interface (``GLOO_SOCKET_IFNAME`` / ``NCCL_SOCKET_IFNAME``, unless the user set them). Runs on a cluster
+keep Ray's own ``TorchConfig``: their ranks may be on other machines.
 
-Ray touch points, all private to Ray 2.60 and kept in this module: ``_TorchBackend`` (its shutdown is reused),
-``_setup_torch_process_group`` and ``_set_torch_distributed_env_vars`` (the calls Ray's own backend makes, with a
-``file://`` init method instead of ``env://``). ``tests/test_bad_input.py`` runs both backends and fails if this one
-listens beyond loopback or if Ray's stops doing so (then this module is no longer needed).
+Built on Ray's public ``TorchConfig`` and its developer API ``ray.train.backend.Backend`` (the documented way to
+give a trainer its own process-group set-up); it sets the variables torchrun and Ray's own backend set (``RANK``,
+``LOCAL_RANK``, ...). ``tests/test_bad_input.py`` runs it and Ray's own backend and fails if this one listens beyond
+loopback, or if Ray's stops doing so (then this module is no longer needed).
 """
 
 from __future__ import annotations
@@ -20,13 +20,17 @@ import shutil
 import socket
 import tempfile
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import ray
+import ray.train
+import torch.distributed as dist
+from ray.train.backend import Backend
 from ray.train.torch import TorchConfig
-from ray.train.torch.config import _set_torch_distributed_env_vars, _setup_torch_process_group, _TorchBackend
 
 IFNAME_VARS = ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME")
+SHUTDOWN_TIMEOUT_S = 30
 
 
 def loopback_interface() -> str | None:
@@ -39,30 +43,47 @@ def loopback_interface() -> str | None:
     return None
 
 
-def _use_interface(name: str | None) -> None:
+def _prepare_worker(interface: str | None) -> None:
+    """On each worker: the collectives on ``interface``; torchrun's rank variables (as Ray's own backend sets them)."""
     for var in IFNAME_VARS:
-        if name and var not in os.environ:
-            os.environ[var] = name
+        if interface and var not in os.environ:
+            os.environ[var] = interface
+    ctx = ray.train.get_context()
+    os.environ.update({"LOCAL_RANK": str(ctx.get_local_rank()), "LOCAL_WORLD_SIZE": str(ctx.get_local_world_size()),
+                       "NODE_RANK": str(ctx.get_node_rank()), "RANK": str(ctx.get_world_rank()),
+                       "WORLD_SIZE": str(ctx.get_world_size())})  # fmt: skip
 
 
-class LoopbackTorchBackend(_TorchBackend):
-    """Ray's torch backend with a file rendezvous and the collectives on the loopback interface."""
+def _init_group(backend: str, url: str, rank: int, world: int, timeout_s: int) -> None:
+    dist.init_process_group(backend=backend, init_method=url, rank=rank, world_size=world,
+                            timeout=timedelta(seconds=timeout_s))  # fmt: skip
+
+
+def _end_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+class LoopbackTorchBackend(Backend):
+    """A torch process group that meets through a file and talks over the loopback interface."""
+
+    share_cuda_visible_devices = True  # as Ray's torch backend: NCCL ranks on a node see each other's GPUs
 
     def on_start(self, worker_group, backend_config: LoopbackTorchConfig) -> None:
         gpus = worker_group.get_resources_per_worker().get("GPU", 0)
         backend = backend_config.backend or ("nccl" if gpus else "gloo")
         self._folder = tempfile.mkdtemp(prefix="raytrain-pg-")  # mkdtemp: mode 0700, a fresh store per attempt
         url = Path(self._folder, "store").as_uri()
-        worker_group.execute(_use_interface, loopback_interface())
-        worker_group.execute(_set_torch_distributed_env_vars)
+        worker_group.execute(_prepare_worker, loopback_interface())
         n = len(worker_group)
-        ray.get([worker_group.execute_single_async(i, _setup_torch_process_group, backend=backend, world_rank=i,
-                                                   world_size=n, init_method=url, timeout_s=backend_config.timeout_s)
+        ray.get([worker_group.execute_single_async(i, _init_group, backend, url, i, n, backend_config.timeout_s)
                  for i in range(n)])  # fmt: skip
 
     def on_shutdown(self, worker_group, backend_config) -> None:
         try:
-            super().on_shutdown(worker_group, backend_config)
+            ray.get(worker_group.execute_async(_end_group), timeout=SHUTDOWN_TIMEOUT_S)
+        except ray.exceptions.GetTimeoutError:
+            pass  # the workers are being torn down anyway; their store folder goes below
         finally:
             shutil.rmtree(getattr(self, "_folder", ""), ignore_errors=True)
 

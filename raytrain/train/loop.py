@@ -221,6 +221,7 @@ class Loop:
             batches = {d: next(self.streams[d]) for d in pick_domains(self.method, self.cfg, step)}
             out = self.method.train_step(batches, step)
             self.method.end_step()
+            self.method.update_ema()
             self._guard(out, step)
             if self.startup_s is None and self.started_at is not None:
                 self.startup_s = time.time() - self.started_at  # launch (driver) -> first finished step
@@ -280,6 +281,10 @@ class Loop:
         } | ({"startup_s": self.startup_s} if self.startup_s is not None else {})  # fmt: skip
 
     def _validate(self, step: int) -> dict[str, float]:
+        with self.method.averaged():  # train.ema: the averaged weights are the ones validated (and exported)
+            return self._validate_now(step)
+
+    def _validate_now(self, step: int) -> dict[str, float]:
         m = validate(self.method, self.val, self.rank, self.world, self.device)
         key, _, better = self.method.headline
         now = m[f"val_{key}"]
