@@ -188,7 +188,7 @@ def test_two_by_two_ablation_writes_the_table_csv_and_plots(ray_local, tmp_path)
         "method.width=8" in (folder / "ablation.md").read_text()
         and "| NLM (known sigma) |" in (folder / "ablation.md").read_text()
     )
-    assert (folder / "ablation.csv").read_text().startswith("method.width,mean,std,n")
+    assert (folder / "ablation.csv").read_text().startswith("method.width,method,mean,std,n")
     assert (folder / "metric.png").stat().st_size > 1000 and (folder / "curves.png").stat().st_size > 1000
 
 
