@@ -126,11 +126,12 @@ def test_progress_lines_for_logs_report_step_and_time_left(capsys, monkeypatch):
 
 
 def test_ema_averages_the_inference_nets_and_is_what_validation_and_export_see(tiny):
-    """train.ema = 0.5, known answers: the first update copies the live weights; after the live weights move by +1,
-    the average is old + 0.5; inside ``averaged()`` the nets hold it (buffers stay live), outside the live weights
+    """train.ema = 0.75, known answers: the first update copies the live weights; after the live weights move by +1,
+    the average is old + 0.25 (0.75 * old + 0.25 * (old + 1); a swapped decay would give old + 0.75); inside
+    ``averaged()`` the nets hold it (buffers stay live), outside the live weights
     are back; export and a checkpoint round trip carry it; off by default."""
     torch.manual_seed(0)
-    m = build_method(tiny("train.ema=0.5"), torch.device("cpu"))
+    m = build_method(tiny("train.ema=0.75"), torch.device("cpu"))
     net = m.nets["denoiser"]
     old = {n: p.detach().clone() for n, p in net.named_parameters()}
     m.update_ema()  # first step: a copy
@@ -142,7 +143,7 @@ def test_ema_averages_the_inference_nets_and_is_what_validation_and_export_see(t
     m.update_ema()
     with m.averaged():
         for n, p in net.named_parameters():
-            torch.testing.assert_close(p, old[n] + 0.5)
+            torch.testing.assert_close(p, old[n] + 0.25)
         assert bn.running_mean.eq(7.0).all()  # buffers are the live ones
         x = torch.rand(1, 1, 16, 16)
         during = m.restore(x)
@@ -151,13 +152,13 @@ def test_ema_averages_the_inference_nets_and_is_what_validation_and_export_see(t
     assert not torch.allclose(during, m.restore(x))
     exported = m.inference_state()["denoiser"]
     for n in old:
-        torch.testing.assert_close(exported[n], old[n] + 0.5)
+        torch.testing.assert_close(exported[n], old[n] + 0.25)
     state = m.state_dict()
-    fresh = build_method(tiny("train.ema=0.5"), torch.device("cpu"))
+    fresh = build_method(tiny("train.ema=0.75"), torch.device("cpu"))
     fresh.load_state_dict(state)
     with fresh.averaged():
         for n, p in fresh.nets["denoiser"].named_parameters():
-            torch.testing.assert_close(p, old[n] + 0.5)
+            torch.testing.assert_close(p, old[n] + 0.25)
     plain = build_method(tiny(), torch.device("cpu"))
     plain.update_ema()
     assert plain._ema is None and "ema" not in plain.state_dict()
