@@ -477,7 +477,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def cmd_jobs(args: argparse.Namespace) -> int:
     from raytrain import jobs
-    from raytrain.errors import RaytrainError
+    from raytrain.errors import RaytrainError, first_line
 
     c = jobs.client(args.address)
     if args.action == "list":
@@ -495,7 +495,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         else:
             print(f"{args.job_id}: {'stop requested' if c.stop_job(args.job_id) else 'already finished'}")
     except RuntimeError as exc:
-        raise RaytrainError(f"job {args.job_id}: {str(exc).splitlines()[0][:200]}") from None
+        raise RaytrainError(f"job {args.job_id}: {first_line(exc)}") from None
     return 0
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from raytrain.errors import RaytrainError
+from raytrain.errors import RaytrainError, first_line
 
 _WRITE_CAUSES = {errno.ENOSPC: "no space left on the device", errno.EROFS: "read-only file system",
                  errno.EACCES: "permission denied", errno.ENOENT: "no such folder", errno.EDQUOT: "disk quota exceeded",
@@ -87,5 +87,5 @@ def load_torch(path: str | Path, what: str = "a PyTorch file") -> Any:
         elif isinstance(exc, pickle.UnpicklingError):
             why = "not a PyTorch file, or a damaged one"
         else:
-            why = f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:120]}" if str(exc) else exc.__class__.__name__
+            why = first_line(exc, 120, typed=True)
         raise RaytrainError(f"{p}: cannot load {what} ({why})") from None

@@ -29,7 +29,7 @@ from raytrain.config import (
     lr_factor,
     recipe_deviations,
 )
-from raytrain.errors import ConfigError, RaytrainError
+from raytrain.errors import ConfigError, RaytrainError, first_line
 
 COMMANDS = ("train", "tune", "ablate", "pipeline")  # those that take a config, --set and --address
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
@@ -169,7 +169,7 @@ def client(address: str | None, spec: JobSpec | None = None):
     try:
         return JobSubmissionClient(addr, headers=headers)
     except Exception as exc:  # noqa: BLE001 - ConnectionError, ValueError, RuntimeError depending on the failure
-        raise RaytrainError(f"cannot reach the Ray job API at {addr}: {str(exc).splitlines()[0][:200]}") from None
+        raise RaytrainError(f"cannot reach the Ray job API at {addr}: {first_line(exc)}") from None
 
 
 def submit(path: str | Path, address: str | None = None, agent_wait_s: float = 120.0) -> tuple[Any, str, list[str]]:
@@ -193,7 +193,7 @@ def submit(path: str | Path, address: str | None = None, agent_wait_s: float = 1
             # A head that has just started answers before its job agent is up ("No available agent to submit job"):
             # wait for it rather than fail; anything else is the user's to see.
             if "No available agent" not in str(exc):
-                raise RaytrainError(f"the job API refused {spec.name}: {str(exc).splitlines()[0][:300]}") from None
+                raise RaytrainError(f"the job API refused {spec.name}: {first_line(exc, 300)}") from None
             if time.time() > deadline:
                 raise RaytrainError(f"the cluster's job agent did not come up within {agent_wait_s:.0f} s") from None
             time.sleep(2)

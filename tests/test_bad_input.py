@@ -323,3 +323,15 @@ def test_a_file_that_is_not_a_torch_file_is_named_as_such(tmp_path):
     bad.write_text('{"not": "a torch file"}')
     with pytest.raises(RaytrainError, match=r"model.pt: cannot load a model \(not a PyTorch file, or a damaged one\)"):
         files.load_torch(bad, "a model")
+
+
+def test_first_line_is_one_line_and_never_empty():
+    """The one helper every one-line message uses: the first line, cut; the class name for an empty message (where
+    ``str(exc).splitlines()[0]`` raised IndexError inside the error path)."""
+    from raytrain.errors import first_line
+
+    assert first_line(OSError("disk full\nmore detail"), typed=True) == "OSError: disk full"
+    assert first_line(ValueError("x" * 500), limit=10) == "x" * 10
+    assert first_line(RuntimeError("")) == "RuntimeError"
+    assert first_line(KeyError()) == "KeyError"
+    assert first_line(RaytrainError("  \nsecond")) == "second"

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from raytrain.data.images import Image, read_image, to_color, to_float
-from raytrain.errors import DataError
+from raytrain.errors import DataError, first_line
 
 KINDS = ("sidd", "ldct")
 SIDD_MAT = {"ValidationGtBlocksSrgb": "clean", "ValidationNoisyBlocksSrgb": "noisy"}
@@ -96,8 +96,6 @@ def sidd_folders(root: Path, color: str) -> tuple[list[tuple[Image, Image]], lis
 
 
 # ------------------------------------------------------------------------------------------------ SIDD blocks
-def first_line(exc: BaseException) -> str:
-    return (str(exc).splitlines() or [exc.__class__.__name__])[0][:120]
 
 
 def read_mat_array(path: Path, name: str) -> np.ndarray:
@@ -114,7 +112,7 @@ def read_mat_array(path: Path, name: str) -> np.ndarray:
     except NotImplementedError:  # scipy: "Please use HDF reader for matlab v7.3 files"
         pass
     except (ValueError, OSError, TypeError, IndexError, KeyError) as exc:  # scipy's errors on a file that is no .mat
-        raise DataError(f"{path}: not a readable MATLAB file ({first_line(exc)})") from None
+        raise DataError(f"{path}: not a readable MATLAB file ({first_line(exc, 120)})") from None
     import h5py
 
     try:
@@ -123,7 +121,7 @@ def read_mat_array(path: Path, name: str) -> np.ndarray:
                 raise DataError(f"{path}: no variable {name!r} in this .mat file (v7.3)")
             arr = np.asarray(f[name])
     except OSError as exc:
-        raise DataError(f"{path}: not a readable MATLAB v7.3 file ({first_line(exc)})") from None
+        raise DataError(f"{path}: not a readable MATLAB v7.3 file ({first_line(exc, 120)})") from None
     return arr.transpose(tuple(range(arr.ndim - 1, -1, -1)))  # HDF5 stores MATLAB's column-major axes reversed
 
 
@@ -164,7 +162,7 @@ def dnd_crops(root: str | Path):
             refs = np.asarray(f["info"]["boundingboxes"]).ravel()
             boxes = [np.asarray(f[r]).T.astype(np.int64) for r in refs]  # each (crops, 4), MATLAB's 1-based
     except OSError as exc:
-        raise DataError(f"{info_path}: not a readable MATLAB v7.3 file ({first_line(exc)})") from None
+        raise DataError(f"{info_path}: not a readable MATLAB v7.3 file ({first_line(exc, 120)})") from None
     for i, bb in enumerate(boxes, start=1):
         if bb.ndim != 2 or bb.shape[1] != 4:
             raise DataError(f"{info_path}: bounding boxes of image {i} have shape {bb.shape}, expected (crops, 4)")
@@ -195,7 +193,7 @@ def read_dicom_hu(path: Path) -> tuple[int, np.ndarray]:
         ds = pydicom.dcmread(path)
         raw = ds.pixel_array.astype(np.float64)
     except (InvalidDicomError, OSError, AttributeError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable DICOM slice ({first_line(exc)})") from None
+        raise DataError(f"{path}: not a readable DICOM slice ({first_line(exc, 120)})") from None
     missing = [t for t in ("RescaleSlope", "RescaleIntercept") if t not in ds]
     if missing:
         raise DataError(f"{path}: no {' or '.join(missing)} tag: its pixels cannot be turned into Hounsfield units")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from raytrain.errors import DataError
+from raytrain.errors import DataError, first_line
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
@@ -78,7 +78,7 @@ def decode(data: bytes, origin: str, color: str) -> np.ndarray:
     try:
         arr = iio.imread(io.BytesIO(data), extension=Path(origin).suffix.lower() or None)
     except Exception as exc:  # imageio raises many types for truncated/corrupt files
-        raise DataError(f"{origin}: cannot decode image ({exc.__class__.__name__}: {str(exc)[:120]})") from None
+        raise DataError(f"{origin}: cannot decode image ({first_line(exc, 120, typed=True)})") from None
     arr = np.asarray(arr)
     if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 2, 3, 4):
         arr = np.moveaxis(arr, 0, -1)  # channel-first TIFF

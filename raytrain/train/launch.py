@@ -21,7 +21,7 @@ from ray.train.torch import TorchTrainer
 from raytrain import localray
 from raytrain.config import RunConfig, check_weight_files, flatten, to_raw, validate
 from raytrain.data.pipeline import Collection, build_datasets, load_domains
-from raytrain.errors import RaytrainError
+from raytrain.errors import RaytrainError, first_line
 from raytrain.methods import method_class
 from raytrain.train.backend import torch_config
 from raytrain.train.loop import train_loop_per_worker
@@ -51,7 +51,7 @@ def connect(address: str | None, cfg: RunConfig, trials: int = 1) -> None:
         try:
             ray.init(address=address, log_to_driver=True)
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise RaytrainError(f"cannot connect to the Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
+            raise RaytrainError(f"cannot connect to the Ray cluster at {address}: {first_line(exc)}") from None
     else:
         need = trials * (cfg.scaling.num_workers * cfg.scaling.cpus_per_worker + DATA_CPUS_PER_RUN)
         # Logical CPUs: the workers' share plus one per patch dataset (a method streams up to 3 domains) for Ray
@@ -308,7 +308,7 @@ def run_training(cfg: RunConfig, parent_run_id: str | None = None) -> TrainResul
         cause = root_cause(exc)
         if isinstance(cause, RaytrainError):
             raise cause from None
-        raise RaytrainError(f"training failed: {cause.__class__.__name__}: {str(cause).splitlines()[0][:300]}") from exc
+        raise RaytrainError(f"training failed: {first_line(cause, 300, typed=True)}") from exc
     close_leftover_bars()
     history = result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
     ckpt_path = result.checkpoint.path if result.checkpoint else None

@@ -9,6 +9,7 @@ calls it at the same steps).
 from __future__ import annotations
 
 import json
+import logging
 import random
 import sys
 import tempfile
@@ -116,14 +117,21 @@ def _finite_params(method: Method) -> bool:
     return all(torch.isfinite(p).all() for net in method.nets.values() for p in net.parameters())
 
 
+class _DropReportLines(logging.Filter):
+    """Ray 2.60 logs every ``ray.train.report`` at INFO ("Reporting training result N: ...") through a logger named
+    after its own file, outside the ``ray.train`` logger that ``LoggingConfig`` filters; the progress bar and MLflow
+    already carry those numbers. A standard ``logging.Filter`` on the worker's root handlers drops just those lines
+    (no Ray internals imported)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.INFO and str(record.msg).startswith("Reporting training result"))
+
+
 def _quiet_report_log() -> None:
-    """Ray 2.60 logs every report at INFO through ``logging.getLogger(__file__)``, outside the ``ray.train`` logger
-    that ``LoggingConfig`` filters; the progress bar and MLflow already carry those numbers."""
-    import logging
-
-    from ray.train.v2._internal.execution import context as train_context
-
-    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+    drop = _DropReportLines()
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _DropReportLines) for f in handler.filters):
+            handler.addFilter(drop)
 
 
 def train_loop_per_worker(config: dict) -> None:

@@ -24,7 +24,7 @@ from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from raytrain.config import RunConfig, check_name, check_weight_files, to_raw, validate
-from raytrain.errors import RaytrainError
+from raytrain.errors import RaytrainError, first_line
 from raytrain.tune.space import Space, check_metric, check_space, to_tune, trial_raw
 
 STATE = "raytrain_sweep.json"
@@ -64,9 +64,7 @@ def trial(params: dict, base_raw: dict, sweep: str, tracking: dict | None) -> No
         if run:
             run.end("FAILED")
         cause = root_cause(exc)
-        raise RaytrainError(
-            f"trial {trial_id}: {cause.__class__.__name__}: {str(cause).splitlines()[0][:300]}"
-        ) from None
+        raise RaytrainError(f"trial {trial_id}: {first_line(cause, 300, typed=True)}") from None
     if run:
         run.end("FINISHED")
 
@@ -250,8 +248,7 @@ def run_sweep(cfg: RunConfig, space: Space, name: str, samples: int, concurrent:
         from raytrain.train.launch import root_cause
 
         cause = root_cause(errors[0])
-        why = (str(cause).splitlines() or [""])[0][:200]
-        why = why if isinstance(cause, RaytrainError) else f"{cause.__class__.__name__}: {why}"
+        why = first_line(cause, typed=not isinstance(cause, RaytrainError))
         raise RaytrainError(f"sweep {name!r}: all {len(errors)} trial(s) failed; the first: {why} (logs: {folder})")
     return summarize(results, cfg, space, metrics, modes, folder, parent, time.perf_counter() - t0, uri)
 
