@@ -115,12 +115,35 @@ def test_collection_from_a_uri_via_ray_data(ray_local, tmp_path):
 
 
 def test_long_runs_keep_blocks_small(ray_local, tiny):
-    # 1M steps must not turn into a few multi-GB blocks (a stalled stream); one pass is capped and cycles.
-    from raytrain.data.pipeline import MAX_PATCHES_PER_PASS, PATCHES_PER_BLOCK, pass_size
+    # 1M steps must not turn into a few multi-GB blocks (a stalled stream) nor into one long pass that keeps Ray
+    # Data's executor alive and spinning all run: a pass is capped at PASS_BYTES of patches and cycles.
+    from raytrain.data.pipeline import PASS_BYTES, PATCHES_PER_BLOCK, pass_size, patch_bytes
 
     cfg = tiny("train.steps=1000000", "data.paired.fraction=1.0")
-    assert pass_size(cfg, 2) == MAX_PATCHES_PER_PASS
+    n = pass_size(cfg, 2)
+    assert n == PASS_BYTES // patch_bytes(cfg) == 2**27 // (32 * 32 * 4 * 2)
     assert pass_size(tiny("train.steps=10"), 2) == 10 * 8 * 2 + 16
-    assert MAX_PATCHES_PER_PASS // PATCHES_PER_BLOCK <= 1024
+    assert pass_size(tiny("train.steps=1000000", "data.patches.size=256", "data.color=rgb"), 2) == 16 * 8 * 2
+    assert n // PATCHES_PER_BLOCK <= 1024
     ds = build_datasets(cfg, load_domains(cfg), ("paired",), 2)["paired"]
     assert ds.take_batch(4)["clean"].shape == (4, 1, 32, 32)  # streams at once, no giant first block
+
+
+def test_each_pass_cuts_new_patches_and_a_pass_is_reproducible(ray_local, tiny):
+    """The PassCounter offsets pass k's ids by k * n: pass 1 differs from pass 0, pass 0 again is identical, and a
+    domain's pass does not move another domain's."""
+    import ray
+
+    from raytrain.data.pipeline import PassCounter
+
+    cfg = tiny("train.steps=4", "data.paired.fraction=1.0")
+    counter = PassCounter.remote()
+    ds = build_datasets(cfg, load_domains(cfg), ("paired",), 1, counter)["paired"]
+    first = ds.take_batch(8)["clean"]
+    ray.get(counter.set.remote("paired", 1))
+    second = ds.take_batch(8)["clean"]
+    ray.get(counter.set.remote("source", 5))
+    ray.get(counter.set.remote("paired", 0))
+    again = ds.take_batch(8)["clean"]
+    assert not np.allclose(first, second)
+    np.testing.assert_array_equal(first, again)

@@ -1,8 +1,15 @@
 """Ray Data patch streams, one per domain, sharded to Train workers with ``ray.train.get_dataset_shard``.
 
-Each domain's stream is ``ray.data.range(n)`` mapped to patches: patch ``id`` is cut from an image with a generator
-seeded by ``(seed, domain, id)``, so the stream is reproducible whatever the number of workers or blocks. Images live
-once in the object store (``ray.put``) and the crop tasks read them zero-copy.
+Each domain's stream is ``ray.data.range(n)`` mapped to patches: patch ``id`` of pass ``k`` is cut from an image with
+a generator seeded by ``(seed, domain, k * n + id)``, so the stream is reproducible whatever the number of workers or
+blocks, and every pass cuts new patches. Images live once in the object store (``ray.put``) and the crop tasks read
+them zero-copy.
+
+Passes are short (:func:`pass_size`, at most ``PASS_BYTES``) and the workers start a new one when a pass runs out
+(``loop.batch_stream``, which sets the pass number on the run's :class:`PassCounter` first). One long pass would
+keep Ray Data's streaming executor alive and backpressured for the whole run, and Ray 2.60's scheduling loop spins
+when it has no task in flight: each domain's split coordinator then burned ~half a core (LIR, 1 worker of 2 CPUs,
+a run sized by ``train.max_minutes``: 6.5 s/step with one 2**20-patch pass, 1.05 s/step with 4096-patch passes).
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from raytrain.errors import DataError
 
 DOMAIN_CODES = {"paired": 1, "source": 2, "target": 3}
 PATCHES_PER_BLOCK = 1024
-MAX_PATCHES_PER_PASS = 2**20  # a longer run cycles through the stream again (see loop.batch_stream)
+PASS_BYTES = 2**27  # one pass of a domain's stream holds at most this many bytes of patches (128 MiB; pass_size)
 
 
 @dataclass
@@ -177,27 +184,57 @@ def patch_dataset(
     name: str,
     resample: NoiseModel | None = None,
     blocks: int | None = None,
+    counter: PassCounter | None = None,
 ) -> ray.data.Dataset:
-    """A Ray Dataset of ``n_patches`` patches from one domain (lazy; executed while training streams it)."""
+    """A Ray Dataset of ``n_patches`` patches from one domain (lazy; executed while training streams it); with a
+    :class:`PassCounter`, pass ``k`` cuts ids offset by ``k * n_patches``."""
     ref = ray.put(domain)
     code = DOMAIN_CODES[name]
 
     def to_patches(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return cut_patches(batch["id"], ray.get(ref), size, augment, seed, code, resample)
+        offset = ray.get(counter.get.remote(name)) * n_patches if counter is not None else 0
+        return cut_patches(batch["id"] + offset, ray.get(ref), size, augment, seed, code, resample)
 
     # Small blocks (<= PATCHES_PER_BLOCK rows): a map task's output block stays a few MB however long the run is.
     ds = ray.data.range(n_patches, override_num_blocks=blocks or max(1, -(-n_patches // PATCHES_PER_BLOCK)))
     return ds.map_batches(to_patches, batch_size=128, batch_format="numpy")
 
 
+def patch_bytes(cfg) -> int:
+    """Bytes of one patch in the stream: float32 clean and noisy."""
+    channels = 3 if cfg.data.color == "rgb" else 1
+    return channels * cfg.data.patches.size**2 * 4 * 2
+
+
 def pass_size(cfg, num_workers: int) -> int:
-    """Patches in one pass of a domain's stream: enough for the run (plus a batch per worker), at most 2**20."""
+    """Patches in one pass of a domain's stream: enough for the run (plus a batch per worker), at most
+    ``PASS_BYTES`` of patches, at least 16 steps' worth."""
     per_step = cfg.train.batch_size * num_workers
-    return min(cfg.train.steps * per_step + per_step, MAX_PATCHES_PER_PASS)
+    cap = max(PASS_BYTES // patch_bytes(cfg), 16 * per_step)
+    return min(cfg.train.steps * per_step + per_step, cap)
 
 
-def build_datasets(cfg, collection: Collection, domains: tuple[str, ...], num_workers: int) -> dict:
-    """One patch dataset per domain the method draws from, sized to last the run (streams also cycle)."""
+@ray.remote(num_cpus=0)
+class PassCounter:
+    """The pass each of a run's domain streams is in: set by the workers before each pass, read by every crop task,
+    so pass ``k`` cuts the ids ``k * n .. (k + 1) * n - 1`` (the workers draw the same domains every step, so they
+    set the same ``k``)."""
+
+    def __init__(self) -> None:
+        self.k: dict[str, int] = {}
+
+    def set(self, domain: str, k: int) -> None:
+        self.k[domain] = k
+
+    def get(self, domain: str) -> int:
+        return self.k.get(domain, 0)
+
+
+def build_datasets(
+    cfg, collection: Collection, domains: tuple[str, ...], num_workers: int, counter: PassCounter | None = None
+) -> dict:
+    """One patch dataset per domain the method draws from, in passes of :func:`pass_size` patches (a
+    :class:`PassCounter` makes each pass cut new patches; without one the passes repeat)."""
     d = cfg.data
     # Ray Data's per-operator bars would interleave with the training bar; the training bar says enough.
     ray.data.DataContext.get_current().enable_progress_bars = False
@@ -212,5 +249,5 @@ def build_datasets(cfg, collection: Collection, domains: tuple[str, ...], num_wo
                 f"check data.split, data.paired and data.val_images"
             )
         out[name] = patch_dataset(dom, n, d.patches.size, d.patches.augment, cfg.seed, name,
-                                  resample if name == "paired" else None)  # fmt: skip
+                                  resample if name == "paired" else None, counter=counter)  # fmt: skip
     return out

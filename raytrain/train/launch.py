@@ -20,7 +20,7 @@ from ray.train.torch import TorchTrainer
 
 from raytrain import localray
 from raytrain.config import RunConfig, check_weight_files, flatten, to_raw, validate
-from raytrain.data.pipeline import Collection, build_datasets, load_domains
+from raytrain.data.pipeline import Collection, PassCounter, build_datasets, load_domains
 from raytrain.errors import RaytrainError, first_line
 from raytrain.methods import method_class
 from raytrain.train.backend import torch_config
@@ -141,10 +141,12 @@ def make_trainer(cfg: RunConfig, collection: Collection, tracking: dict | None, 
                  progress: str | None = None, started_at: float | None = None) -> TorchTrainer:  # fmt: skip
     cfg = without_empty_domains(cfg, collection)
     domains = method_class(cfg.method.name).domains_for(cfg)
-    datasets = build_datasets(cfg, collection, domains, cfg.scaling.num_workers)
+    counter = PassCounter.remote()  # the pass the streams are in (the workers set it, the crop tasks read it)
+    datasets = build_datasets(cfg, collection, domains, cfg.scaling.num_workers, counter)
     loop_config = {
         "run": to_raw(cfg),
         "val_ref": ray.put(collection.val),
+        "pass_counter": counter,
         "tracking": tracking,
         # a live bar in a terminal; one line per report where the output is a log (jobs, CI, pipes)
         "progress": progress or ("bar" if sys.stderr.isatty() else "lines"),

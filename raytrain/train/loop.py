@@ -8,6 +8,7 @@ calls it at the same steps).
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import random
@@ -38,10 +39,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def batch_stream(name: str, cfg: RunConfig, device: torch.device) -> Iterator[dict[str, torch.Tensor]]:
-    """Endless batches from this worker's shard of one domain (a new pass when the shard is exhausted)."""
+def batch_stream(
+    name: str, cfg: RunConfig, device: torch.device, counter: ray.actor.ActorHandle | None = None
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless batches from this worker's shard of one domain: a new pass when the shard is exhausted, its number set
+    on the run's ``PassCounter`` first, so that the crop tasks cut new patches (data/pipeline.py)."""
     shard = ray.train.get_dataset_shard(name)  # Ray: this worker's split of the domain's patch dataset
-    while True:
+    for k in itertools.count():
+        if counter is not None:
+            ray.get(counter.set.remote(name, k))
         got = False
         for batch in shard.iter_torch_batches(
             batch_size=cfg.train.batch_size,
@@ -153,7 +159,7 @@ def train_loop_per_worker(config: dict) -> None:
         from raytrain.tracking import WorkerLogger
 
         logger = WorkerLogger(config["tracking"])
-    streams = {d: batch_stream(d, cfg, device) for d in method.domains}
+    streams = {d: batch_stream(d, cfg, device, config.get("pass_counter")) for d in method.domains}
     val = ray.get(config["val_ref"])
     config_json = json.dumps(config["run"])
     bar = None
