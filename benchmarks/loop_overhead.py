@@ -7,6 +7,11 @@ tensors. Target: ratio <= 1.10.
 
     python benchmarks/loop_overhead.py [--steps 60] [--depth 17] [--width 64] [--batch 16] [--threads 2]
     python benchmarks/loop_overhead.py --method lir --steps 6 --log-every 2 --set method.scm_backbone=random
+    python benchmarks/loop_overhead.py --minutes 2   # a run sized by a time budget (train.steps 1e6, max_minutes)
+
+``--minutes M`` declares the Ray run as ``train.steps=1000000`` stopped by ``train.max_minutes=M``, as the demo and
+``lir_quality.py`` run: the patch streams are then as long as a long run's (the case where one endless pass kept
+Ray Data's executor spinning beside training).
 """
 
 from __future__ import annotations
@@ -61,16 +66,19 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--method", default="dncnn")
     ap.add_argument("--log-every", type=int, default=10)
+    ap.add_argument("--minutes", type=float, default=None, help="size the Ray run as 1e6 steps stopped after M minutes")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra config overrides")
     a = ap.parse_args()
     sizes = [f"method.depth={a.depth}", f"method.width={a.width}"] if a.method == "dncnn" else []
     work = tempfile.mkdtemp(prefix="raytrain-bench-")
     split = "two_domain" if a.method == "lir" else "semi"
+    n = a.steps if a.minutes is None else 1_000_000
+    budget = [] if a.minutes is None else [f"train.max_minutes={a.minutes}"]
     cfg = load_config(None, [
         f"workdir={work}", "name=overhead", f"method.name={a.method}", *sizes, f"data.split={split}",
-        f"train.batch_size={a.batch}", f"train.steps={a.steps}", f"train.log_every={a.log_every}",
-        f"train.val_every={a.steps}",
-        f"train.checkpoint_every={a.steps}", "scaling.num_workers=1", f"scaling.cpus_per_worker={a.threads}",
+        f"train.batch_size={a.batch}", f"train.steps={n}", f"train.log_every={a.log_every}", *budget,
+        f"train.val_every={n}", f"train.checkpoint_every={n}", "scaling.num_workers=1",
+        f"scaling.cpus_per_worker={a.threads}",
         "data.resample_noise=true", "data.max_size=256", "tracking.enabled=false", "data.val_crop=32", *a.overrides,
     ])  # fmt: skip
     # one logical CPU per patch dataset beside the worker, as raytrain's own embedded Ray (launch.DATA_CPUS_PER_RUN):
@@ -84,7 +92,8 @@ def main() -> None:
         f"{cfg.data.patches.size}px, {a.threads} threads, {a.steps} steps"
     )
     print(f"plain PyTorch loop: {plain_t * 1000:8.1f} ms/step")
-    print(f"Ray Train loop:     {ray_t * 1000:8.1f} ms/step (1 worker, Ray Data stream, median of report intervals)")
+    sized = f", sized as 1e6 steps, {a.minutes:g} min" if a.minutes is not None else ""
+    print(f"Ray Train loop:     {ray_t * 1000:8.1f} ms/step (1 worker, Ray Data stream, median of reports{sized})")
     print(f"ratio ray/plain: {ray_t / plain_t:.3f} (target <= 1.10)")
 
 

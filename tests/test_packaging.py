@@ -1,0 +1,68 @@
+"""The package imports only what pyproject.toml declares (or the standard library); an optional extra's library
+only inside a ``try`` that catches ImportError (the feature says what to install instead of failing to import)."""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+from importlib.metadata import packages_distributions
+from pathlib import Path
+
+import tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def imports(package: Path) -> dict[str, bool]:
+    """Top-level module -> whether every import of it sits in a ``try`` that handles ImportError."""
+    guarded: dict[str, bool] = {}
+
+    def visit(node: ast.AST, in_try: bool) -> None:
+        if isinstance(node, ast.Try):
+            catches = any(
+                h.type is None or any(isinstance(n, ast.Name) and n.id in ("ImportError", "ModuleNotFoundError")
+                                      for n in ast.walk(h.type))
+                for h in node.handlers
+            )  # fmt: skip
+            for child in node.body:
+                visit(child, in_try or catches)
+            for child in [*node.handlers, *node.orelse, *node.finalbody]:
+                visit(child, in_try)
+            return
+        mods = []
+        if isinstance(node, ast.Import):
+            mods = [a.name.split(".")[0] for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            mods = [node.module.split(".")[0]]
+        for m in mods:
+            guarded[m] = guarded.get(m, True) and in_try
+        for child in ast.iter_child_nodes(node):
+            visit(child, in_try)
+
+    for path in package.rglob("*.py"):
+        visit(ast.parse(path.read_text(), str(path)), False)
+    return guarded
+
+
+def names(reqs: list[str]) -> set[str]:
+    return {re.split(r"[\[<>=!~ ;]", r, maxsplit=1)[0].lower().replace("_", "-") for r in reqs}
+
+
+def test_every_third_party_import_is_a_declared_dependency():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    required = names(project["dependencies"])
+    optional = names([r for group in project["optional-dependencies"].values() for r in group])
+    dists = packages_distributions()
+    found = imports(ROOT / "raytrain")
+    third_party = sorted(set(found) - set(sys.stdlib_module_names) - {"raytrain"})
+    assert {"ray", "torch", "numpy", "mlflow"} <= set(third_party), "the scan missed imports"
+    wrong = {}
+    for mod in third_party:
+        dist = {d.lower().replace("_", "-") for d in dists.get(mod, [mod])}
+        if dist & required:
+            continue
+        if dist & optional and found[mod]:
+            continue
+        wrong[mod] = "optional extra imported without an ImportError guard" if dist & optional else "undeclared"
+    assert not wrong, f"pyproject.toml does not cover these imports: {wrong}"
