@@ -78,6 +78,19 @@ def test_shapes_of_every_net():
     assert n["gen_noisy"](torch.cat([z, torch.zeros(2, 4, 8, 8)], 1)).shape == (2, 1, 32, 32)
     assert [o.shape for o in n["disc_noisy"](x)] == [(2, 1, 8, 8), (2, 1, 4, 4)]
     assert n["disc_repr"](z).shape == (2,)
+
+
+def test_n_down_0_keeps_the_codes_at_full_resolution_and_restores_any_size():
+    """The CPU recipe's ``n_down: 0``: content and noise codes at the image's own resolution (per-pixel noise can be
+    decoded from z^N_X), stride 1, so odd sizes restore without padding; a train step runs on it."""
+    m = lir("method.n_down=0")
+    x = torch.rand(2, 1, 17, 19)
+    z = m.nets["enc_noisy"](x)
+    assert z.shape == (2, 4, 17, 19) and m.stride == 1  # width channels, no downsampling
+    assert m.nets["enc_noise"](x).shape == (2, 8, 17, 19)
+    assert m.restore(x).shape == x.shape
+    out = m.train_step(batch(), 1)
+    assert not out.skipped and torch.isfinite(torch.tensor(out.losses["g_total"]))
     assert m.restore(torch.rand(1, 1, 29, 35)).shape == (1, 1, 29, 35)  # any size: pad to the stride, crop back
 
 

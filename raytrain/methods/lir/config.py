@@ -49,7 +49,7 @@ class LIRConfig(BaseModel):
     name: Literal["lir"] = "lir"
     # --- networks (official UNIT-based defaults)
     width: Annotated[int, Field(ge=2, le=256)] = 64
-    n_down: Annotated[int, Field(ge=1, le=4)] = 2
+    n_down: Annotated[int, Field(ge=0, le=4)] = 2  # 0: a full-resolution content code (CPU recipe option)
     n_res: Annotated[int, Field(ge=0, le=16)] = 4
     norm: Literal["bn", "in", "none"] = "bn"
     noise_dim: Annotated[int, Field(ge=1, le=1024)] = 256  # channels of the noise code z^N_X
