@@ -96,8 +96,6 @@ def sidd_folders(root: Path, color: str) -> tuple[list[tuple[Image, Image]], lis
 
 
 # ------------------------------------------------------------------------------------------------ SIDD blocks
-
-
 def read_mat_array(path: Path, name: str) -> np.ndarray:
     """Variable ``name`` of a MATLAB file, v5 (scipy) or v7.3 (HDF5 via h5py, axes put back in MATLAB's order)."""
     import scipy.io
