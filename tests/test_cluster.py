@@ -35,7 +35,8 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen, what: str) -> No
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}")
+            tail = proc.stderr.read().decode(errors="replace")[-2000:] if proc.stderr else ""
+            raise RuntimeError(f"{what} exited with {proc.returncode}: {tail}")
         try:
             with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 - our own local server
                 if r.status in (200, 401):
