@@ -142,8 +142,8 @@ def test_each_pass_cuts_new_patches_and_a_pass_is_reproducible(ray_local, tiny):
     first = ds.take_batch(8)["clean"]
     ray.get(counter.set.remote("paired", 1))
     second = ds.take_batch(8)["clean"]
-    ray.get(counter.set.remote("source", 5))
     ray.get(counter.set.remote("paired", 0))
+    ray.get(counter.set.remote("source", 5))  # after paired's reset: a counter shared by the domains would show here
     again = ds.take_batch(8)["clean"]
     assert not np.allclose(first, second)
     np.testing.assert_array_equal(first, again)
