@@ -19,6 +19,8 @@ def _add_overrides(parser: argparse.ArgumentParser, help: str = "override a conf
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="raytrain", description="Train and tune image-restoration models on Ray.")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    p.add_argument("--verbose", action="store_true",
+                   help="show Ray's and MLflow's own output too (worker and actor logs, start-up notices)")  # fmt: skip
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a method on Ray Train (embedded local Ray unless --address)")
@@ -233,10 +235,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_denoise(args: argparse.Namespace) -> int:
-    import numpy as np
     from tqdm import tqdm
 
-    from raytrain.data.images import EXTENSIONS, list_images, read_image
+    from raytrain.data.images import EXTENSIONS, list_images, read_image, to_uint8
     from raytrain.errors import DataError
     from raytrain.evaluate import tiled, to_tensor
     from raytrain.files import atomic_write_bytes, make_dirs
@@ -260,9 +261,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
         img = read_image(f, cfg.data.color)
         x = to_tensor(img.transpose(2, 0, 1))
         y = tiled(method.restore)(x).clamp(0, 1)[0].numpy().transpose(1, 2, 0)
-        arr = np.round(y * 255).astype(np.uint8)
-        arr = arr[..., 0] if arr.shape[-1] == 1 else arr
-        atomic_write_bytes(iio.imwrite("<bytes>", arr, extension=out.suffix.lower()), out)
+        atomic_write_bytes(iio.imwrite("<bytes>", to_uint8(y), extension=out.suffix.lower()), out)
     print(f"wrote {len(jobs)} image(s) to {dst}")
     return 0
 
@@ -298,11 +297,13 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
         import ray
 
         if args.address:
-            ray.init(address=args.address, log_to_driver=False)
+            from raytrain.console import ray_init_kwargs
+
+            ray.init(address=args.address, **ray_init_kwargs())
         else:
             from raytrain import localray
 
-            localray.start(max(2, args.actors), log_to_driver=False)
+            localray.start(max(2, args.actors))
         out = write_pairs_ray(files, args.checkpoint, args.out, args.level, args.temperature, args.seed, args.copies,
                               args.actors, **kw)  # fmt: skip
     else:
@@ -319,59 +320,11 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
 
 
 def cmd_noise_eval(args: argparse.Namespace) -> int:
-    from raytrain.data.images import load_pairs
-    from raytrain.data.pipeline import centre_crop, chw, load_domains
-    from raytrain.errors import DataError
-    from raytrain.evaluate import evaluate_pairs, tiles
-    from raytrain.inference import load_noise_model, load_restorer
-    from raytrain.noise_pipeline import fitted_sources, noise_quality
-    from raytrain.synthesis import as_synthesizer
+    from raytrain.noise_eval import noise_eval, report
 
-    fid_net = None
-    if args.inception:  # a bad weight file is reported before any work
-        from raytrain.nn.inception import load_inception
-
-        fid_net = load_inception(args.inception)
-    cfg, model = load_noise_model(args.checkpoint)
-    collection = load_domains(cfg) if (args.data is None or not args.no_baselines) else None
-    if args.data is None:
-        pairs, where = collection.val, f"the run's held-out images ({', '.join(collection.val_names)})"
-    else:
-        if not args.noisy:
-            raise DataError("--data needs --noisy (real noisy images with the same names)")
-        pairs = [(chw(n.pixels), chw(c.pixels)) for c, n in load_pairs(args.data, args.noisy, cfg.data.color)]
-        where = f"{len(pairs)} real pairs from {args.data}"
-    crop = lambda a: chw(centre_crop(a.transpose(1, 2, 0), args.crop))  # noqa: E731
-    pairs = [(crop(n), crop(c)) for n, c in pairs]
-    synths = {f"SeNM-VAE ({cfg.method.synthesis})": lambda c, lv: model.synthesize(c, lv)}
-    if not args.no_baselines:
-        fitted = fitted_sources(collection, cfg.seed)
-        synths |= {f"{k} (fitted on the paired set)": as_synthesizer(v) for k, v in fitted.items()}
-    rows = {name: noise_quality(name, fn, pairs, fid_net, args.fid_patch) for name, fn in synths.items()}
-    print(f"noise quality on {where}; each synthesised at the real pair's noise level")
-    w = max(len(n) for n in rows)
-    fid_h = f"  {'FID':>8}" if fid_net is not None else ""
-    print(f"{'noise model':<{w}}  {'KLD resid.':>10}  {'KLD noisy':>10}  {'corr.':>6}  {'std':>6}{fid_h}")
-    for name, r in rows.items():
-        fid = f"  {r['fid']:>8.2f}" if fid_net is not None else ""
-        print(f"{name:<{w}}  {r['kld']:>10.4f}  {r['kld_noisy']:>10.4f}  {r['rho']:>6.3f}  {r['noise_std']:>6.2f}{fid}")
-    real = next(iter(rows.values()))
-    print(f"{'real noise':<{w}}  {0:>10.4f}  {0:>10.4f}  {real['rho_real']:>6.3f}")
-    print("KLD resid.: histograms of noisy - clean, KL(real || synthetic). KLD noisy: the official script's uint8 "
-          "noisy-image histograms, KL(synthetic || real).")  # fmt: skip
-    if fid_net is not None:
-        n_tiles = sum(len(tiles(n, args.fid_patch)) for n, _ in pairs)
-        print(f"FID: Inception-v3 pool features of {n_tiles} {args.fid_patch}px tiles of the real vs the synthetic "
-              f"noisy images ({'TensorFlow FID pools' if fid_net.fid_tf else 'torchvision pools'}); with fewer "
-              "tiles than 2048 features only a comparison of the rows above, not with published FIDs.")  # fmt: skip
-    else:
-        print("FID: give --inception FILE (a local Inception-v3 weight file) to add it.")
-    for item in args.denoiser:
-        label, _, ckpt = item.rpartition("=")
-        _, den = load_restorer(ckpt)
-        scores = evaluate_pairs(den.restore, pairs)
-        ps = [s["psnr"] for s in scores]
-        print(f"downstream {label or ckpt}: PSNR {sum(ps) / len(ps):.2f} dB on the same pairs")
+    res = noise_eval(args.checkpoint, args.data, args.noisy, args.crop, not args.no_baselines, args.inception,
+                     args.fid_patch, tuple(args.denoiser))  # fmt: skip
+    print(report(res))
     return 0
 
 
@@ -416,11 +369,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
                     None if args.scheduler == "fifo" else args.scheduler, "optuna", args.resume, args.seed)  # fmt: skip
     cols = list(space.params) + metrics + ["startup_s"]
     print(f"\nsweep {name}: {len(res.rows)} trials in {res.wall_s:.0f} s")
-    print("| trial | status | " + " | ".join(cols) + " |")
-    print("|---|---|" + "---|" * len(cols))
-    for r in res.rows:
-        vals = [f"{r[c]:.4g}" if isinstance(r.get(c), float) else str(r.get(c, "–")) for c in cols]
-        print(f"| {r['trial_id']} | {r['status']} | " + " | ".join(vals) + " |")
+    from raytrain.tables import markdown_table
+
+    cell = lambda r, c: f"{r[c]:.4g}" if isinstance(r.get(c), float) else str(r.get(c, "–"))  # noqa: E731
+    rows = [[r["trial_id"], r["status"], *(cell(r, c) for c in cols)] for r in res.rows]
+    print("\n".join(markdown_table(["trial", "status", *cols], rows)))
     ups = [r["startup_s"] for r in res.rows if isinstance(r.get("startup_s"), float)]
     if ups:
         print(f"per-trial overhead (trial start -> first training step): mean {sum(ups) / len(ups):.1f} s, "
@@ -556,7 +509,10 @@ def _local_ray(args: argparse.Namespace) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from raytrain.console import set_verbose, verbose
     from raytrain.errors import RaytrainError
+
+    set_verbose(args.verbose or verbose())  # before anything imports Ray or MLflow
 
     if _local_ray(args):
         from raytrain import localray

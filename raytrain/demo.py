@@ -18,6 +18,7 @@ from pathlib import Path
 
 from raytrain.config import load_config
 from raytrain.errors import RaytrainError
+from raytrain.tables import markdown_table
 
 COUNTS = (10,)
 ARMS = ("senm", "real_pairs")
@@ -83,15 +84,13 @@ def write_report(out: Path, counts, arms, rows: dict[int, dict], lir: dict, wall
     from raytrain.tracking import resolve_uri
     from raytrain.tune.ablate import plot_metric
 
-    head = "| DnCNN trained on | " + " | ".join(f"{c} paired tiles" for c in counts) + " |"
-    lines = [head, "|---|" + "---|" * len(counts)]
-    for arm in arms:
-        cells = [f"{rows[c][arm]['psnr']:.2f} dB (SSIM {rows[c][arm]['ssim']:.3f})" for c in counts]
-        lines.append(f"| {LABELS[arm]} | " + " | ".join(cells) + " |")
+    body = [[LABELS[arm], *(f"{rows[c][arm]['psnr']:.2f} dB (SSIM {rows[c][arm]['ssim']:.3f})" for c in counts)]
+            for arm in arms]  # fmt: skip
     for arm in (a for a in arms if "kld" in rows[counts[0]][a]):
         cells = [f"KLD {r['kld']:.3f}, std {r['noise_std']:.1f} (real {r['noise_std_real']:.1f}), corr. "
                  f"{r['rho']:.2f} (real {r['rho_real']:.2f})" for r in (rows[c][arm] for c in counts)]  # fmt: skip
-        lines.append(f"| ({LABELS[arm].split(' synthetic')[0]} noise) | " + " | ".join(cells) + " |")
+        body.append([f"({LABELS[arm].split(' synthetic')[0]} noise)", *cells])
+    lines = markdown_table(["DnCNN trained on", *(f"{c} paired tiles" for c in counts)], body)
     noisy = rows[counts[0]][arms[0]]["psnr_noisy"]
     text = (
         f"# raytrain demo ({wall / 60:.1f} min)\n\nSeNM-VAE -> DnCNN, camera-like noise (mid preset), PSNR on the "

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from raytrain.data.images import quantize8
 from raytrain.metrics import (
     frechet_distance,
     kld_noise_residual,
@@ -88,11 +89,6 @@ def image_grid(columns: list[np.ndarray], gap: int = 4) -> np.ndarray:
 
 
 Synthesizer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def quantize8(img: np.ndarray) -> np.ndarray:
-    """Clip to [0, 1] and round to 8-bit levels: what a synthetic image written as PNG holds."""
-    return np.round(np.clip(img, 0, 1) * 255.0) / 255.0
 
 
 @torch.no_grad()

@@ -30,13 +30,16 @@ def prefer_loopback() -> bool:
     return "ray" not in sys.modules
 
 
-def start(num_cpus: int, resources: dict | None = None, log_to_driver: bool = True) -> str:
-    """``ray.init`` of a local instance, dashboard on 127.0.0.1; returns the node IP (a warning when not loopback)."""
+def start(num_cpus: int, resources: dict | None = None) -> str:
+    """``ray.init`` of a local instance, dashboard on 127.0.0.1; returns the node IP (a warning when not loopback).
+    Its console output follows :mod:`raytrain.console` (quiet unless verbose)."""
     import ray
 
+    from raytrain.console import ray_init_kwargs
+
     reap_stale()
-    ray.init(num_cpus=num_cpus, log_to_driver=log_to_driver, include_dashboard=True, dashboard_host="127.0.0.1",
-             resources=resources or {})  # fmt: skip
+    ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", resources=resources or {},
+             **ray_init_kwargs())  # fmt: skip
     ip = ray.util.get_node_ip_address()
     if ip not in LOOPBACK:
         print(f"[raytrain] warning: the embedded Ray's node IP is {ip}, not loopback: Ray was imported before raytrain "

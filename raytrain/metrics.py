@@ -18,6 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from raytrain.nn.ops import gaussian_1d
+
 
 def psnr(x: torch.Tensor, ref: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
     """PSNR in dB per image of a (N, C, H, W) batch."""
@@ -26,10 +28,8 @@ def psnr(x: torch.Tensor, ref: torch.Tensor, data_range: float = 1.0) -> torch.T
 
 
 def _gauss_window(sigma: float = 1.5, truncate: float = 3.5) -> torch.Tensor:
-    radius = int(truncate * sigma + 0.5)
-    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    g = torch.exp(-0.5 * (x / sigma) ** 2)
-    return g / g.sum()
+    """scikit-image's SSIM window: radius int(truncate * sigma + 0.5)."""
+    return gaussian_1d(2 * int(truncate * sigma + 0.5) + 1, sigma)
 
 
 def ssim(x: torch.Tensor, ref: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:

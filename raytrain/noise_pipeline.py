@@ -27,6 +27,7 @@ from raytrain.evaluate import evaluate_pairs, noise_fid, noise_rows
 from raytrain.inference import load_restorer
 from raytrain.metrics import mean_std
 from raytrain.synthesis import FittedSource, VAESource, as_synthesizer, write_pairs
+from raytrain.tables import markdown_table
 
 SYNTHETIC_ARMS = ("senm", "gaussian", "heteroscedastic")
 NOISE_COLUMNS = [("kld", "KLD (residual)"), ("kld_noisy", "KLD (noisy image)"), ("rho", "noise corr."),
@@ -281,14 +282,12 @@ LABELS = {"senm": "SeNM-VAE synthetic + real pairs", "gaussian": "Gaussian (pair
 def markdown(result: PipelineResult, cfg: RunConfig) -> str:
     down = cfg.pipeline.downstream.method.name
     head = ["training data", *(h for _, h in NOISE_COLUMNS), f"{down} PSNR (dB)", f"{down} SSIM"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for arm, r in result.rows.items():
-        noise = [f"{r[k]:.4f}" if k in r else "–" for k, _ in NOISE_COLUMNS[:3]] + [
-            f"{r['noise_std']:.2f}" if "noise_std" in r else "–"
-        ]
-        lines.append(
-            f"| {LABELS[arm]} | " + " | ".join(noise) + f" | {r['psnr']:.2f} ± {r['psnr_std']:.2f} | {r['ssim']:.4f} |"
-        )
+        noise = [f"{r[k]:.4f}" if k in r else "–" for k, _ in NOISE_COLUMNS[:3]]
+        noise.append(f"{r['noise_std']:.2f}" if "noise_std" in r else "–")
+        rows.append([LABELS[arm], *noise, f"{r['psnr']:.2f} ± {r['psnr_std']:.2f}", f"{r['ssim']:.4f}"])
+    lines = markdown_table(head, rows)
     any_row = next(iter(result.rows.values()))
     real = next((r["rho_real"] for r in result.rows.values() if "rho_real" in r), float("nan"))
     lines.append(

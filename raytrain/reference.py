@@ -12,6 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from raytrain.tables import markdown_table
+
 FIELD_COMMENT = re.compile(r"^\s+(\w+)\s*:[^#]*#\s*(.+)$")
 FIELD_LINE = re.compile(r"^\s+(\w+)\s*:")
 
@@ -89,17 +91,15 @@ def section(cls: type[BaseModel], path: str, seen: set) -> list[str]:
     lines = [f"### `{path or 'top level'}`" + (f" ({cls.__name__})" if path.endswith("method") else ""), ""]
     if doc:
         lines += [doc, ""]
-    lines += ["| key | type | default | bounds | notes |", "|---|---|---|---|---|"]
-    subs = []
+    rows, subs = [], []
     for name, f in cls.model_fields.items():
         nested = models_in(f.annotation)
         kind = type_name(f.annotation)
         if nested:
             kind = "section" if len(nested) == 1 else "section, one of: " + ", ".join(m.__name__ for m in nested)
-        cells = [f"`{name}`", kind, default(f), bounds(f), notes.get(name, "")]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        rows.append([f"`{name}`", kind, default(f), bounds(f), notes.get(name, "")])
         subs += [(m, f"{path + '.' if path else ''}{name}") for m in nested]
-    lines.append("")
+    lines += [*markdown_table(["key", "type", "default", "bounds", "notes"], rows, escape=True), ""]
     for m, p in subs:
         lines += section(m, p, seen)
     return lines
@@ -112,11 +112,10 @@ def method_tables() -> list[str]:
     lines = ["### Each method's `train` defaults", "",
              "What the run's `train` section does not set comes from its method (the paper's or official optimiser);",
              "a `schedule` given in the config replaces the method's whole. `train.batch_size` is per worker: the",
-             "global batch is `batch_size x scaling.num_workers`.", "",
-             "| method | lr | weight_decay | schedule |", "|---|---|---|---|"]  # fmt: skip
-    for name, d in TRAIN_DEFAULTS.items():
-        sched = ", ".join(f"{k}: {v}" for k, v in d["schedule"].items())
-        lines.append(f"| `{name}` | {d['lr']:g} | {d['weight_decay']:g} | {sched} |")
+             "global batch is `batch_size x scaling.num_workers`.", ""]  # fmt: skip
+    sched = {name: ", ".join(f"{k}: {v}" for k, v in d["schedule"].items()) for name, d in TRAIN_DEFAULTS.items()}
+    rows = [[f"`{name}`", f"{d['lr']:g}", f"{d['weight_decay']:g}", sched[name]] for name, d in TRAIN_DEFAULTS.items()]
+    lines += markdown_table(["method", "lr", "weight_decay", "schedule"], rows)
     lines += ["", "### Official recipes", "",
               "A job spec with `recipe: official` is refused unless its effective config (with the spec's",
               "resources) matches its method's table",

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from raytrain.data.degrade import NoiseModel, rng_for
+from raytrain.data.images import to_uint8
 from raytrain.errors import DataError, RaytrainError
 from raytrain.files import write_error
 from raytrain.inference import load_noise_model
@@ -126,11 +127,6 @@ class FittedSource:
 
     def __call__(self, clean: np.ndarray, index: int) -> np.ndarray:
         return self.model(clean, rng_for(self.seed, 7, index))
-
-
-def to_uint8(img: np.ndarray) -> np.ndarray:
-    arr = np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
-    return arr[..., 0] if arr.ndim == 3 and arr.shape[-1] == 1 else arr
 
 
 def write_png(img: np.ndarray, path: Path) -> None:

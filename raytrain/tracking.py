@@ -132,8 +132,9 @@ class WorkerLogger:
         """An (H, W[, C]) float image in [0, 1] as a PNG artifact under ``images/``."""
         from skimage.io import imsave
 
+        from raytrain.data.images import to_uint8
+
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / name
-            arr = np.clip(np.round(image * 255), 0, 255).astype(np.uint8)
-            imsave(path, arr.squeeze(-1) if arr.ndim == 3 and arr.shape[-1] == 1 else arr, check_contrast=False)
+            imsave(path, to_uint8(image), check_contrast=False)
             self.client.log_artifact(self.run_id, str(path), artifact_path="images")

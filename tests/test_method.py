@@ -110,7 +110,7 @@ def test_not_a_checkpoint(tmp_path):
 
 
 def test_progress_lines_for_logs_report_step_and_time_left(capsys, monkeypatch):
-    from raytrain.train import loop as L
+    from raytrain.train import progress as L
 
     clock = iter([0.0, 0.0, 40.0, 40.0, 41.0])  # construction, each update, each line
     monkeypatch.setattr(L.time, "perf_counter", lambda: next(clock))

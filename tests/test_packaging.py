@@ -66,3 +66,37 @@ def test_every_third_party_import_is_a_declared_dependency():
             continue
         wrong[mod] = "optional extra imported without an ImportError guard" if dist & optional else "undeclared"
     assert not wrong, f"pyproject.toml does not cover these imports: {wrong}"
+
+
+def private_uses(package: Path) -> list[str]:
+    """Every import of, or attribute read from, another package's private parts (a dotted name with a component that
+    starts with one underscore: ``ray.train.v2._internal``, ``tqdm_ray._manager``), as 'file:line name'."""
+    found = []
+    for path in package.rglob("*.py"):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            dotted = []
+            if isinstance(node, ast.Import):
+                dotted = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                dotted = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                dotted = [f"{node.value.id}.{node.attr}"]
+            for name in dotted:
+                if name.split(".")[0] == "raytrain" or not any(p.startswith("_") and not p.startswith("__")
+                                                              for p in name.split(".")[1:]):  # fmt: skip
+                    continue
+                if isinstance(node, ast.Attribute) and node.value.id in ("self", "cls"):
+                    continue
+                found.append(f"{path.relative_to(package.parent)}:{node.lineno} {name}")
+                break  # one entry per import or attribute
+    return found
+
+
+def test_only_public_apis_of_other_packages(tmp_path):
+    bad = tmp_path / "pkg"
+    bad.mkdir()
+    (bad / "m.py").write_text("from ray.train.v2._internal.execution import context\nfrom ray.experimental import "
+                              "tqdm_ray\nm = tqdm_ray._manager\nimport ray._private.utils\n")  # fmt: skip
+    assert len(private_uses(bad)) == 3, "the scan must catch imports and attribute reads of private parts"
+    assert private_uses(ROOT / "raytrain") == []

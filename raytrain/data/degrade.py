@@ -12,6 +12,8 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 from skimage.util import random_noise
 
+from raytrain.data.images import quantize8
+
 # Camera presets: shot = variance per unit of linear signal, read = variance floor, correlation = blur sigma (px)
 # of the noise field (as after demosaicing). On mid-grey (0.5) the 8-bit noise std is ~4 / 8 / 17 levels.
 CAMERA_PRESETS = {
@@ -29,7 +31,7 @@ def awgn(img: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:
 
 def poisson_skimage(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """``skimage.util.random_noise(mode="poisson")`` on the image quantised to 8 bits (counts = 8-bit levels)."""
-    img8 = np.round(np.clip(img, 0, 1) * 255.0) / 255.0
+    img8 = quantize8(img)
     seed = int(rng.integers(0, 2**31 - 1))
     return random_noise(img8, mode="poisson", rng=seed, clip=True).astype(np.float32)
 
@@ -122,7 +124,7 @@ class NoiseModel:
     def __call__(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         out = self._noisy(img, rng)
         if self.params.get("quantize"):
-            return (np.round(np.clip(out, 0, 1) * 255.0) / 255.0).astype(np.float32)
+            return quantize8(out).astype(np.float32)
         if self.params.get("clip"):
             return np.clip(out, 0, 1).astype(np.float32)
         return out

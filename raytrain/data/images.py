@@ -52,6 +52,17 @@ def to_float(arr: np.ndarray, origin: str) -> np.ndarray:
     raise DataError(f"{origin}: unsupported pixel type {arr.dtype}")
 
 
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    """[0, 1] float (H, W, C) -> uint8, clipped and rounded; one channel comes out (H, W), as image files hold it."""
+    arr = np.round(np.clip(img, 0, 1) * 255.0).astype(np.uint8)
+    return arr[..., 0] if arr.ndim == 3 and arr.shape[-1] == 1 else arr
+
+
+def quantize8(img: np.ndarray) -> np.ndarray:
+    """Clip to [0, 1] and round to 8-bit levels, still float: what an image written as PNG holds."""
+    return np.round(np.clip(img, 0, 1) * 255.0) / 255.0
+
+
 def to_color(arr: np.ndarray, color: str, origin: str) -> np.ndarray:
     """(H, W[, C]) float -> (H, W, 1) for gray or (H, W, 3) for rgb; RGBA loses alpha."""
     if arr.ndim == 2:

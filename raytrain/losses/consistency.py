@@ -13,11 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from raytrain.nn.ops import gaussian_1d
+
 
 def gaussian_kernel1d(size: int, sigma: float) -> torch.Tensor:
-    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    k = torch.exp(-0.5 * (x / sigma) ** 2)
-    return (k / k.sum()).float()
+    return gaussian_1d(size, sigma).float()
 
 
 def blur_kernels(reading: str, levels: tuple[int, ...] = (5, 9, 15)) -> list[torch.Tensor]:

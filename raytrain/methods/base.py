@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -71,6 +72,14 @@ def make_scheduler(opt: torch.optim.Optimizer, train: TrainConfig) -> torch.opti
     if s.kind == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=train.steps)
     return torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
+
+
+def mix_probabilities(mix: dict[str, float], domains: Sequence[str]) -> np.ndarray:
+    """``data.mix`` as probabilities over ``domains`` (in that order; a domain the mix does not name weighs 0): what
+    both domain draws use, a whole batch per step (``loop.pick_domains``) or per sample (SeNM-VAE's
+    ``domain_sampling: sample``)."""
+    p = np.array([mix.get(d, 0.0) for d in domains], dtype=np.float64)
+    return p / p.sum()
 
 
 def unwrap(module: nn.Module) -> nn.Module:

@@ -20,11 +20,13 @@ from ray.train.torch import TorchTrainer
 
 from raytrain import localray
 from raytrain.config import RunConfig, check_weight_files, flatten, to_raw, validate
+from raytrain.console import ray_init_kwargs
 from raytrain.data.pipeline import Collection, PassCounter, build_datasets, load_domains
 from raytrain.errors import RaytrainError, first_line
 from raytrain.methods import method_class
 from raytrain.train.backend import torch_config
 from raytrain.train.loop import train_loop_per_worker
+from raytrain.train.progress import DriverProgress, ProgressBoard
 
 
 @dataclass
@@ -49,7 +51,7 @@ def connect(address: str | None, cfg: RunConfig, trials: int = 1) -> None:
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     if address:
         try:
-            ray.init(address=address, log_to_driver=True)
+            ray.init(address=address, **ray_init_kwargs())
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise RaytrainError(f"cannot connect to the Ray cluster at {address}: {first_line(exc)}") from None
     else:
@@ -138,7 +140,9 @@ def without_empty_domains(cfg: RunConfig, collection: Collection) -> RunConfig:
 
 
 def make_trainer(cfg: RunConfig, collection: Collection, tracking: dict | None, callbacks: list | None = None,
-                 progress: str | None = None, started_at: float | None = None) -> TorchTrainer:  # fmt: skip
+                 board=None, started_at: float | None = None) -> TorchTrainer:  # fmt: skip
+    """``board``: a :class:`~raytrain.train.progress.ProgressBoard` rank 0 writes its progress to, for the driver to
+    draw; None: no progress (Tune trials, whose status table Tune prints)."""
     cfg = without_empty_domains(cfg, collection)
     domains = method_class(cfg.method.name).domains_for(cfg)
     counter = PassCounter.remote()  # the pass the streams are in (the workers set it, the crop tasks read it)
@@ -148,8 +152,7 @@ def make_trainer(cfg: RunConfig, collection: Collection, tracking: dict | None, 
         "val_ref": ray.put(collection.val),
         "pass_counter": counter,
         "tracking": tracking,
-        # a live bar in a terminal; one line per report where the output is a log (jobs, CI, pipes)
-        "progress": progress or ("bar" if sys.stderr.isatty() else "lines"),
+        "progress_board": board,
         "started_at": started_at
         or time.time(),  # for startup_s: launch -> first training step (Ray start-up, data, nets)
     }
@@ -170,24 +173,6 @@ def make_trainer(cfg: RunConfig, collection: Collection, tracking: dict | None, 
         # Ray Data: split every domain's stream across the workers (each gets a disjoint shard)
         dataset_config=ray.train.DataConfig(datasets_to_split="all"),
     )
-
-
-def close_leftover_bars() -> None:
-    """Close the driver's copies of worker progress bars whose final 'closed' state had not arrived when ``fit``
-    returned; otherwise every later ``print`` redraws them. Uses tqdm_ray's manager, so it is best effort."""
-    try:
-        from ray.experimental import tqdm_ray
-
-        manager = tqdm_ray._manager
-        if manager is None:
-            return
-        with manager.lock:
-            for group in manager.bar_groups.values():
-                for bar in group.bars_by_uuid.values():
-                    bar.close()
-                group.bars_by_uuid.clear()
-    except Exception:  # noqa: BLE001 - a cosmetic clean-up must never fail a run
-        return
 
 
 def check_resume(cfg: RunConfig) -> None:
@@ -297,11 +282,13 @@ def run_training(cfg: RunConfig, parent_run_id: str | None = None) -> TrainResul
             run.set_tags({"warning": "SCM uses a RANDOM VGG-19 (method.scm_backbone=random): test/demo only"})
         run.set_tags({"method": cfg.method.name, "split_sizes": json.dumps(collection.split.sizes()),
                       "val_images": ",".join(collection.val_names)})  # fmt: skip
-    trainer = make_trainer(cfg, collection, run.info if run else None)
+    board = ProgressBoard.remote()
+    trainer = make_trainer(cfg, collection, run.info if run else None, board=board)
     try:
-        result = trainer.fit()
+        # a live bar in a terminal; a line per validation and every 30 s where the output is a log (jobs, CI, pipes)
+        with DriverProgress(board, "bar" if sys.stderr.isatty() else "lines"):
+            result = trainer.fit()
     except BaseException as exc:
-        close_leftover_bars()
         interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
         if run:
             run.end("KILLED" if interrupted else "FAILED")
@@ -311,7 +298,6 @@ def run_training(cfg: RunConfig, parent_run_id: str | None = None) -> TrainResul
         if isinstance(cause, RaytrainError):
             raise cause from None
         raise RaytrainError(f"training failed: {first_line(cause, 300, typed=True)}") from exc
-    close_leftover_bars()
     history = result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
     ckpt_path = result.checkpoint.path if result.checkpoint else None
     if run:

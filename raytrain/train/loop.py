@@ -12,7 +12,6 @@ import itertools
 import json
 import logging
 import random
-import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -29,8 +28,9 @@ from raytrain.config import RunConfig
 from raytrain.errors import RaytrainError, TrainingDiverged
 from raytrain.evaluate import image_grid, to_tensor
 from raytrain.methods import build_method
-from raytrain.methods.base import Method
+from raytrain.methods.base import Method, mix_probabilities
 from raytrain.train import checkpoint as ckpt
+from raytrain.train.progress import BoardWriter
 
 
 def seed_everything(seed: int) -> None:
@@ -66,9 +66,9 @@ def pick_domains(method: Method, cfg: RunConfig, step: int) -> tuple[str, ...]:
     (DDP needs every rank to touch the same parameters)."""
     if method.draw == "all":
         return method.domains
-    p = np.array([cfg.data.mix.get(d, 0.0) for d in method.domains], dtype=np.float64)
+    p = mix_probabilities(cfg.data.mix, method.domains)
     rng = np.random.default_rng([cfg.seed, 4242, step])
-    return (method.domains[int(rng.choice(len(p), p=p / p.sum()))],)
+    return (method.domains[int(rng.choice(len(p), p=p))],)
 
 
 def resume(method: Method, cfg: RunConfig, rank: int) -> int:
@@ -163,51 +163,13 @@ def train_loop_per_worker(config: dict) -> None:
     val = ray.get(config["val_ref"])
     config_json = json.dumps(config["run"])
     bar = None
-    mode = config.get("progress", "bar")  # bar | lines | none (Tune trials: Tune prints its own status table)
-    if rank == 0 and mode != "none":
-        if mode == "bar":
-            from ray.experimental.tqdm_ray import tqdm
-        else:
-            tqdm = ProgressLines
-        bar = tqdm(total=cfg.train.steps, desc=f"{cfg.name} ({cfg.method.name})")
+    board = config.get("progress_board")  # the driver draws it (raytrain.train.progress); none for Tune trials
+    if rank == 0 and board is not None:
+        bar = BoardWriter(board, cfg.train.steps, f"{cfg.name} ({cfg.method.name})")
         bar.update(start)
     loop = Loop(cfg, method, streams, val, rank, world, device, logger, bar, config_json, first_attempt)
     loop.started_at = config.get("started_at") if first_attempt and start == 0 else None
     loop.run(start)
-
-
-class ProgressLines:
-    """The progress bar's interface for logs (Ray Jobs, CI): a line per description change (each validation) and at
-    least every ``every_s`` seconds while steps advance (with the rate and the time left), instead of a bar redrawn in
-    place."""
-
-    def __init__(self, total: int, desc: str, every_s: float = 30.0):
-        self.total, self.n, self.desc, self.t0 = total, 0, desc, time.perf_counter()
-        self.every_s, self.last = every_s, self.t0
-        self.n_first: int | None = None  # the step the first update reached (the resume step): the rate counts from it
-
-    def update(self, n: int = 1) -> None:
-        self.n += n
-        if self.n_first is None:
-            self.n_first = self.n
-        if time.perf_counter() - self.last >= self.every_s:
-            self._line()
-
-    def set_description(self, desc: str) -> None:
-        self.desc = desc
-        self._line()
-
-    def _line(self) -> None:
-        now = time.perf_counter()
-        self.last, el = now, now - self.t0
-        done = self.n - (self.n_first or 0)
-        left = f" | {el / done * (self.total - self.n):.0f} s left" if 0 < done and self.n < self.total else ""
-        # not print(): Ray Train tees a worker's print into its logger too, which would show every line twice
-        sys.stdout.write(f"{self.desc} | step {self.n}/{self.total} | {el:.0f} s{left}\n")
-        sys.stdout.flush()
-
-    def close(self) -> None:
-        pass
 
 
 class Loop:

@@ -16,6 +16,7 @@ import yaml
 from raytrain.config import RunConfig
 from raytrain.errors import ConfigError
 from raytrain.metrics import mean_std
+from raytrain.tables import markdown_table
 from raytrain.tune.space import Param, Space, variants_of
 
 REPLICATE_AXES = ("seed",)  # averaged over, never a table axis
@@ -75,19 +76,19 @@ def table_markdown(cells: list[dict], axes: list[str], metric: str, digits: int 
     keep = [a for a in axes if a not in REPLICATE_AXES]
     if not keep:
         c = cells[0]
-        return f"| {metric} |\n|---|\n| {c['mean']:.{digits}f} ± {c['std']:.{digits}f} (n={c['n']}) |"
+        return "\n".join(markdown_table([metric], [[f"{c['mean']:.{digits}f} ± {c['std']:.{digits}f} (n={c['n']})"]]))
     col_axis, row_axes = keep[0], keep[1:]
     cols = sorted({c[col_axis] for c in cells}, key=_sort_key)
     rows = sorted({tuple(c[a] for a in row_axes) for c in cells}, key=lambda t: tuple(map(_sort_key, t)))
     head = [" / ".join(row_axes) or metric] + [f"{col_axis}={v}" for v in cols]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    body = []
     for rk in rows:
         vals = []
         for cv in cols:
             c = next((c for c in cells if c[col_axis] == cv and tuple(c[a] for a in row_axes) == rk), None)
             vals.append(f"{c['mean']:.{digits}f} ± {c['std']:.{digits}f}" if c else "–")
-        lines.append("| " + " | ".join([" / ".join(map(str, rk)) or metric, *vals]) + " |")
-    return "\n".join(lines)
+        body.append([" / ".join(map(str, rk)) or metric, *vals])
+    return "\n".join(markdown_table(head, body))
 
 
 def table_csv(cells: list[dict]) -> str:

@@ -56,7 +56,7 @@ def trial(params: dict, base_raw: dict, sweep: str, tracking: dict | None) -> No
         run.log_params(flatten(cfg))
         run.set_tags({"raytrain.trial_id": trial_id, "raytrain.sweep": sweep, "method": cfg.method.name,
                       "raytrain.searched": json.dumps(params, default=str)})  # fmt: skip
-    trainer = make_trainer(cfg, load_domains(cfg), run.info if run else None, [ValidationReportCallback()], "none",
+    trainer = make_trainer(cfg, load_domains(cfg), run.info if run else None, [ValidationReportCallback()], None,
                            started)  # fmt: skip
     try:
         trainer.fit()

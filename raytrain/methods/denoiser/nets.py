@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from raytrain.nn.ops import pad_to_multiple
+
 
 class DnCNN(nn.Module):
     """Residual denoiser: the body predicts the noise and ``forward`` returns ``noisy - noise``.
@@ -77,7 +79,7 @@ class DRUNet(nn.Module):
 
     def forward(self, noisy: torch.Tensor, level: torch.Tensor | None = None) -> torch.Tensor:
         h, w = noisy.shape[-2:]
-        x = nn.functional.pad(noisy, (0, (-w) % self.stride, 0, (-h) % self.stride), mode="replicate")
+        x = pad_to_multiple(noisy, self.stride, mode="replicate")
         if self.noise_map:
             if level is None:
                 raise ValueError("this DRUNet takes a noise-level map: give the level")

@@ -30,6 +30,7 @@ from raytrain.nn.blocks import (
     NoiseEncoder,
     RepresentationDiscriminator,
 )
+from raytrain.nn.ops import pad_to_multiple
 
 GENERATORS = ("enc_noisy", "enc_clean", "enc_noise", "gen_noisy", "gen_clean")
 
@@ -253,7 +254,6 @@ class LIR(Method):
     def restore(self, noisy: torch.Tensor) -> torch.Tensor:
         """G_Y(E_X(x)) with reflect padding to a multiple of the encoder stride, cropped back."""
         h, w = noisy.shape[-2:]
-        ph, pw = (-h) % self.stride, (-w) % self.stride
-        x = F.pad(noisy * 2 - 1, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
+        x = pad_to_multiple(noisy * 2 - 1, self.stride)
         out = self.nets["gen_clean"](self.nets["enc_noisy"](x))
         return ((out + 1) / 2)[..., :h, :w]

@@ -25,17 +25,17 @@ from collections.abc import Callable
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
 from raytrain.errors import ConfigError, RaytrainError
 from raytrain.evaluate import noise_rows, to_tensor
 from raytrain.losses.adversarial import lsgan_d, lsgan_target, ragan_d, ragan_g
 from raytrain.losses.perceptual import build_perceptual
-from raytrain.methods.base import Method, StepOutput, make_scheduler
+from raytrain.methods.base import Method, StepOutput, make_scheduler, mix_probabilities
 from raytrain.methods.senm.levels import LevelStats
 from raytrain.methods.senm.nets import LevelNet, SeNMVAE, color_kernel, cross_spectrum
 from raytrain.nn.blocks import PatchDiscriminator
+from raytrain.nn.ops import pad_to_multiple
 
 
 class SeNM(Method):
@@ -209,8 +209,8 @@ class SeNM(Method):
         if self.draw == "one":
             return batches
         n = self.cfg.train.batch_size
-        p = np.array([self.cfg.data.mix.get(d, 0.0) for d in self.domains], dtype=np.float64)
-        counts = np.random.default_rng([self.cfg.seed, 5151, step]).multinomial(n, p / p.sum())
+        p = mix_probabilities(self.cfg.data.mix, self.domains)
+        counts = np.random.default_rng([self.cfg.seed, 5151, step]).multinomial(n, p)
         return {d: {k: v[:c] for k, v in batches[d].items()} for d, c in zip(self.domains, counts, strict=True) if c}
 
     def _drop_nonfinite(self, weighted: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
@@ -252,8 +252,7 @@ class SeNM(Method):
         if level is None:
             level = self.nets["levels"].sample(clean.shape[0]).to(clean.device).view(-1, 1, 1, 1)
         h, w = clean.shape[-2:]
-        ph, pw = (-h) % vae.stride, (-w) % vae.stride
-        x = F.pad(clean, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
+        x = pad_to_multiple(clean, vae.stride)
         if mode == "residual":
             noisy, mean = vae.noise_part(x, level, temperature, content="mean")
             out = clean + (noisy - mean)[..., :h, :w]

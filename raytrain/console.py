@@ -1,0 +1,34 @@
+"""What the console shows: raytrain's own lines (progress, results, one-line errors) by default; Ray's and MLflow's
+internals (worker and actor output forwarded by Ray, Ray's start-up and auth notices, MLflow's database set-up) only
+when verbose (``raytrain --verbose``, or ``RAYTRAIN_VERBOSE=1`` in the environment, e.g. of a Ray job).
+
+Set through the libraries' documented switches only: ``ray.init(log_to_driver=..., logging_level=...)`` and MLflow's
+``MLFLOW_LOGGING_LEVEL``. No Ray import here: the CLI calls :func:`set_verbose` before anything imports Ray or MLflow.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+VERBOSE_ENV = "RAYTRAIN_VERBOSE"
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def set_verbose(on: bool) -> None:
+    """Before Ray or MLflow is imported: the mode every later :func:`ray_init_kwargs` (and MLflow's logger) follows.
+    Quiet leaves an ``MLFLOW_LOGGING_LEVEL`` the user set as it is."""
+    if on:
+        os.environ[VERBOSE_ENV] = "1"
+    else:
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+
+
+def ray_init_kwargs() -> dict:
+    """``ray.init`` arguments for the console mode: quiet drops the workers' and actors' forwarded output (raytrain's
+    progress is drawn by the driver, failures come back as exceptions) and Ray's driver-side notices below ERROR."""
+    loud = verbose()
+    return {"log_to_driver": loud, "logging_level": logging.INFO if loud else logging.ERROR}
