@@ -147,3 +147,54 @@ def test_each_pass_cuts_new_patches_and_a_pass_is_reproducible(ray_local, tiny):
     again = ds.take_batch(8)["clean"]
     assert not np.allclose(first, second)
     np.testing.assert_array_equal(first, again)
+
+
+def _id_stream(start: int, batch: int):
+    """Batches whose rows carry consecutive ids from ``start``: what a domain's patch stream hands out, in order."""
+    import torch
+
+    i = start
+    while True:
+        yield {"id": torch.arange(i, i + batch)}
+        i += batch
+
+
+def test_a_patch_buffer_hands_out_every_row_once_in_order():
+    from raytrain.train.loop import PatchBuffer
+
+    buf = PatchBuffer(_id_stream(0, 8))
+    taken = [buf.take(n)["id"].tolist() for n in (3, 0, 8, 5, 16)]
+    assert taken == [[0, 1, 2], [], list(range(3, 11)), list(range(11, 16)), list(range(16, 32))]
+    assert (buf.pulled, buf.used) == (32, 32)
+
+
+def test_per_sample_domain_mixing_uses_every_patch_it_is_given():
+    """SeNM-VAE's ``domain_sampling: sample`` used to take a whole batch of every domain each step and keep the mix's
+    share of each (a third of the patches); now each domain hands out exactly the step's count."""
+    import torch
+
+    from raytrain.config import load_config
+    from raytrain.methods import build_method
+    from raytrain.train.loop import PatchBuffer, draw_batches
+
+    cfg = load_config(None, ["method.name=senm", "method.width=8", "method.growth=4", "method.z_dim=4",
+                             "method.zn_dim=2", "method.blocks_per_scale=[1]", "method.level_net_width=4",
+                             "method.disc_width=4", "method.perceptual=none", "method.domain_sampling=sample",
+                             "train.batch_size=8", "data.mix={paired: 2, source: 1, target: 1}"])  # fmt: skip
+    method = build_method(cfg, torch.device("cpu"))
+    buffers = {d: PatchBuffer(_id_stream(1000 * k, 8)) for k, d in enumerate(method.domains)}
+    seen = {d: [] for d in method.domains}
+    for step in range(1, 201):
+        batches = draw_batches(method, cfg, buffers, step)
+        assert sum(len(b["id"]) for b in batches.values()) == 8
+        assert {d: len(b["id"]) for d, b in batches.items()} == method.draw_counts(step)
+        kept = method._split(batches, step)
+        assert {d: b["id"].tolist() for d, b in kept.items()} == {d: b["id"].tolist() for d, b in batches.items()}
+        for d, b in batches.items():
+            seen[d] += b["id"].tolist()
+    for k, d in enumerate(method.domains):
+        assert seen[d] == list(range(1000 * k, 1000 * k + len(seen[d]))), f"{d}: a patch skipped or repeated"
+    used = sum(b.used for b in buffers.values())
+    pulled = sum(b.pulled for b in buffers.values())
+    assert used == 1600 and used / pulled >= 0.95
+    assert len(seen["paired"]) == pytest.approx(800, rel=0.1), "the mix's shares: paired 2 of 4"

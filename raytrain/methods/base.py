@@ -115,7 +115,7 @@ class Method:
     #: domains a run may go without when its split leaves them empty (the launcher sets their ``data.mix`` to 0)
     optional_domains: tuple[str, ...] = ()
     #: "all": a batch of every domain each step (LIR: source + target); "one": one domain per step, drawn with
-    #: ``data.mix`` probabilities (SeNM-VAE)
+    #: ``data.mix`` probabilities (SeNM-VAE); a method can instead mix domains per sample (:meth:`draw_counts`)
     draw: str = "all"
     #: nets kept for inference (``raytrain denoise``, exported weights)
     inference_nets: tuple[str, ...] = ()
@@ -158,6 +158,12 @@ class Method:
     def evaluate(self, pairs: list, device: torch.device | str) -> list[dict[str, float]]:
         """One row of :attr:`val_keys` per (noisy, clean) (C, H, W) validation pair; restorers score PSNR/SSIM."""
         return evaluate_pairs(self.restore, pairs, device)
+
+    def draw_counts(self, step: int) -> dict[str, int] | None:
+        """How many patches of each domain step ``step`` uses, when the method mixes domains per sample (the loop then
+        draws exactly those, keeping the rest of each batch for later steps); None (default): whole batches of the
+        domains :attr:`draw` names. Must be the same on every rank."""
+        return None
 
     def before_validation(self) -> None:
         """Called on every rank before :meth:`evaluate` at each validation (a collective is allowed); nothing by

@@ -61,6 +61,38 @@ def batch_stream(
             raise RuntimeError(f"the {name} patch stream is empty on this worker")
 
 
+class PatchBuffer:
+    """One domain's batch stream handed out in any number of patches: the rows of a batch a step does not use wait
+    for the next draw, so a method that mixes domains per sample uses every patch Ray Data cuts. Counts what it pulled
+    from the stream and what it handed out."""
+
+    def __init__(self, stream: Iterator[dict[str, torch.Tensor]]):
+        self.stream, self.rest = stream, None
+        self.pulled = self.used = 0
+
+    def take(self, n: int) -> dict[str, torch.Tensor]:
+        parts = [] if self.rest is None else [self.rest]
+        have = 0 if self.rest is None else len(next(iter(self.rest.values())))
+        while have < n:
+            batch = next(self.stream)
+            rows = len(next(iter(batch.values())))
+            parts.append(batch)
+            have += rows
+            self.pulled += rows
+        joined = parts[0] if len(parts) == 1 else {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        self.rest = {k: v[n:] for k, v in joined.items()} if have > n else None
+        self.used += n
+        return {k: v[:n] for k, v in joined.items()} if have > n else joined
+
+
+def draw_batches(method: Method, cfg: RunConfig, buffers: dict[str, PatchBuffer], step: int) -> dict:
+    """This step's patches: :meth:`Method.draw_counts` of each domain, or whole batches of :func:`pick_domains`."""
+    counts = method.draw_counts(step)
+    if counts is None:
+        counts = dict.fromkeys(pick_domains(method, cfg, step), cfg.train.batch_size)
+    return {d: buffers[d].take(c) for d, c in counts.items() if c}
+
+
 def pick_domains(method: Method, cfg: RunConfig, step: int) -> tuple[str, ...]:
     """The domains to draw this step. Methods that mix domains draw one, with the same choice on every rank
     (DDP needs every rank to touch the same parameters)."""
@@ -176,7 +208,8 @@ class Loop:
     """Step, guard, log, validate, checkpoint. One instance per worker."""
 
     def __init__(self, cfg, method, streams, val, rank, world, device, logger, bar, config_json, first_attempt=True):
-        self.cfg, self.method, self.streams, self.val = cfg, method, streams, val
+        self.cfg, self.method, self.val = cfg, method, val
+        self.buffers = {d: PatchBuffer(s) for d, s in streams.items()}
         self.rank, self.world, self.device, self.logger, self.bar = rank, world, device, logger, bar
         self.config_json = config_json
         self.sums: dict[str, float] = defaultdict(float)
@@ -194,7 +227,7 @@ class Loop:
         t0, samples = time.perf_counter(), 0
         self.t_mark, self.steps_since = t0, 0
         for step in range(start + 1, tc.steps + 1):
-            batches = {d: next(self.streams[d]) for d in pick_domains(self.method, self.cfg, step)}
+            batches = draw_batches(self.method, self.cfg, self.buffers, step)
             out = self.method.train_step(batches, step)
             self.method.end_step()
             self.method.update_ema()
@@ -252,8 +285,11 @@ class Loop:
         self.count = 0
         now = time.perf_counter()
         m["step_time_s"] = (now - self.t_mark) / max(self.steps_since, 1)  # training steps only, see run()
+        pulled = sum(b.pulled for b in self.buffers.values())
+        used = sum(b.used for b in self.buffers.values())  # patches the steps used / the streams delivered so far
         return m | self.method.lrs() | {
             "step": step, "start_step": start, "skipped_steps": self.bad_total, "samples_per_s": samples_per_s,
+            "patches_used_fraction": used / max(pulled, 1),
         } | ({"startup_s": self.startup_s} if self.startup_s is not None else {})  # fmt: skip
 
     def _validate(self, step: int) -> dict[str, float]:

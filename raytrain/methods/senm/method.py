@@ -203,15 +203,22 @@ class SeNM(Method):
         out["kl_weight"] = w["kl_n"]
         return StepOutput(out, skipped=not ok)
 
-    def _split(self, batches: dict, step: int) -> dict[str, dict[str, torch.Tensor]]:
-        """The sub-batch of every domain this step: one whole batch (``batch``), or per-sample domains drawn with
-        ``data.mix`` from an RNG seeded by the step, identical on every rank (``sample``)."""
+    def draw_counts(self, step: int) -> dict[str, int] | None:
+        """``domain_sampling: sample``: the batch's samples spread over the domains by ``data.mix``, drawn from an
+        RNG seeded by the step (identical on every rank); ``batch``: None (one whole domain batch per step)."""
         if self.draw == "one":
-            return batches
-        n = self.cfg.train.batch_size
+            return None
         p = mix_probabilities(self.cfg.data.mix, self.domains)
-        counts = np.random.default_rng([self.cfg.seed, 5151, step]).multinomial(n, p)
-        return {d: {k: v[:c] for k, v in batches[d].items()} for d, c in zip(self.domains, counts, strict=True) if c}
+        counts = np.random.default_rng([self.cfg.seed, 5151, step]).multinomial(self.cfg.train.batch_size, p)
+        return {d: int(c) for d, c in zip(self.domains, counts, strict=True) if c}
+
+    def _split(self, batches: dict, step: int) -> dict[str, dict[str, torch.Tensor]]:
+        """The sub-batch of every domain this step: one whole batch (``batch``), or the first :meth:`draw_counts`
+        samples of each domain (``sample``; the loop already hands over exactly that many)."""
+        counts = self.draw_counts(step)
+        if counts is None:
+            return batches
+        return {d: {k: v[:c] for k, v in batches[d].items()} for d, c in counts.items()}
 
     def _drop_nonfinite(self, weighted: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
         """``nan_policy``: ``drop_term`` leaves NaN/Inf terms out of the sum (official), ``skip_step`` skips the update.
