@@ -113,8 +113,16 @@ def method_tables() -> list[str]:
              "What the run's `train` section does not set comes from its method (the paper's or official optimiser);",
              "a `schedule` given in the config replaces the method's whole. `train.batch_size` is per worker: the",
              "global batch is `batch_size x scaling.num_workers`.", ""]  # fmt: skip
-    sched = {name: ", ".join(f"{k}: {v}" for k, v in d["schedule"].items()) for name, d in TRAIN_DEFAULTS.items()}
-    rows = [[f"`{name}`", f"{d['lr']:g}", f"{d['weight_decay']:g}", sched[name]] for name, d in TRAIN_DEFAULTS.items()]
+
+    def cell(d: dict, key: str) -> str:  # a key the method leaves to the train section's own default: "-"
+        v = d.get(key)
+        if v is None:
+            return "–"
+        return ", ".join(f"{k}: {x}" for k, x in v.items()) if isinstance(v, dict) else f"{v:g}"
+
+    rows = [
+        [f"`{name}`", *(cell(d, k) for k in ("lr", "weight_decay", "schedule"))] for name, d in TRAIN_DEFAULTS.items()
+    ]
     lines += markdown_table(["method", "lr", "weight_decay", "schedule"], rows)
     lines += ["", "### Official recipes", "",
               "A job spec with `recipe: official` is refused unless its effective config (with the spec's",

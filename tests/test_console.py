@@ -98,9 +98,10 @@ def test_quiet_by_default_verbose_forwards_ray_output_and_leaves_mlflow_loud(mon
 
 def test_the_cli_flag_and_the_environment_turn_verbose_on(monkeypatch):
     from raytrain import cli
+    from raytrain.cli import misc
 
     clean_env(monkeypatch)
-    monkeypatch.setattr(cli, "cmd_reference", lambda args: 0)
+    monkeypatch.setattr(misc, "cmd_reference", lambda args: 0)
     cli.main(["--verbose", "config-reference"])
     assert console.verbose()
     monkeypatch.delenv(console.VERBOSE_ENV)

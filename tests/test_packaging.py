@@ -100,3 +100,15 @@ def test_only_public_apis_of_other_packages(tmp_path):
                               "tqdm_ray\nm = tqdm_ray._manager\nimport ray._private.utils\n")  # fmt: skip
     assert len(private_uses(bad)) == 3, "the scan must catch imports and attribute reads of private parts"
     assert private_uses(ROOT / "raytrain") == []
+
+
+def test_the_methods_do_not_import_the_run_config_at_run_time():
+    """The arrow points one way: raytrain.config reads the methods' configs, never the reverse (a fresh interpreter,
+    so no other test's imports count)."""
+    import subprocess
+
+    code = ("import sys, raytrain.methods, raytrain.methods.denoiser.method, raytrain.methods.lir.method, "
+            "raytrain.methods.senm.method; "
+            "print(sorted(m for m in sys.modules if m.startswith('raytrain.config')))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]"

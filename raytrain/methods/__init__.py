@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from raytrain.errors import ConfigError
-
 if TYPE_CHECKING:
     import torch
     from torch import nn
@@ -16,20 +14,11 @@ if TYPE_CHECKING:
 
 
 def method_class(name: str) -> type[Method]:
-    """The Method class registered under ``name`` (imported lazily: a run loads only its own method)."""
-    if name in ("dncnn", "drunet"):
-        from raytrain.methods.denoiser.method import SupervisedDenoiser
+    """The Method class registered under ``name`` (:mod:`raytrain.methods.registry`; imported lazily: a run loads
+    only its own method)."""
+    from raytrain.methods.registry import method_class as registered
 
-        return SupervisedDenoiser
-    if name == "lir":
-        from raytrain.methods.lir.method import LIR
-
-        return LIR
-    if name == "senm":
-        from raytrain.methods.senm.method import SeNM
-
-        return SeNM
-    raise ConfigError(f"method.name: unknown method {name!r} (known: dncnn, drunet, lir, senm)")
+    return registered(name)
 
 
 def build_method(

@@ -127,13 +127,11 @@ def assign(raw: dict, values: dict[str, Any]) -> dict:
 
 def variants_of(method: str) -> dict[str, tuple[str, ...]]:
     """A method's named ablation variants (its papers' tables), as config overrides."""
-    if method == "lir":
-        from raytrain.methods.lir.config import VARIANTS
-    elif method == "senm":
-        from raytrain.methods.senm.config import VARIANTS
-    else:
-        VARIANTS = {"full": ()}
-    return VARIANTS
+    from raytrain.methods.registry import specs
+
+    if method not in specs():
+        raise ConfigError(f"method.name: unknown method {method!r} (known: {', '.join(specs())})")
+    return specs()[method].variants
 
 
 def trial_raw(base_raw: dict, params: dict[str, Any]) -> dict:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raytrain.config import RunConfig
 from raytrain.methods.base import Method, StepOutput, make_scheduler
 from raytrain.methods.denoiser.nets import DnCNN, DRUNet
+
+if TYPE_CHECKING:
+    from raytrain.config import RunConfig
 
 
 def estimate_level(noisy: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,154 @@
+"""``raytrain`` subcommands. Commands that train and use models: train, eval, denoise, dnd."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from raytrain.cli.common import add_overrides
+
+
+def add_parsers(sub) -> None:
+    t = sub.add_parser("train", help="train a method on Ray Train (embedded local Ray unless --address)")
+    t.add_argument("config", nargs="?", help="YAML config (omit for the embedded defaults)")
+    add_overrides(t, "override a config value, e.g. --set train.steps=100 (repeatable)")
+    t.add_argument("--address", help="Ray cluster address (e.g. ray://head:10001 or auto)")
+    t.add_argument("--num-workers", type=int, help="number of Ray Train workers")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="PSNR/SSIM table of a checkpoint on a set of images")
+    e.add_argument("checkpoint", help="checkpoint folder, run folder or model.pt")
+    e.add_argument(
+        "--data",
+        help="clean images: a folder, a URI or 'samples' (default: the run's held-out "
+        "validation images, rebuilt from the config stored in the checkpoint)",
+    )
+    e.add_argument("--noisy", help="folder of real noisy images with the same names (else the run's noise model)")
+    add_overrides(e, "override the checkpoint's data config, e.g. --set data.noise.sigma=50")
+    e.add_argument("--crop", type=int, help="evaluate a centre crop of this size")
+    e.add_argument("--max-size", type=int, help="shrink --data images to this longer side (default: score as given)")
+    e.add_argument("--tile", type=int, default=512, help="restore larger images in overlapping tiles of this size")
+    e.set_defaults(func=cmd_eval)
+
+    d = sub.add_parser("denoise", help="restore an image or a folder of images with a checkpoint")
+    d.add_argument("checkpoint")
+    d.add_argument("input", help="image file or folder")
+    d.add_argument("output", help="output file (for a file input) or folder")
+    d.set_defaults(func=cmd_denoise)
+
+    dnd = sub.add_parser("dnd", help="denoise the DND sRGB benchmark into its submission layout (OUT/bundled/*.mat)")
+    dnd.add_argument("checkpoint", help="an RGB restoration checkpoint")
+    dnd.add_argument("dnd", help="the DND folder (info.mat, images_srgb/)")
+    dnd.add_argument("--out", required=True, help="a new folder for the submission")
+    dnd.set_defaults(func=cmd_dnd)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from raytrain.config import load_config
+
+    overrides = list(args.overrides)
+    if args.address:
+        overrides.append(f"address={args.address}")
+    if args.num_workers is not None:
+        overrides.append(f"scaling.num_workers={args.num_workers}")
+    cfg = load_config(args.config, overrides)
+    from raytrain.tracking import resolve_uri
+    from raytrain.train.launch import run_training
+
+    res = run_training(cfg)
+    m = res.metrics
+    print(f"\nrun {cfg.name}: {int(m.get('step', 0))} steps, method {cfg.method.name}")
+    if "val_psnr" in m:
+        print(f"  validation PSNR {m['val_psnr']:.2f} dB (noisy input {m['val_psnr_noisy']:.2f} dB), "
+              f"SSIM {m['val_ssim']:.4f} (noisy {m['val_ssim_noisy']:.4f})")  # fmt: skip
+    print(f"  checkpoint: {res.checkpoint}")
+    if res.run_id:
+        uri = resolve_uri(cfg.tracking.uri, cfg.workdir)
+        print(f"  MLflow run {res.run_id} in {uri}")
+        if uri.startswith("sqlite"):
+            print(f"  view it: mlflow ui --backend-store-uri {uri} --host 127.0.0.1")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from raytrain.config import apply_overrides, to_raw, validate
+    from raytrain.data.degrade import noise_model, rng_for
+    from raytrain.data.images import load_collection, load_pairs
+    from raytrain.data.pipeline import centre_crop, chw
+    from raytrain.evaluate import evaluate_pairs, tiled
+    from raytrain.inference import load_restorer
+    from raytrain.metrics import format_mean_std
+
+    cfg, method = load_restorer(args.checkpoint)
+    cfg = validate(apply_overrides(to_raw(cfg), args.overrides), "eval --set")
+    color = cfg.data.color
+    if args.data is None:
+        from raytrain.data.pipeline import load_domains
+
+        col = load_domains(cfg)
+        pairs = [(n.transpose(1, 2, 0), c.transpose(1, 2, 0)) for n, c in col.val]
+        names = col.val_names
+        print(f"held-out validation images of the run (split seed {cfg.seed}): {', '.join(names)}")
+    elif args.noisy:
+        real = load_pairs(args.data, args.noisy, color)
+        pairs = [(n.pixels, c.pixels) for c, n in real]
+        names = [c.name for c, _ in real]
+    else:
+        model = noise_model(cfg.data.noise)
+        imgs = load_collection(args.data, color, args.max_size)  # as given (the run's max_size is for training)
+        pairs = [(model(im.pixels, rng_for(cfg.seed, 0, i)), im.pixels) for i, im in enumerate(imgs)]
+        names = [im.name for im in imgs]
+    pairs = [(chw(centre_crop(n, args.crop)), chw(centre_crop(c, args.crop))) for n, c in pairs]
+    rows = evaluate_pairs(tiled(method.restore, args.tile), pairs)
+    w = max(len(n) for n in names)
+    print(f"{'image':<{w}}  {'PSNR noisy':>10}  {'PSNR':>7}  {'SSIM noisy':>10}  {'SSIM':>7}")
+    for n, r in zip(names, rows, strict=True):
+        print(f"{n:<{w}}  {r['psnr_noisy']:>10.2f}  {r['psnr']:>7.2f}  {r['ssim_noisy']:>10.4f}  {r['ssim']:>7.4f}")
+    for k in ("psnr_noisy", "psnr", "ssim_noisy", "ssim"):
+        print(f"mean ± std {k}: {format_mean_std([r[k] for r in rows], 4 if 'ssim' in k else 2)}")
+    return 0
+
+
+def cmd_denoise(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from raytrain.data.images import EXTENSIONS, list_images, read_image, to_uint8
+    from raytrain.errors import DataError
+    from raytrain.evaluate import tiled, to_tensor
+    from raytrain.files import atomic_write_bytes, make_dirs
+    from raytrain.inference import load_restorer
+
+    cfg, method = load_restorer(args.checkpoint)
+    src, dst = Path(args.input), Path(args.output)
+    if src.is_dir():
+        jobs = [(f, dst / (f.stem + ".png")) for f in list_images(src)]
+        make_dirs(dst)
+    elif src.is_file():
+        if dst.suffix.lower() not in EXTENSIONS:
+            raise DataError(f"{dst}: output must end in one of {', '.join(EXTENSIONS)}")
+        make_dirs(dst.parent)
+        jobs = [(src, dst)]
+    else:
+        raise DataError(f"{src}: no such file or folder")
+    import imageio.v3 as iio
+
+    for f, out in tqdm(jobs, desc="denoise", unit="img", disable=len(jobs) < 2):
+        img = read_image(f, cfg.data.color)
+        x = to_tensor(img.transpose(2, 0, 1))
+        y = tiled(method.restore)(x).clamp(0, 1)[0].numpy().transpose(1, 2, 0)
+        atomic_write_bytes(iio.imwrite("<bytes>", to_uint8(y), extension=out.suffix.lower()), out)
+    print(f"wrote {len(jobs)} image(s) to {dst}")
+    return 0
+
+
+def cmd_dnd(args: argparse.Namespace) -> int:
+    from raytrain.errors import ConfigError
+    from raytrain.inference import load_restorer
+    from raytrain.submission import dnd_submission
+
+    cfg, method = load_restorer(args.checkpoint)
+    if cfg.data.color != "rgb":
+        raise ConfigError(f"{args.checkpoint}: a {cfg.data.color} model (data.color); DND's crops are RGB")
+    n = dnd_submission(method.restore, args.dnd, args.out)
+    print(f"wrote {n} image(s) of denoised crops to {Path(args.out) / 'bundled'} (submit that folder's files)")
+    return 0
