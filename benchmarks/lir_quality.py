@@ -49,7 +49,7 @@ def row(name: str, rows: list[dict], extra: str = "") -> str:
 
 
 def classical(pairs, sigma: float) -> list[str]:
-    """Noisy input, TV (best weight of a grid), NLM and BM3D rows on (C, H, W) pairs (raytrain.baselines)."""
+    """Noisy input, TV (best weight of a grid), NLM and BM3D rows on (clean, noisy) HWC pairs (raytrain.baselines)."""
     rows_by = classical_rows(pairs, sigma / 255)
     out = [row(f"TV (weight {rows[0]['weight']}, oracle)" if name.startswith("TV") else name, rows)
            for name, rows in rows_by.items()]  # fmt: skip

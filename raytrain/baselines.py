@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from raytrain.evaluate import evaluate_pairs
+from raytrain.layout import to_image, to_tensor
 
 TV_WEIGHTS = (0.04, 0.08, 0.12, 0.16)
 
@@ -29,14 +30,14 @@ def _per_image(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[torch.Tensor
     """A (H, W, C) numpy denoiser as a restorer of (1, C, H, W) tensors."""
 
     def run(t: torch.Tensor) -> torch.Tensor:
-        img = np.clip(t[0].numpy().transpose(1, 2, 0), 0, 1).astype(np.float64)
-        return torch.from_numpy(np.ascontiguousarray(fn(img).reshape(img.shape).transpose(2, 0, 1), np.float32))[None]
+        img = np.clip(to_image(t), 0, 1).astype(np.float64)
+        return to_tensor(fn(img).reshape(img.shape), t.device)
 
     return run
 
 
 def classical_rows(pairs: list, sigma: float | None) -> dict[str, list[dict[str, float]]]:
-    """Per-image ``evaluate_pairs`` rows (psnr, ssim, ...) of each baseline on (noisy, clean) (C, H, W) pairs, keyed
+    """Per-image ``evaluate_pairs`` rows (psnr, ssim, ...) of each baseline on (clean, noisy) HWC pairs, keyed
     by its label: the noisy input, TV (oracle weight), NLM, BM3D (if ``bm3d`` is installed)."""
     from skimage.restoration import denoise_nl_means, denoise_tv_chambolle, estimate_sigma
 

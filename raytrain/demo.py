@@ -18,7 +18,10 @@ from pathlib import Path
 
 from raytrain.config import load_config
 from raytrain.errors import RaytrainError
+from raytrain.noise_pipeline import run_pipeline
 from raytrain.tables import markdown_table
+from raytrain.train.launch import run_training
+from raytrain.tune.ablate import plot_curves
 
 COUNTS = (10,)
 ARMS = ("senm", "real_pairs")
@@ -47,36 +50,42 @@ def repo_config(name: str) -> Path:
 
 def run_demo(workdir: str = "runs/demo", counts: tuple[int, ...] = COUNTS, quick: bool = False,
              arms: tuple[str, ...] = ARMS) -> dict:  # fmt: skip
-    """Run everything; returns the table rows. ``quick`` cuts every run to a few steps (tests)."""
-    from raytrain.noise_pipeline import run_pipeline
-    from raytrain.train.launch import run_training
+    """Run everything; returns the table rows. ``quick`` cuts every run to a few steps (tests). One MLflow parent run
+    holds the pipelines and the LIR run as children, and the report's files."""
+    from raytrain.tracking import Store
 
     t0 = time.perf_counter()
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    rows: dict[int, dict] = {}
     out = Path(workdir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    arm_list = "[" + ",".join(arms) + "]"
-    for i, count in enumerate(counts):
-        print(f"\n[demo] {i + 1}/{len(counts) + 1}: SeNM-VAE -> DnCNN with {count} paired tiles")
-        sets = [f"workdir={workdir}", f"name=demo-senm{count}-{stamp}", "seed=0", f"data.paired.count={count}",
-                f"pipeline.arms={arm_list}"]  # fmt: skip
-        sets += DEMO_NOISE + (QUICK + QUICK_SENM if quick else [])
-        res = run_pipeline(load_config(repo_config("senm_pipeline.yaml"), sets))
-        rows[count] = res.rows
-        if (res.out / "noise_samples.png").is_file():
-            shutil.copyfile(res.out / "noise_samples.png", out / f"noise_samples_{count}.png")
-    print(f"\n[demo] {len(counts) + 1}/{len(counts) + 1}: LIR (unsupervised), blind AWGN sigma in [5, 50]")
-    sets = [f"workdir={workdir}", f"name=demo-lir-{stamp}", *LIR_SHORT, *(QUICK if quick else [])]
-    lir_run = run_training(load_config(repo_config("lir_awgn_blind.yaml"), sets))
-    lir = lir_run.metrics
-    report = write_report(out, counts, arms, rows, lir, time.perf_counter() - t0)
-    curve = [(int(h["step"]), float(h["val_psnr"])) for h in lir_run.history if h.get("val_psnr") is not None]
-    from raytrain.tune.ablate import plot_curves
-
-    plot_curves({"LIR validation PSNR": [curve], "noisy input": [[(s, lir["val_psnr_noisy"]) for s, _ in curve]]},
-                "PSNR (dB)", out / "lir_curve.png")  # fmt: skip
+    cfg = load_config(repo_config("senm_pipeline.yaml"), [f"workdir={workdir}"])
+    with Store.of(cfg).run(f"demo-{stamp}", None, {"raytrain.stage": "demo"}) as parent:
+        rows = {count: demo_pipeline(workdir, count, stamp, arms, quick, parent.run_id, i, len(counts) + 1)
+                for i, count in enumerate(counts)}  # fmt: skip
+        print(f"\n[demo] {len(counts) + 1}/{len(counts) + 1}: LIR (unsupervised), blind AWGN sigma in [5, 50]")
+        sets = [f"workdir={workdir}", f"name=demo-lir-{stamp}", *LIR_SHORT, *(QUICK if quick else [])]
+        lir_run = run_training(load_config(repo_config("lir_awgn_blind.yaml"), sets), parent.run_id)
+        lir = lir_run.metrics
+        report = write_report(out, counts, arms, rows, lir, time.perf_counter() - t0)
+        curve = [(int(h["step"]), float(h["val_psnr"])) for h in lir_run.history if h.get("val_psnr") is not None]
+        plot_curves({"LIR validation PSNR": [curve], "noisy input": [[(s, lir["val_psnr_noisy"]) for s, _ in curve]]},
+                    "PSNR (dB)", out / "lir_curve.png")  # fmt: skip
+        for f in sorted(out.glob("*.png")) + [report]:
+            parent.log_artifact(f)
     return {"rows": rows, "lir": lir, "report": report, "wall_s": time.perf_counter() - t0}
+
+
+def demo_pipeline(workdir: str, count: int, stamp: str, arms: tuple[str, ...], quick: bool, parent: str | None,
+                  i: int, n: int) -> dict:  # fmt: skip
+    """The SeNM-VAE pipeline at one paired count; returns its table rows (and keeps its noise picture)."""
+    print(f"\n[demo] {i + 1}/{n}: SeNM-VAE -> DnCNN with {count} paired tiles")
+    sets = [f"workdir={workdir}", f"name=demo-senm{count}-{stamp}", "seed=0", f"data.paired.count={count}",
+            f"pipeline.arms=[{','.join(arms)}]"]  # fmt: skip
+    sets += DEMO_NOISE + (QUICK + QUICK_SENM if quick else [])
+    res = run_pipeline(load_config(repo_config("senm_pipeline.yaml"), sets), parent)
+    if (res.out / "noise_samples.png").is_file():
+        shutil.copyfile(res.out / "noise_samples.png", Path(workdir).resolve() / f"noise_samples_{count}.png")
+    return res.rows
 
 
 def write_report(out: Path, counts, arms, rows: dict[int, dict], lir: dict, wall: float) -> Path:

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from raytrain.data.images import quantize8
+from raytrain.layout import chw, to_image, to_tensor
 from raytrain.metrics import (
     frechet_distance,
     kld_noise_residual,
@@ -18,11 +19,6 @@ from raytrain.metrics import (
 )
 
 Restorer = Callable[[torch.Tensor], torch.Tensor]
-
-
-def to_tensor(img: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-    """(C, H, W) float array -> (1, C, H, W) tensor."""
-    return torch.tensor(np.asarray(img, dtype=np.float32))[None].to(device)  # a copy: Ray arrays are read-only
 
 
 def tiled(restore: Restorer, tile: int = 512, overlap: int = 32) -> Restorer:
@@ -64,10 +60,10 @@ def evaluate_pairs(
     device: torch.device | str = "cpu",
     data_range: float = 1.0,
 ) -> list[dict[str, float]]:
-    """Per-image PSNR/SSIM of the noisy input and of the restored output against clean; (C, H, W) pairs with values
-    in [0, data_range]."""
+    """Per-image PSNR/SSIM of the noisy input and of the restored output against clean; (clean, noisy) HWC pairs with
+    values in [0, data_range]."""
     rows = []
-    for noisy, clean in pairs:
+    for clean, noisy in pairs:
         x, y = to_tensor(noisy, device), to_tensor(clean, device)
         xc, out = x.clamp(0, data_range), restore(x).clamp(0, data_range)
         rows.append({
@@ -78,8 +74,8 @@ def evaluate_pairs(
 
 
 def image_grid(columns: list[np.ndarray], gap: int = 4) -> np.ndarray:
-    """Side-by-side (H, W, C) grid of same-size (C, H, W) images, white gaps; for 'noisy | output | clean'."""
-    tiles = [np.clip(c.transpose(1, 2, 0), 0, 1) for c in columns]
+    """Side-by-side (H, W, C) grid of same-size HWC images, white gaps; for 'noisy | output | clean'."""
+    tiles = [np.clip(c, 0, 1) for c in columns]
     h, c = tiles[0].shape[0], tiles[0].shape[2]
     sep = np.ones((h, gap, c), np.float32)
     parts: list[np.ndarray] = []
@@ -98,7 +94,7 @@ def noise_rows(
     device: torch.device | str = "cpu",
     keep: list[np.ndarray] | None = None,
 ) -> list[dict[str, float]]:
-    """Noise quality of a noise model on real (noisy, clean) (C, H, W) pairs: for each, synthesise a noisy image from
+    """Noise quality of a noise model on real (clean, noisy) HWC pairs: for each, synthesise a noisy image from
     the clean one at the real pair's level (std of noisy - clean), 8-bit as written to disk, and compare.
 
     Keys: ``kld`` (residual histograms, KL(real || generated)), ``kld_noisy`` (the official SeNM-VAE definition:
@@ -107,17 +103,16 @@ def noise_rows(
     ``keep``, if given, receives each synthetic noisy image (for :func:`noise_fid`).
     """
     rows = []
-    for noisy, clean in pairs:
+    for clean, noisy in pairs:
         real = np.asarray(noisy, np.float64) - clean
         level = torch.tensor(float(np.std(real, ddof=1)), device=device).view(1, 1, 1, 1)
-        gen_noisy = quantize8(synthesize(to_tensor(clean, device), level)[0].cpu().numpy())
+        gen_noisy = quantize8(to_image(synthesize(to_tensor(clean, device), level)))
         if keep is not None:
             keep.append(gen_noisy)
         gen = gen_noisy - clean
-        hwc = lambda a: np.asarray(a).transpose(1, 2, 0)  # noqa: E731
-        rho, rho_real = noise_correlation(hwc(gen)), noise_correlation(hwc(real))
+        rho, rho_real = noise_correlation(gen), noise_correlation(real)
         rows.append({
-            "kld": kld_noise_residual(real, gen), "kld_noisy": kld_noisy_histogram(hwc(gen_noisy), hwc(noisy)),
+            "kld": kld_noise_residual(real, gen), "kld_noisy": kld_noisy_histogram(gen_noisy, np.asarray(noisy)),
             "noise_std": float(gen.std() * 255), "noise_std_real": float(real.std() * 255),
             "rho": (rho["rho_h"] + rho["rho_v"]) / 2, "rho_real": (rho_real["rho_h"] + rho_real["rho_v"]) / 2,
         })  # fmt: skip
@@ -125,18 +120,18 @@ def noise_rows(
 
 
 def tiles(img: np.ndarray, size: int) -> list[np.ndarray]:
-    """Non-overlapping ``size`` x ``size`` tiles of a (C, H, W) image (the whole image if it is smaller)."""
-    _, h, w = img.shape
+    """Non-overlapping ``size`` x ``size`` tiles of an HWC image (the whole image if it is smaller)."""
+    h, w = img.shape[:2]
     if h < size or w < size:
         return [img]
     starts = [(i, j) for i in range(0, h - size + 1, size) for j in range(0, w - size + 1, size)]
-    return [img[:, i : i + size, j : j + size] for i, j in starts]
+    return [img[i : i + size, j : j + size] for i, j in starts]
 
 
 @torch.no_grad()
 def inception_features(net: torch.nn.Module, images: list[np.ndarray], patch: int, batch: int = 16) -> np.ndarray:
-    """Pool features of every ``patch`` tile of (C, H, W) images in [0, 1]: (N, 2048)."""
-    parts = [t for img in images for t in tiles(np.asarray(img, np.float32), patch)]
+    """Pool features of every ``patch`` tile of HWC images in [0, 1]: (N, 2048)."""
+    parts = [chw(t) for img in images for t in tiles(np.asarray(img, np.float32), patch)]
     feats = [net(torch.tensor(np.stack(parts[i : i + batch]))).numpy() for i in range(0, len(parts), batch)]
     return np.concatenate(feats)
 

@@ -21,9 +21,7 @@ def noise_eval(checkpoint: str, data: str | None = None, noisy: str | None = Non
     """Score the noise model in ``checkpoint``: each model synthesises noise for every real pair at that pair's own
     level. ``data`` + ``noisy``: folders of real clean / noisy images with the same names (default: the run's
     held-out images); ``crop``: a centre crop; ``denoisers``: ``[LABEL=]CHECKPOINT`` restorers scored on the pairs."""
-    from raytrain.data.images import load_pairs
-    from raytrain.data.pipeline import centre_crop, chw, load_domains
-    from raytrain.errors import DataError
+    from raytrain.data.pipeline import load_domains
     from raytrain.evaluate import evaluate_pairs, tiles
     from raytrain.inference import load_noise_model, load_restorer
     from raytrain.noise_pipeline import fitted_sources, noise_quality
@@ -36,15 +34,7 @@ def noise_eval(checkpoint: str, data: str | None = None, noisy: str | None = Non
         fid_net = load_inception(inception)
     cfg, model = load_noise_model(checkpoint)
     collection = load_domains(cfg) if (data is None or baselines) else None
-    if data is None:
-        pairs, where = collection.val, f"the run's held-out images ({', '.join(collection.val_names)})"
-    else:
-        if not noisy:
-            raise DataError("--data needs --noisy (real noisy images with the same names)")
-        pairs = [(chw(n.pixels), chw(c.pixels)) for c, n in load_pairs(data, noisy, cfg.data.color)]
-        where = f"{len(pairs)} real pairs from {data}"
-    pairs = [(chw(centre_crop(n.transpose(1, 2, 0), crop)), chw(centre_crop(c.transpose(1, 2, 0), crop)))
-             for n, c in pairs]  # fmt: skip
+    pairs, where = real_pairs(cfg, collection, data, noisy, crop)
     synths = {f"SeNM-VAE ({cfg.method.synthesis})": lambda c, lv: model.synthesize(c, lv)}
     if baselines:
         fitted = fitted_sources(collection, cfg.seed)
@@ -52,7 +42,7 @@ def noise_eval(checkpoint: str, data: str | None = None, noisy: str | None = Non
     result = NoiseEvalResult(where, {name: noise_quality(name, fn, pairs, fid_net, fid_patch)
                                      for name, fn in synths.items()})  # fmt: skip
     if fid_net is not None:
-        n_tiles = sum(len(tiles(n, fid_patch)) for n, _ in pairs)
+        n_tiles = sum(len(tiles(noisy, fid_patch)) for _, noisy in pairs)
         pools = "TensorFlow FID pools" if fid_net.fid_tf else "torchvision pools"
         result.fid = (f"Inception-v3 pool features of {n_tiles} {fid_patch}px tiles of the real vs the synthetic "
                       f"noisy images ({pools}); with fewer tiles than 2048 features only a comparison of the rows "
@@ -63,6 +53,23 @@ def noise_eval(checkpoint: str, data: str | None = None, noisy: str | None = Non
         ps = [s["psnr"] for s in evaluate_pairs(den.restore, pairs)]
         result.downstream[label or ckpt] = sum(ps) / len(ps)
     return result
+
+
+def real_pairs(cfg, collection, data: str | None, noisy: str | None, crop: int | None) -> tuple[list, str]:
+    """The (clean, noisy) pairs to score on, centre-cropped, and where they come from: the run's held-out images, or
+    the folders ``data`` / ``noisy`` (same names)."""
+    from raytrain.data.images import load_pairs
+    from raytrain.data.pipeline import centre_crop
+    from raytrain.errors import DataError
+
+    if data is None:
+        pairs, where = collection.val, f"the run's held-out images ({', '.join(collection.val_names)})"
+    else:
+        if not noisy:
+            raise DataError("--data needs --noisy (real noisy images with the same names)")
+        pairs = [(c.pixels, n.pixels) for c, n in load_pairs(data, noisy, cfg.data.color)]
+        where = f"{len(pairs)} real pairs from {data}"
+    return [(centre_crop(c, crop), centre_crop(n, crop)) for c, n in pairs], where
 
 
 def report(result: NoiseEvalResult) -> str:

@@ -21,13 +21,14 @@ import numpy as np
 from raytrain.config import RunConfig, apply_overrides, to_raw, validate
 from raytrain.data.degrade import fit_gaussian, fit_heteroscedastic
 from raytrain.data.images import Image
-from raytrain.data.pipeline import Collection, load_domains
+from raytrain.data.pipeline import Collection, centre_crop, load_domains
 from raytrain.errors import RaytrainError
 from raytrain.evaluate import evaluate_pairs, noise_fid, noise_rows
 from raytrain.inference import load_restorer
 from raytrain.metrics import mean_std
 from raytrain.synthesis import FittedSource, VAESource, as_synthesizer, write_pairs
 from raytrain.tables import markdown_table
+from raytrain.tracking import Run
 
 SYNTHETIC_ARMS = ("senm", "gaussian", "heteroscedastic")
 NOISE_COLUMNS = [("kld", "KLD (residual)"), ("kld_noisy", "KLD (noisy image)"), ("rho", "noise corr."),
@@ -88,49 +89,6 @@ def downstream_config(cfg: RunConfig, arm: str, name: str, synthetic: Path | Non
     return validate(apply_overrides(raw, overrides), f"pipeline arm {arm}")
 
 
-class Tracker:
-    """The parent run and its stage children; a no-op when tracking is off."""
-
-    def __init__(self, cfg: RunConfig, name: str):
-        self.cfg, self.parent, self.children = cfg, None, []
-        if cfg.tracking.enabled:
-            from raytrain.tracking import DriverRun, resolve_uri
-
-            self.uri = resolve_uri(cfg.tracking.uri, cfg.workdir)
-            self.parent = DriverRun(self.uri, cfg.tracking.experiment, cfg.workdir, name)
-            self.parent.set_tags({"raytrain.stage": "pipeline"})
-
-    @property
-    def parent_id(self) -> str | None:
-        return self.parent.run_id if self.parent else None
-
-    def child(self, name: str, tags: dict, params: dict | None = None):
-        if not self.parent:
-            return None
-        from raytrain.tracking import DriverRun
-
-        run = DriverRun(self.uri, self.cfg.tracking.experiment, self.cfg.workdir, name, self.parent.run_id)
-        self.children.append(run)
-        run.set_tags(tags)
-        if params:
-            run.log_params(params)
-        return run
-
-    def close(self, status: str) -> None:
-        """End the parent, and any stage run a failure left open, with ``status``."""
-        if not self.parent:
-            return
-        for run in self.children:
-            if self.parent.client.get_run(run.run_id).info.status == "RUNNING":
-                run.end(status)
-        self.parent.end(status)
-
-    def tag(self, run_id: str | None, tags: dict) -> None:
-        if self.parent and run_id:
-            for k, v in tags.items():
-                self.parent.client.set_tag(run_id, k, str(v))
-
-
 def noise_quality(name: str, synth, pairs, fid_net=None, fid_patch: int = 64, keep: list | None = None
                   ) -> dict[str, float]:  # fmt: skip
     """Mean noise-quality columns of one noise model on real pairs; ``fid`` too when an Inception net is given.
@@ -140,87 +98,111 @@ def noise_quality(name: str, synth, pairs, fid_net=None, fid_patch: int = 64, ke
     keys = ("kld", "kld_noisy", "rho", "noise_std", "rho_real", "noise_std_real")
     out = {k: float(np.mean([r[k] for r in rows])) for k in keys}
     if fid_net is not None:
-        out["fid"] = noise_fid(fid_net, [n for n, _ in pairs], gen, fid_patch)
+        out["fid"] = noise_fid(fid_net, [noisy for _, noisy in pairs], gen, fid_patch)
     return out
 
 
-def run_pipeline(cfg: RunConfig) -> PipelineResult:
-    """Run every stage; returns the table rows. Raises RaytrainError on user errors (nothing is left RUNNING)."""
-    from raytrain.train.launch import run_training
+def run_pipeline(cfg: RunConfig, parent_run_id: str | None = None) -> PipelineResult:
+    """Run every stage; returns the table rows. Raises RaytrainError on user errors. Every stage is a child run of
+    one parent run (itself a child of ``parent_run_id`` when given); all end with their real status."""
+    from raytrain.tracking import Store
 
     if cfg.pipeline is None:
         raise RaytrainError("this config has no pipeline: section (see configs/senm_pipeline.yaml)")
-    t0, p = time.perf_counter(), cfg.pipeline
-    track = Tracker(cfg, f"{cfg.name}-pipeline")
-    tag = (track.parent_id or time.strftime("%Y%m%d-%H%M%S"))[:8]
-    out = Path(cfg.workdir).resolve() / "pipelines" / f"{cfg.name}-{tag}"
-    out.mkdir(parents=True, exist_ok=True)
-    runs: dict[str, str] = {}
-    status = "FAILED"
-    try:
+    t0 = time.perf_counter()
+    with Store.of(cfg).run(f"{cfg.name}-pipeline", parent_run_id, {"raytrain.stage": "pipeline"}) as parent:
+        stages = Stages(cfg, parent, (parent.run_id or time.strftime("%Y%m%d-%H%M%S"))[:8])
         collection = load_domains(cfg)
-        pairs = collection.val
         print(f"[pipeline] split {collection.split.sizes()}, held-out real pairs: {', '.join(collection.val_names)}")
-        # 1. the noise model
+        sources = stages.noise_model(collection)
+        folders = stages.synthesize(collection, sources)
+        trained = stages.downstream(folders)
+        return stages.evaluate(collection, sources, trained, t0)
+
+
+class Stages:
+    """The pipeline's four stages; each records the MLflow run ids it made in ``runs`` ("stage/arm" -> id)."""
+
+    def __init__(self, cfg: RunConfig, parent: Run, tag: str):
+        self.cfg, self.parent, self.tag = cfg, parent, tag
+        self.out = Path(cfg.workdir).resolve() / "pipelines" / f"{cfg.name}-{tag}"
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.runs: dict[str, str] = {}
+
+    def noise_model(self, collection: Collection) -> dict[str, object]:
+        """1. Train SeNM-VAE; returns the noise sources of the arms (the trained model, the fitted baselines)."""
+        from raytrain.train.launch import run_training
+
+        cfg, p = self.cfg, self.cfg.pipeline
         raw = to_raw(cfg)
         raw.pop("pipeline")
-        noise_cfg = validate(apply_overrides(raw, [f"name={cfg.name}-{tag}-noise"]), "pipeline")
+        noise_cfg = validate(apply_overrides(raw, [f"name={cfg.name}-{self.tag}-noise"]), "pipeline")
         print("[pipeline] 1/4 noise model (SeNM-VAE)")
-        res = run_training(noise_cfg, parent_run_id=track.parent_id)
+        res = run_training(noise_cfg, parent_run_id=self.parent.run_id)
         if not res.checkpoint:
             raise RaytrainError("the noise model produced no checkpoint")
-        runs["noise_model"] = res.run_id or ""
-        track.tag(res.run_id, {"raytrain.stage": "noise_model"})
-        # 2. synthesis: the trained model and the fitted baselines on the same clean source images
+        self.runs["noise_model"] = res.run_id or ""
+        self.parent.store.get(res.run_id).set_tags({"raytrain.stage": "noise_model"})
         sources: dict[str, object] = {}
         if "senm" in p.arms:
             sources["senm"] = VAESource(res.checkpoint, None if p.level == "prior" else float(p.level), p.temperature,
                                         cfg.seed, allow_content_floor=p.allow_content_floor)  # fmt: skip
         sources.update({k: v for k, v in fitted_sources(collection, cfg.seed).items() if k in p.arms})
+        return sources
+
+    def synthesize(self, collection: Collection, sources: dict[str, object]) -> dict[str, Path]:
+        """2. Synthetic pairs from the same clean source tiles, one folder per noise source."""
+        cfg, copies = self.cfg, self.cfg.pipeline.copies
         images = source_images(collection)
+        print(f"[pipeline] 2/4 synthesis: {len(images)} clean source tiles x {copies} -> {', '.join(sources)}")
         folders: dict[str, Path] = {}
-        print(f"[pipeline] 2/4 synthesis: {len(images)} clean source tiles x {p.copies} -> {', '.join(sources)}")
         for arm, src in sources.items():
-            run = track.child(f"{cfg.name}-{tag}-synth-{arm}", {"raytrain.stage": "synthesize", "raytrain.arm": arm,
-                              "raytrain.noise_model_run": runs["noise_model"] if arm == "senm" else "fitted on paired"},
-                              {f"source.{k}": v for k, v in src.describe().items()})  # fmt: skip
-            folders[arm] = write_pairs(images, src, out / f"synthetic-{arm}", p.copies, describe=src.describe())
+            made_by = self.runs["noise_model"] if arm == "senm" else "fitted on paired"
+            tags = {"raytrain.stage": "synthesize", "raytrain.arm": arm, "raytrain.noise_model_run": made_by}
+            run = self.parent.child(f"{cfg.name}-{self.tag}-synth-{arm}", tags,
+                                    {f"source.{k}": v for k, v in src.describe().items()})  # fmt: skip
+            folders[arm] = write_pairs(images, src, self.out / f"synthetic-{arm}", copies, describe=src.describe())
+            run.log_artifact(folders[arm] / "manifest.json")
+            run.log_metrics({"pairs": len(images) * copies})
+            run.end()
             if run:
-                run.client.log_artifact(run.run_id, str(folders[arm] / "manifest.json"))
-                run.client.log_metric(run.run_id, "pairs", len(images) * p.copies)
-                run.end()
-                runs[f"synthesize/{arm}"] = run.run_id
-        # 3. one downstream denoiser per arm
+                self.runs[f"synthesize/{arm}"] = run.run_id
+        return folders
+
+    def downstream(self, folders: dict[str, Path]) -> dict[str, str]:
+        """3. One downstream denoiser per arm; returns arm -> checkpoint."""
+        from raytrain.train.launch import run_training
+
+        cfg, arms = self.cfg, self.cfg.pipeline.arms
         trained: dict[str, str] = {}
-        for i, arm in enumerate(p.arms):
-            print(f"[pipeline] 3/4 downstream {cfg.pipeline.downstream.method.name} {i + 1}/{len(p.arms)}: {arm}")
-            dcfg = downstream_config(cfg, arm, f"{cfg.name}-{tag}-dn-{arm}", folders.get(arm))
-            r = run_training(dcfg, parent_run_id=track.parent_id)
-            track.tag(r.run_id, {"raytrain.stage": "downstream", "raytrain.arm": arm,
-                                 "raytrain.synthesis_run": runs.get(f"synthesize/{arm}", "none")})  # fmt: skip
-            runs[f"downstream/{arm}"] = r.run_id or ""
+        for i, arm in enumerate(arms):
+            print(f"[pipeline] 3/4 downstream {cfg.pipeline.downstream.method.name} {i + 1}/{len(arms)}: {arm}")
+            dcfg = downstream_config(cfg, arm, f"{cfg.name}-{self.tag}-dn-{arm}", folders.get(arm))
+            r = run_training(dcfg, parent_run_id=self.parent.run_id)
+            made_from = self.runs.get(f"synthesize/{arm}", "none")
+            self.parent.store.get(r.run_id).set_tags({"raytrain.stage": "downstream", "raytrain.arm": arm,
+                                                      "raytrain.synthesis_run": made_from})  # fmt: skip
+            self.runs[f"downstream/{arm}"] = r.run_id or ""
             if not r.checkpoint:
                 raise RaytrainError(f"downstream arm {arm} produced no checkpoint")
             trained[arm] = r.checkpoint
-        # 4. evaluation on the held-out real pairs
+        return trained
+
+    def evaluate(self, collection: Collection, sources: dict, trained: dict[str, str], t0: float) -> PipelineResult:
+        """4. Every arm on the held-out real pairs: the table, its files and a picture of the noise."""
         print("[pipeline] 4/4 evaluation on the held-out real pairs")
         tags = {"raytrain.stage": "evaluate", "raytrain.val_images": ",".join(collection.val_names)}
-        run = track.child(f"{cfg.name}-{tag}-eval", tags | {f"raytrain.used.{k}": v for k, v in runs.items()})
+        run = self.parent.child(f"{self.cfg.name}-{self.tag}-eval",
+                                tags | {f"raytrain.used.{k}": v for k, v in self.runs.items()})  # fmt: skip
         samples: dict[str, list[np.ndarray]] = {}
-        rows = evaluate(cfg, sources, trained, pairs, samples)
-        result = PipelineResult(rows, out, track.parent_id, runs, time.perf_counter() - t0)
-        plot_noise_samples(pairs, samples, out / "noise_samples.png")
-        write_tables(result, cfg, [r.run_id for r in (run, track.parent) if r])
+        rows = evaluate(self.cfg, sources, trained, collection.val, samples)
+        result = PipelineResult(rows, self.out, self.parent.run_id, self.runs, time.perf_counter() - t0)
+        plot_noise_samples(collection.val, samples, self.out / "noise_samples.png")
+        write_tables(result, self.cfg, [run, self.parent])
+        run.end()
         if run:
-            run.end()
-            runs["evaluate"] = run.run_id
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        track.close(status)
-    return result
+            self.runs["evaluate"] = run.run_id
+        return result
 
 
 def evaluate(cfg: RunConfig, sources: dict, trained: dict[str, str], pairs, samples: dict | None = None
@@ -254,15 +236,13 @@ def plot_noise_samples(pairs, samples: dict[str, list[np.ndarray]], path: Path, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cols = [("clean", [c for _, c in pairs]), ("real noisy", [n for n, _ in pairs])]
+    cols = [("clean", [clean for clean, _ in pairs]), ("real noisy", [noisy for _, noisy in pairs])]
     cols += [(f"{SHORT.get(arm, arm)} (synthetic)", imgs) for arm, imgs in samples.items()]
     fig, axes = plt.subplots(len(pairs), len(cols), figsize=(2.2 * len(cols), 2.2 * len(pairs)), squeeze=False)
     for j, (title, imgs) in enumerate(cols):
         for i, img in enumerate(imgs):
             ax = axes[i][j]
-            _, h, w = img.shape
-            top, left = max(0, (h - crop) // 2), max(0, (w - crop) // 2)
-            tile = np.clip(img[:, top : top + crop, left : left + crop].transpose(1, 2, 0), 0, 1)
+            tile = np.clip(centre_crop(img, crop), 0, 1)
             ax.imshow(tile[..., 0] if tile.shape[-1] == 1 else tile, cmap="gray", vmin=0, vmax=1)
             ax.set_xticks([]), ax.set_yticks([])
             if i == 0:
@@ -298,7 +278,7 @@ def markdown(result: PipelineResult, cfg: RunConfig) -> str:
     return "\n".join(lines)
 
 
-def write_tables(result: PipelineResult, cfg: RunConfig, run_ids: list[str]) -> None:
+def write_tables(result: PipelineResult, cfg: RunConfig, runs: list[Run]) -> None:
     """table.md, table.csv and runs.json in the output folder, logged (with per-arm metrics) to each run."""
     md = markdown(result, cfg)
     (result.out / "table.md").write_text(md + "\n")
@@ -310,16 +290,10 @@ def write_tables(result: PipelineResult, cfg: RunConfig, run_ids: list[str]) -> 
         w.writerow([arm, *(r.get(k, "") for k in keys)])
     (result.out / "table.csv").write_text(buf.getvalue())
     (result.out / "runs.json").write_text(json.dumps({"parent": result.parent_run_id, **result.runs}, indent=2))
-    if not run_ids:
-        return
-    from raytrain.tracking import _client, resolve_uri
-
-    client = _client(resolve_uri(cfg.tracking.uri, cfg.workdir))
-    for run_id in run_ids:
+    metrics = {f"{arm}_{k}": r[k] for arm, r in result.rows.items() for k in ("psnr", "ssim", "kld", "kld_noisy", "rho")
+               if k in r}  # fmt: skip
+    for run in runs:
         for f in ("table.md", "table.csv", "runs.json", "noise_samples.png"):
             if (result.out / f).is_file():
-                client.log_artifact(run_id, str(result.out / f))
-        for arm, r in result.rows.items():
-            for k in ("psnr", "ssim", "kld", "kld_noisy", "rho"):
-                if k in r:
-                    client.log_metric(run_id, f"{arm}_{k}", float(r[k]))
+                run.log_artifact(result.out / f)
+        run.log_metrics(metrics)

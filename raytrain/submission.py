@@ -17,6 +17,7 @@ import torch
 from raytrain.data.datasets import dnd_crops
 from raytrain.errors import DataError
 from raytrain.evaluate import tiled
+from raytrain.layout import to_image, to_tensor
 
 
 def dnd_submission(restore: Callable[[torch.Tensor], torch.Tensor], root: str | Path, out: str | Path,
@@ -38,8 +39,7 @@ def dnd_submission(restore: Callable[[torch.Tensor], torch.Tensor], root: str | 
             cell = np.empty((1, len(crops)), dtype=object)
             for k, c in enumerate(crops):
                 with torch.no_grad():
-                    y = run(torch.from_numpy(c.transpose(2, 0, 1).copy())[None]).clamp(0, 1)
-                cell[0, k] = np.ascontiguousarray(y[0].numpy().transpose(1, 2, 0), dtype=np.float32)
+                    cell[0, k] = to_image(run(to_tensor(c)).clamp(0, 1))
             scipy.io.savemat(tmp / "bundled" / f"{i:04d}.mat",
                              {"Idenoised": cell, "israw": False, "eval_version": "1.0"})  # fmt: skip
             n += 1

@@ -25,6 +25,7 @@ from raytrain.data.images import to_uint8
 from raytrain.errors import DataError, RaytrainError
 from raytrain.files import write_error
 from raytrain.inference import load_noise_model
+from raytrain.layout import to_image, to_tensor
 
 Source = Callable[[np.ndarray, int], np.ndarray]  # (clean (H, W, C) in [0, 1], image index) -> noisy (H, W, C)
 
@@ -90,8 +91,7 @@ class VAESource:
     @torch.no_grad()
     def __call__(self, clean: np.ndarray, index: int) -> np.ndarray:
         torch.manual_seed(self.seed * 1_000_003 + index)  # per image: the same image gets the same noise in any order
-        x = torch.tensor(np.ascontiguousarray(clean.transpose(2, 0, 1)), dtype=torch.float32)[None].to(self.device)
-        return self.synthesize(x, None)[0].cpu().numpy().transpose(1, 2, 0)
+        return to_image(self.synthesize(to_tensor(clean, self.device), None))
 
 
 def synthesis_temperature(method, temperature: float | str | None) -> float:
@@ -247,7 +247,6 @@ def as_synthesizer(source: Source, seed_offset: int = 10_000):
     counter = iter(range(seed_offset, 2**31))
 
     def synth(clean: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
-        noisy = source(clean[0].cpu().numpy().transpose(1, 2, 0), next(counter))
-        return torch.from_numpy(np.ascontiguousarray(noisy.transpose(2, 0, 1)))[None].to(clean.device)
+        return to_tensor(source(to_image(clean), next(counter)), clean.device)
 
     return synth

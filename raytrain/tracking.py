@@ -12,6 +12,8 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -68,36 +70,166 @@ def _experiment_id(client, name: str, uri: str, workdir: str | Path) -> str:
     return client.create_experiment(name, artifact_location=location)
 
 
-class DriverRun:
-    """An MLflow run opened by the driver: params at start, status at end; ``info`` lets workers log into it."""
+END_STATUSES = ("FINISHED", "FAILED", "KILLED")
 
-    def __init__(self, uri: str, experiment: str, workdir: str | Path, name: str, parent_run_id: str | None = None):
-        check_reachable(uri)
-        self.uri = uri
-        self.client = _client(uri)
-        self.experiment_id = _experiment_id(self.client, experiment, uri, workdir)
-        tags = {"mlflow.runName": name}
-        if parent_run_id:
-            tags["mlflow.parentRunId"] = parent_run_id
-        self.run_id = self.client.create_run(self.experiment_id, tags=tags).info.run_id
+
+def exit_status(exc: BaseException | None) -> str:
+    """The status a run ends with when its block ends with ``exc``: Ctrl-C / a kill signal -> KILLED."""
+    if exc is None:
+        return "FINISHED"
+    return "KILLED" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "FAILED"
+
+
+class Store:
+    """One MLflow experiment in one tracking store, or nothing (``tracking.enabled: false``: every call is a no-op,
+    runs have ``run_id`` None). Picklable: the client is made on first use in each process."""
+
+    def __init__(self, uri: str | None, experiment: str = "raytrain", workdir: str | Path = "."):
+        self.uri, self.experiment, self.workdir = uri, experiment, str(workdir)
+        self._client_obj = None
+        self._experiment_id: str | None = None
+
+    @classmethod
+    def of(cls, cfg, check: bool = True) -> Store:
+        """The store a config names; ``check`` fails fast (one line) when it cannot be used."""
+        if not cfg.tracking.enabled:
+            return cls(None)
+        uri = resolve_uri(cfg.tracking.uri, cfg.workdir)
+        if check:
+            check_reachable(uri)
+        return cls(uri, cfg.tracking.experiment, cfg.workdir)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_client_obj": None}
 
     @property
-    def info(self) -> dict[str, str]:
-        return {"uri": self.uri, "run_id": self.run_id}
+    def enabled(self) -> bool:
+        return self.uri is not None
+
+    @property
+    def client(self):
+        if self._client_obj is None:
+            self._client_obj = _client(self.uri)
+        return self._client_obj
+
+    @property
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            self._experiment_id = _experiment_id(self.client, self.experiment, self.uri, self.workdir)
+        return self._experiment_id
+
+    def open(self, name: str, parent: str | None = None, tags: dict | None = None, params: dict | None = None
+             ) -> Run:  # fmt: skip
+        """A new RUNNING run (a child of ``parent`` when given)."""
+        if not self.enabled:
+            return Run(self, None)
+        all_tags = {"mlflow.runName": name} | ({"mlflow.parentRunId": parent} if parent else {})
+        run = Run(self, self.client.create_run(self.experiment_id, tags=all_tags).info.run_id)
+        run.set_tags(tags or {})
+        run.log_params(params or {})
+        return run
+
+    def get(self, run_id: str | None) -> Run:
+        """A handle on an existing run (None: a no-op handle)."""
+        return Run(self, run_id if self.enabled else None)
+
+    def reopen(self, run_id: str) -> Run:
+        """An ended run set RUNNING again (a resumed sweep's parent)."""
+        run = self.get(run_id)
+        if run.run_id:
+            self.client.update_run(run_id, "RUNNING")
+        return run
+
+    @contextmanager
+    def run(self, name: str, parent: str | None = None, tags: dict | None = None, params: dict | None = None,
+            resume: str | None = None, orphans: str | None = None) -> Iterator[Run]:  # fmt: skip
+        """A run that ends with its block's real status (FINISHED / FAILED / KILLED, see :func:`exit_status`), as do
+        its children still RUNNING then (``orphans`` overrides their status; default: the block's, KILLED when it
+        finished). ``resume``: reopen that run instead of creating one."""
+        run = self.reopen(resume) if resume else self.open(name, parent, tags, params)
+        try:
+            yield run
+        except BaseException as exc:
+            run.close(exit_status(exc), orphans)
+            raise
+        run.close("FINISHED", orphans)
+
+    def children(self, parent: str | None, where: str = "") -> list[Run]:
+        """The child runs of ``parent`` still RUNNING (``where``: an extra MLflow filter, e.g. on a tag)."""
+        if not (self.enabled and parent):
+            return []
+        query = f"tags.mlflow.parentRunId = '{parent}' and attributes.status = 'RUNNING'" + (
+            f" and {where}" if where else "")  # fmt: skip
+        return [self.get(r.info.run_id) for r in self.client.search_runs([self.experiment_id], query)]
+
+    def end_children(self, parent: str | None, status: str, where: str = "") -> int:
+        """End every child run of ``parent`` still RUNNING with ``status``; returns how many."""
+        runs = self.children(parent, where)
+        for run in runs:
+            run.end(status)
+        return len(runs)
+
+
+class Run:
+    """A handle on one MLflow run, used by the driver; ``info`` lets Train workers log into it by id."""
+
+    def __init__(self, store: Store, run_id: str | None):
+        self.store, self.run_id = store, run_id
+
+    def __bool__(self) -> bool:
+        return self.run_id is not None
+
+    @property
+    def uri(self) -> str | None:
+        return self.store.uri
+
+    @property
+    def info(self) -> dict[str, str] | None:
+        return {"uri": self.store.uri, "run_id": self.run_id} if self.run_id else None
+
+    @property
+    def status(self) -> str | None:
+        return self.store.client.get_run(self.run_id).info.status if self.run_id else None
 
     def log_params(self, params: dict[str, Any]) -> None:
+        if not (self.run_id and params):
+            return
         from mlflow.entities import Param
 
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[i : i + 100])
+            self.store.client.log_batch(self.run_id, params=items[i : i + 100])
 
     def set_tags(self, tags: dict[str, Any]) -> None:
-        for k, v in tags.items():
-            self.client.set_tag(self.run_id, k, str(v))
+        for k, v in tags.items() if self.run_id else ():
+            self.store.client.set_tag(self.run_id, k, str(v))
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        for k, v in metrics.items() if self.run_id else ():
+            self.store.client.log_metric(self.run_id, k, float(v), step=step)
+
+    def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
+        if self.run_id:
+            self.store.client.log_artifact(self.run_id, str(path), artifact_path=folder)
+
+    def child(self, name: str, tags: dict | None = None, params: dict | None = None) -> Run:
+        """A new child run (the caller ends it; :meth:`close` ends it too if it is still RUNNING then)."""
+        return self.store.open(name, self.run_id, tags, params) if self.run_id else Run(self.store, None)
 
     def end(self, status: str = "FINISHED") -> None:
-        self.client.set_terminated(self.run_id, status=status)
+        if status not in END_STATUSES:
+            raise ValueError(f"run status must be one of {END_STATUSES}, got {status!r}")
+        if self.run_id:
+            self.store.client.set_terminated(self.run_id, status=status)
+
+    def close(self, status: str, orphans: str | None = None) -> None:
+        """End the children still RUNNING (with ``orphans``, default ``status`` or KILLED when it is FINISHED), then
+        this run if it is still RUNNING."""
+        if not self.run_id:
+            return
+        self.store.end_children(self.run_id, orphans or ("KILLED" if status == "FINISHED" else status))
+        if self.status == "RUNNING":
+            self.end(status)
 
 
 class WorkerLogger:

@@ -95,7 +95,7 @@ def test_a_sweep_whose_trials_all_fail_exits_non_zero_and_its_parent_run_is_fail
 
     monkeypatch.setattr(launch, "connect", lambda *a, **k: None)
     monkeypatch.setattr(launch, "check_resources", lambda *a, **k: None)
-    monkeypatch.setattr(driver, "trial_resources", lambda: {"cpu": 0.01})
+    monkeypatch.setattr(driver, "trial_resources", lambda cfg: {"cpu": 0.01})
     monkeypatch.setattr(driver, "make_tuner", lambda *a, **k: Tuner())
     cfg = load_config(None, [f"workdir={tmp_path}"])
     space = Space(params={"train.lr": parse_param("train.lr", {"loguniform": [1e-4, 1e-2]}, "test")}, origin="test")

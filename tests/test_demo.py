@@ -25,3 +25,18 @@ def test_quick_demo_writes_the_table_and_plots(ray_local, tmp_path, capsys):
     assert (tmp_path / "demo" / "noise_samples_4.png").stat().st_size > 1000
     assert (tmp_path / "demo" / "lir_curve.png").stat().st_size > 1000
     assert "mlflow ui --backend-store-uri sqlite:///" in out and "127.0.0.1" in out
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'demo' / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    by_id = {r.info.run_id: r for r in runs}
+    (demo,) = [r for r in runs if r.data.tags.get("raytrain.stage") == "demo"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == demo.info.run_id]
+    assert demo.info.status == "FINISHED" and {a.path for a in client.list_artifacts(demo.info.run_id)} >= {
+        "results.md", "lir_curve.png", "noise_samples_4.png"}  # fmt: skip
+    assert sorted(r.data.tags.get("raytrain.stage", r.data.tags.get("method")) for r in children) == ["lir", "pipeline"]
+    assert all(r.info.status == "FINISHED" for r in runs)  # every stage of every level ended with its real status
+    pipeline = next(r for r in children if r.data.tags.get("raytrain.stage") == "pipeline")
+    stages = {by_id[r].data.tags.get("raytrain.stage") for r in by_id if
+              by_id[r].data.tags.get("mlflow.parentRunId") == pipeline.info.run_id}  # fmt: skip
+    assert stages == {"noise_model", "synthesize", "downstream", "evaluate"}

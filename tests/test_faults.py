@@ -82,9 +82,9 @@ def test_a_restarted_worker_does_not_log_the_replayed_steps_again(tmp_path):
     checkpoint and the failure are replayed exactly, so their metrics are already there)."""
     from mlflow.tracking import MlflowClient
 
-    from raytrain.tracking import DriverRun, WorkerLogger
+    from raytrain.tracking import Store, WorkerLogger
 
-    run = DriverRun(f"sqlite:///{tmp_path / 'mlflow.db'}", "e", tmp_path, "r")
+    run = Store(f"sqlite:///{tmp_path / 'mlflow.db'}", "e", tmp_path).open("r")
     first = WorkerLogger(run.info)
     assert first.logged_until == -1
     for step in (10, 20, 30):

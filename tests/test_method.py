@@ -1,6 +1,7 @@
 """The method contract and the loop's guards, without Ray."""
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -55,7 +56,8 @@ def test_loop_guard_fails_after_max_bad_steps(tiny):
     from raytrain.train.loop import Loop
 
     cfg = tiny("train.max_bad_steps=3")
-    loop = Loop(cfg, None, {}, [], 0, 1, "cpu", None, None, "{}")
+    session = SimpleNamespace(rank=0, world=1, device="cpu")
+    loop = Loop(cfg, None, {}, [], session, None, None, "{}")
     loop._guard(StepOutput({"loss": math.nan}, skipped=True), 1)
     loop._guard(StepOutput({"loss": 0.1}), 2)  # a good step resets the count
     loop._guard(StepOutput({"loss": math.nan}, skipped=True), 3)

@@ -123,10 +123,10 @@ def test_tiled_restore_equals_the_whole_image_for_a_local_net_and_sees_only_tile
 def test_psnr_and_ssim_take_the_data_range():
     from raytrain.evaluate import evaluate_pairs
 
-    clean = RNG.uniform(0, 1, (1, 40, 40)).astype(np.float32)
+    clean = RNG.uniform(0, 1, (40, 40, 1)).astype(np.float32)
     noisy = (clean + RNG.normal(0, 0.05, clean.shape)).astype(np.float32)
-    a = evaluate_pairs(lambda x: x, [(noisy, clean)])[0]
-    b = evaluate_pairs(lambda x: x, [(noisy * 1000, clean * 1000)], data_range=1000.0)[0]  # e.g. a HU window
+    a = evaluate_pairs(lambda x: x, [(clean, noisy)])[0]
+    b = evaluate_pairs(lambda x: x, [(clean * 1000, noisy * 1000)], data_range=1000.0)[0]  # e.g. a HU window
     assert b["psnr_noisy"] == pytest.approx(a["psnr_noisy"], abs=1e-3) and b["ssim"] == pytest.approx(
         a["ssim"], abs=1e-4
     )

@@ -70,7 +70,8 @@ def test_collection_domains_from_config(tiny):
     sizes = col.split.sizes()
     assert sizes == {"val": 2, "paired": 6, "source": 4, "target": 5}
     assert col.domains["source"].noisy is None and col.domains["target"].clean is None
-    assert all(n.shape == c.shape == (1, 32, 32) for n, c in col.val)
+    assert all(p.clean.shape == p.noisy.shape == (32, 32, 1) for p in col.val)  # HWC, (clean, noisy)
+    assert all(float(np.std(p.noisy - p.clean)) > 0.02 for p in col.val)  # the noisy one is the second
 
 
 def test_empty_domain_is_a_clear_error(ray_local, tiny):

@@ -8,6 +8,7 @@ import torch
 
 from raytrain.config import load_config
 from raytrain.errors import ConfigError
+from raytrain.layout import to_image
 from raytrain.losses.kl import gaussian_kl_two
 from raytrain.methods import build_method
 from raytrain.methods.senm.nets import group_layout
@@ -175,7 +176,7 @@ def test_synthesis_shapes_levels_and_level_prior():
     out = m.synthesize(torch.rand(3, 1, 29, 35))  # any size: padded to the stride and cropped back
     assert out.shape == (3, 1, 29, 35) and torch.isfinite(out).all()
     assert m.synthesize(torch.rand(1, 1, 32, 32), torch.full((1, 1, 1, 1), 0.1)).shape == (1, 1, 32, 32)
-    rows = m.evaluate([(y[0].numpy(), x[0].numpy())], "cpu")
+    rows = m.evaluate([(to_image(x), to_image(y))], "cpu")
     assert set(rows[0]) == set(m.val_keys) and rows[0]["noise_std_real"] == pytest.approx(
         float((y[0] - x[0]).std() * 255), rel=1e-3)  # fmt: skip
 

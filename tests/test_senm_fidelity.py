@@ -12,8 +12,9 @@ from scipy.ndimage import gaussian_filter
 
 from raytrain.config import load_config
 from raytrain.data.degrade import awgn, camera, fit_gaussian, rng_for
-from raytrain.data.pipeline import DOMAIN_CODES, DomainImages, chw, cut_patches
+from raytrain.data.pipeline import DOMAIN_CODES, DomainImages, cut_patches
 from raytrain.evaluate import noise_rows
+from raytrain.layout import Pair
 from raytrain.methods import build_method
 
 NOISE = {"shot": 0.004, "read": 6e-5, "correlation": 0.7}  # the "mid" camera preset
@@ -50,7 +51,7 @@ def make_toy():
         "paired": DomainImages([c for c, _ in pairs[:8]], [n for _, n in pairs[:8]]),
         "source": DomainImages(clean=[c for c, _ in pairs[8:20]]),
         "target": DomainImages(noisy=[n for _, n in pairs[20:32]]),
-        "test": [(chw(n), chw(c)) for c, n in pairs[32:]],  # held out: (noisy, clean) as validation pairs are
+        "test": [Pair(c, n) for c, n in pairs[32:]],  # held out: (clean, noisy) HWC, as validation pairs are
     }
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from raytrain.config import load_config
+from raytrain.layout import to_image
 from raytrain.methods import build_method
 from raytrain.methods.senm.nets import _colored, color_kernel, cross_spectrum
 
@@ -252,7 +253,7 @@ def test_normalize_shifts_each_image_mean_to_the_clean_mean():
 def test_validation_reports_the_content_floor_and_the_z_n_part():
     m = live(senm())
     x, y = pair(n=1, s=32)
-    row = m.evaluate([(y[0].numpy(), x[0].numpy())], "cpu")[0]
+    row = m.evaluate([(to_image(x), to_image(y))], "cpu")[0]
     torch.manual_seed(0)
     level = torch.full((1, 1, 1, 1), row["noise_std_real"] / 255)
     _, mean = m.nets["vae"].noise_part(x, level)

@@ -169,6 +169,29 @@ def test_four_trial_sweep_two_concurrent_logs_one_parent_and_four_children(ray_l
 
 
 @pytest.mark.slow
+def test_a_one_worker_trial_trains_in_its_own_process_with_the_trainers_history(ray_local, tmp_path):
+    """``scaling.trial_runner: auto`` trains a one-worker trial in the trial's process, ``trainer`` by a
+    TorchTrainer; both run the one loop, so a seeded trial has the same validation history either way."""
+    from raytrain.tune.driver import run_sweep
+
+    got = {}
+    for runner in ("auto", "trainer"):
+        cfg = load_config(None, [f"workdir={tmp_path / runner}", *SWEEP, "name=tr", f"scaling.trial_runner={runner}"])
+        res = run_sweep(cfg, space({"train.lr": {"choice": [1e-3]}}), "tr", 1, 1, ["val_psnr"], ["max"])
+        (row,) = res.rows
+        parent, (child,) = _runs(tmp_path / runner, res.parent_run_id)
+        assert child.info.status == "FINISHED" and parent.info.status == "FINISHED"
+        hist = [v for h in res.histories[row["trial_id"]] for v in (h["step"], h["val_psnr"], h["val_ssim"])]
+        got[runner] = (child.data.tags["raytrain.trial_runner"], hist, row["startup_s"])
+        where = res.folder if runner == "auto" else tmp_path / runner / "ray"  # persisted by Tune / by Ray Train
+        assert any(where.rglob("model.pt")), f"no checkpoint under {where}"
+    print({k: (v[0], f"startup {v[2]:.1f} s") for k, v in got.items()})
+    assert got["auto"][0] == "process" and got["trainer"][0] == "trainer"
+    assert got["auto"][1][::3] == [6, 12]
+    assert got["auto"][1] == pytest.approx(got["trainer"][1], rel=1e-5), got
+
+
+@pytest.mark.slow
 def test_two_by_two_ablation_writes_the_table_csv_and_plots(ray_local, tmp_path):
     from raytrain.tune.ablate import run_ablation
 

@@ -74,7 +74,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from raytrain.config import apply_overrides, to_raw, validate
     from raytrain.data.degrade import noise_model, rng_for
     from raytrain.data.images import load_collection, load_pairs
-    from raytrain.data.pipeline import centre_crop, chw
+    from raytrain.data.pipeline import centre_crop
     from raytrain.evaluate import evaluate_pairs, tiled
     from raytrain.inference import load_restorer
     from raytrain.metrics import format_mean_std
@@ -86,19 +86,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from raytrain.data.pipeline import load_domains
 
         col = load_domains(cfg)
-        pairs = [(n.transpose(1, 2, 0), c.transpose(1, 2, 0)) for n, c in col.val]
+        pairs = col.val
         names = col.val_names
         print(f"held-out validation images of the run (split seed {cfg.seed}): {', '.join(names)}")
     elif args.noisy:
         real = load_pairs(args.data, args.noisy, color)
-        pairs = [(n.pixels, c.pixels) for c, n in real]
+        pairs = [(c.pixels, n.pixels) for c, n in real]
         names = [c.name for c, _ in real]
     else:
         model = noise_model(cfg.data.noise)
         imgs = load_collection(args.data, color, args.max_size)  # as given (the run's max_size is for training)
-        pairs = [(model(im.pixels, rng_for(cfg.seed, 0, i)), im.pixels) for i, im in enumerate(imgs)]
+        pairs = [(im.pixels, model(im.pixels, rng_for(cfg.seed, 0, i))) for i, im in enumerate(imgs)]
         names = [im.name for im in imgs]
-    pairs = [(chw(centre_crop(n, args.crop)), chw(centre_crop(c, args.crop))) for n, c in pairs]
+    pairs = [(centre_crop(clean, args.crop), centre_crop(noisy, args.crop)) for clean, noisy in pairs]
     rows = evaluate_pairs(tiled(method.restore, args.tile), pairs)
     w = max(len(n) for n in names)
     print(f"{'image':<{w}}  {'PSNR noisy':>10}  {'PSNR':>7}  {'SSIM noisy':>10}  {'SSIM':>7}")
@@ -114,9 +114,10 @@ def cmd_denoise(args: argparse.Namespace) -> int:
 
     from raytrain.data.images import EXTENSIONS, list_images, read_image, to_uint8
     from raytrain.errors import DataError
-    from raytrain.evaluate import tiled, to_tensor
+    from raytrain.evaluate import tiled
     from raytrain.files import atomic_write_bytes, make_dirs
     from raytrain.inference import load_restorer
+    from raytrain.layout import to_image, to_tensor
 
     cfg, method = load_restorer(args.checkpoint)
     src, dst = Path(args.input), Path(args.output)
@@ -134,8 +135,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
 
     for f, out in tqdm(jobs, desc="denoise", unit="img", disable=len(jobs) < 2):
         img = read_image(f, cfg.data.color)
-        x = to_tensor(img.transpose(2, 0, 1))
-        y = tiled(method.restore)(x).clamp(0, 1)[0].numpy().transpose(1, 2, 0)
+        y = to_image(tiled(method.restore)(to_tensor(img)).clamp(0, 1))
         atomic_write_bytes(iio.imwrite("<bytes>", to_uint8(y), extension=out.suffix.lower()), out)
     print(f"wrote {len(jobs)} image(s) to {dst}")
     return 0

@@ -243,7 +243,11 @@ class ScalingSection(Strict):
     use_gpu: bool = False
     cpus_per_worker: Annotated[float, Field(gt=0)] = 1.0
     resources_per_worker: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
-    max_failures: Annotated[int, Field(ge=-1)] = 1
+    max_failures: Annotated[int, Field(ge=-1)] = 1  # worker-group restarts of a TorchTrainer run
+    # a Tune trial of ONE worker: auto runs the training loop in the trial's own process (no worker group, no process
+    # group: seconds to the first step; a failure fails the trial, `--resume` reruns it from its last checkpoint);
+    # trainer: a TorchTrainer per trial, as multi-worker trials always are (max_failures restarts apply)
+    trial_runner: Literal["auto", "trainer"] = "auto"
 
 
 class TrackingConfig(Strict):

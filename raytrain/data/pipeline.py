@@ -24,6 +24,7 @@ from raytrain.data.degrade import NoiseModel, noise_model, rng_for
 from raytrain.data.domains import Split, hold_out, make_split
 from raytrain.data.images import check_min_size, load_collection, load_pairs
 from raytrain.errors import DataError
+from raytrain.layout import Pair, chw
 
 DOMAIN_CODES = {"paired": 1, "source": 2, "target": 3}
 PATCHES_PER_BLOCK = 1024
@@ -46,10 +47,10 @@ class DomainImages:
 
 @dataclass
 class Collection:
-    """A loaded collection split into domains, plus the validation pairs (noisy, clean) as (C, H, W)."""
+    """A loaded collection split into domains, plus the validation pairs (clean, noisy), HWC."""
 
     domains: dict[str, DomainImages]
-    val: list[tuple[np.ndarray, np.ndarray]]
+    val: list[Pair]
     val_names: list[str]
     split: Split
 
@@ -63,56 +64,55 @@ def centre_crop(img: np.ndarray, size: int | None) -> np.ndarray:
     return img[top : top + s_h, left : left + s_w]
 
 
-def chw(img: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(img.transpose(2, 0, 1))
+def read_collection(cfg) -> tuple[list, list[np.ndarray], list | None]:
+    """The images ``cfg.data`` names (``Image`` objects), their noisy counterparts (real, or a fixed seeded
+    realisation of the noise model per image) and, for a paper dataset, each image's scene (None otherwise)."""
+    d = cfg.data
+    if dataset_kind(d.source):  # a paper dataset as distributed (SIDD, ...): real pairs with their scenes
+        pairs, groups = load_dataset(d.source, d.color, d.hu_window, d.hu_offset)
+        return [c for c, _ in pairs], [n.pixels for _, n in pairs], groups
+    if d.noisy_source:  # real pairs: noise comes from the camera, not from a model
+        pairs = load_pairs(d.source, d.noisy_source, d.color)
+        return [c for c, _ in pairs], [n.pixels for _, n in pairs], None
+    images = load_collection(d.source, d.color, d.max_size)
+    model = noise_model(d.noise)
+    return images, [model(im.pixels, rng_for(cfg.seed, 0, i)) for i, im in enumerate(images)], None
 
 
 def load_domains(cfg) -> Collection:
-    """Read the collection named by ``cfg.data``, degrade it (fixed, seeded realisation per image), split it."""
+    """Read the collection named by ``cfg.data``, degrade it (fixed, seeded realisation per image), split it.
+    Validation and training never share a scene of a paper dataset."""
     d = cfg.data
-    groups = None  # a dataset's scene per image: validation and training never share a scene
-    if dataset_kind(d.source):  # a paper dataset as distributed (SIDD, ...): real pairs with their scenes
-        pairs, groups = load_dataset(d.source, d.color, d.hu_window, d.hu_offset)
-        images = [c for c, _ in pairs]
-        noisy = [n.pixels for _, n in pairs]
-    elif d.noisy_source:  # real pairs: noise comes from the camera, not from a model
-        pairs = load_pairs(d.source, d.noisy_source, d.color)
-        images = [c for c, _ in pairs]
-        noisy = [n.pixels for _, n in pairs]
-    else:
-        images = load_collection(d.source, d.color, d.max_size)
-        model = noise_model(d.noise)
-        noisy = [model(im.pixels, rng_for(cfg.seed, 0, i)) for i, im in enumerate(images)]
+    images, noisy, groups = read_collection(cfg)
     check_min_size(images, d.patches.size, d.source)
     clean = [im.pixels for im in images]
     if d.tiles:  # the training images become tiles, and the domains are split by tile (validation stays whole)
         val_idx, rest = hold_out(len(images), d.val_images, cfg.seed, groups)
-        val = [(noisy[i], clean[i]) for i in val_idx]
+        val = [(clean[i], noisy[i]) for i in val_idx]
         keep = sorted(rest)
         clean, noisy = tile_images([clean[i] for i in keep], [noisy[i] for i in keep], d.tiles)
         split = make_split(len(clean), d, cfg.seed, tiles=True)
         split.val = val_idx  # the held-out images (indices into the collection, not into the tiles)
     else:
         split = make_split(len(images), d, cfg.seed, groups=groups)
-        val = [(noisy[i], clean[i]) for i in split.val]
-    val_names = [images[i].name for i in split.val]
-    val = [(chw(centre_crop(n, d.val_crop)), chw(centre_crop(c, d.val_crop))) for n, c in val]
-
-    def pick(lst: list[np.ndarray], idx: list[int]) -> list[np.ndarray]:
-        return [lst[i] for i in idx]
-
-    paired = DomainImages(pick(clean, split.paired), pick(noisy, split.paired))
-    if d.synthetic:  # synthetic pairs (e.g. from a noise model) train beside the real ones
-        synth = load_pairs(f"{d.synthetic}/clean", f"{d.synthetic}/noisy", d.color)
-        check_min_size([c for c, _ in synth], d.patches.size, f"{d.synthetic}/clean")
-        paired = DomainImages(paired.clean + [c.pixels for c, _ in synth], paired.noisy + [n.pixels for _, n in synth],
-                              len(paired.clean), d.synthetic_fraction)  # fmt: skip
+        val = [(clean[i], noisy[i]) for i in split.val]
+    val = [Pair(centre_crop(c, d.val_crop), centre_crop(n, d.val_crop)) for c, n in val]
     domains = {
-        "paired": paired,
-        "source": DomainImages(clean=pick(clean, split.source)),
-        "target": DomainImages(noisy=pick(noisy, split.target)),
+        "paired": with_synthetic(DomainImages([clean[i] for i in split.paired], [noisy[i] for i in split.paired]), d),
+        "source": DomainImages(clean=[clean[i] for i in split.source]),
+        "target": DomainImages(noisy=[noisy[i] for i in split.target]),
     }
-    return Collection(domains, val, val_names, split)
+    return Collection(domains, val, [images[i].name for i in split.val], split)
+
+
+def with_synthetic(paired: DomainImages, d) -> DomainImages:
+    """The real pairs, plus the synthetic pairs of ``data.synthetic`` (e.g. from a noise model) when it is set."""
+    if not d.synthetic:
+        return paired
+    synth = load_pairs(f"{d.synthetic}/clean", f"{d.synthetic}/noisy", d.color)
+    check_min_size([c for c, _ in synth], d.patches.size, f"{d.synthetic}/clean")
+    return DomainImages(paired.clean + [c.pixels for c, _ in synth], paired.noisy + [n.pixels for _, n in synth],
+                        len(paired.clean), d.synthetic_fraction)  # fmt: skip
 
 
 def tile_images(clean: list[np.ndarray], noisy: list[np.ndarray], size: int) -> tuple[list, list]:

@@ -13,6 +13,7 @@ import numpy as np
 
 from raytrain.data.degrade import noise_model
 from raytrain.data.pipeline import DOMAIN_CODES, cut_patches, load_domains
+from raytrain.layout import hwc
 
 
 def write_preview(cfg, out: Path, per_domain: int = 8) -> Path:
@@ -38,7 +39,7 @@ def write_preview(cfg, out: Path, per_domain: int = 8) -> Path:
     for r, (label, arr) in enumerate(rows):
         for c in range(per_domain):
             ax = axes[r][c]
-            img = np.clip(arr[c].transpose(1, 2, 0), 0, 1)
+            img = np.clip(hwc(arr[c]), 0, 1)
             ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])

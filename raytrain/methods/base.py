@@ -156,7 +156,7 @@ class Method:
 
     @torch.no_grad()
     def evaluate(self, pairs: list, device: torch.device | str) -> list[dict[str, float]]:
-        """One row of :attr:`val_keys` per (noisy, clean) (C, H, W) validation pair; restorers score PSNR/SSIM."""
+        """One row of :attr:`val_keys` per (clean, noisy) HWC validation pair; restorers score PSNR/SSIM."""
         return evaluate_pairs(self.restore, pairs, device)
 
     def draw_counts(self, step: int) -> dict[str, int] | None:
@@ -174,7 +174,7 @@ class Method:
         return {}
 
     @torch.no_grad()
-    def preview(self, noisy: torch.Tensor, clean: torch.Tensor) -> list[torch.Tensor]:
+    def preview(self, clean: torch.Tensor, noisy: torch.Tensor) -> list[torch.Tensor]:
         """Columns of the validation image grid (one image each, (1, C, H, W) in [0, 1]): noisy | output | clean."""
         return [noisy, self.restore(noisy), clean]
 

@@ -139,10 +139,11 @@ def without_empty_domains(cfg: RunConfig, collection: Collection) -> RunConfig:
     return validate(raw, "config")
 
 
-def make_trainer(cfg: RunConfig, collection: Collection, tracking: dict | None, callbacks: list | None = None,
-                 board=None, started_at: float | None = None) -> TorchTrainer:  # fmt: skip
-    """``board``: a :class:`~raytrain.train.progress.ProgressBoard` rank 0 writes its progress to, for the driver to
-    draw; None: no progress (Tune trials, whose status table Tune prints)."""
+def prepare_run(cfg: RunConfig, collection: Collection, tracking: dict | None, board, started_at: float | None,
+                marks: dict[str, float] | None = None) -> tuple[RunConfig, dict, dict]:  # fmt: skip
+    """What a run's loop needs: the config it trains (empty optional domains off), its patch datasets and the loop's
+    config (the run, validation pairs, pass counter, MLflow run, progress board, launch time, and ``marks``: when
+    each start-up phase ended, reported with the first step as ``startup_<phase>_s``)."""
     cfg = without_empty_domains(cfg, collection)
     domains = method_class(cfg.method.name).domains_for(cfg)
     counter = PassCounter.remote()  # the pass the streams are in (the workers set it, the crop tasks read it)
@@ -153,9 +154,17 @@ def make_trainer(cfg: RunConfig, collection: Collection, tracking: dict | None, 
         "pass_counter": counter,
         "tracking": tracking,
         "progress_board": board,
-        "started_at": started_at
-        or time.time(),  # for startup_s: launch -> first training step (Ray start-up, data, nets)
+        "started_at": started_at or time.time(),  # for startup_s: launch -> first training step
+        "marks": {**(marks or {}), "datasets": time.time()},
     }
+    return cfg, datasets, loop_config
+
+
+def make_trainer(cfg: RunConfig, collection: Collection, tracking: dict | None, callbacks: list | None = None,
+                 board=None, started_at: float | None = None, marks: dict | None = None) -> TorchTrainer:  # fmt: skip
+    """``board``: a :class:`~raytrain.train.progress.ProgressBoard` rank 0 writes its progress to, for the driver to
+    draw; None: no progress (Tune trials, whose status table Tune prints)."""
+    cfg, datasets, loop_config = prepare_run(cfg, collection, tracking, board, started_at, marks)
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
@@ -173,6 +182,26 @@ def make_trainer(cfg: RunConfig, collection: Collection, tracking: dict | None, 
         # Ray Data: split every domain's stream across the workers (each gets a disjoint shard)
         dataset_config=ray.train.DataConfig(datasets_to_split="all"),
     )
+
+
+def in_process(cfg: RunConfig) -> bool:
+    """Whether a Tune trial of ``cfg`` trains in its own process (one worker, ``scaling.trial_runner: auto``)."""
+    return cfg.scaling.num_workers == 1 and cfg.scaling.trial_runner == "auto"
+
+
+def train_in_process(cfg: RunConfig, collection: Collection, tracking: dict | None, started_at: float,
+                     marks: dict | None = None) -> None:  # fmt: skip
+    """The one loop with one worker in this process (a Tune trial): no worker group, no process group; reports and
+    checkpoints go to Tune (raytrain/train/session.py)."""
+    from raytrain.train.loop import run_loop
+    from raytrain.train.session import TrialSession
+
+    cfg, datasets, loop_config = prepare_run(cfg, collection, tracking, None, started_at, marks)
+    session = TrialSession(datasets, cfg.scaling.use_gpu)
+    try:
+        run_loop(loop_config, session)
+    finally:
+        session.close()
 
 
 def check_resume(cfg: RunConfig) -> None:
@@ -259,49 +288,43 @@ def root_cause(exc: BaseException) -> BaseException:
 
 def run_training(cfg: RunConfig, parent_run_id: str | None = None) -> TrainResult:
     """Train ``cfg`` end to end and return its final metrics and checkpoint; raises RaytrainError on user errors."""
-    from raytrain.tracking import DriverRun, check_reachable, resolve_uri
+    from raytrain.tracking import Store
 
     check_weight_files(cfg)  # a missing VGG-19 / AlexNet file is one line here, not a traceback on every worker
     check_resume(cfg)
     rerun = check_rerun(cfg)
     if cfg.address is None:
         check_local_cpus(cfg)
-    if cfg.tracking.enabled:  # an unreachable server is reported before anything starts
-        check_reachable(resolve_uri(cfg.tracking.uri, cfg.workdir))
+    store = Store.of(cfg)  # an unreachable server is reported before anything starts
     connect(cfg.address, cfg)
     check_resources(cfg)
     collection = load_domains(cfg)
     if rerun:
         print(rerun, flush=True)
-    run = None
-    if cfg.tracking.enabled:
-        run = DriverRun(resolve_uri(cfg.tracking.uri, cfg.workdir), cfg.tracking.experiment, cfg.workdir, cfg.name,
-                        parent_run_id)  # fmt: skip
-        run.log_params(flatten(cfg))
-        if getattr(cfg.method, "scm", False) and getattr(cfg.method, "scm_backbone", "") == "random":
-            run.set_tags({"warning": "SCM uses a RANDOM VGG-19 (method.scm_backbone=random): test/demo only"})
-        run.set_tags({"method": cfg.method.name, "split_sizes": json.dumps(collection.split.sizes()),
-                      "val_images": ",".join(collection.val_names)})  # fmt: skip
-    board = ProgressBoard.remote()
-    trainer = make_trainer(cfg, collection, run.info if run else None, board=board)
+    tags = {"method": cfg.method.name, "split_sizes": json.dumps(collection.split.sizes()),
+            "val_images": ",".join(collection.val_names)}  # fmt: skip
+    if getattr(cfg.method, "scm", False) and getattr(cfg.method, "scm_backbone", "") == "random":
+        tags["warning"] = "SCM uses a RANDOM VGG-19 (method.scm_backbone=random): test/demo only"
+    with store.run(cfg.name, parent_run_id, tags, flatten(cfg)) as run:  # ends FINISHED / FAILED / KILLED
+        board = ProgressBoard.remote()
+        result = fit(make_trainer(cfg, collection, run.info, board=board), board)
+        history = result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
+        ckpt_path = result.checkpoint.path if result.checkpoint else None
+        if ckpt_path and Path(ckpt_path, "model.pt").is_file():
+            run.log_artifact(Path(ckpt_path, "model.pt"), "weights")
+    return TrainResult(result.metrics or {}, ckpt_path, run.run_id, storage_path(cfg), history)
+
+
+def fit(trainer, board):
+    """``trainer.fit()`` with the driver's progress display; a failure becomes one RaytrainError line."""
     try:
         # a live bar in a terminal; a line per validation and every 30 s where the output is a log (jobs, CI, pipes)
         with DriverProgress(board, "bar" if sys.stderr.isatty() else "lines"):
-            result = trainer.fit()
+            return trainer.fit()
+    except (KeyboardInterrupt, SystemExit):
+        raise
     except BaseException as exc:
-        interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
-        if run:
-            run.end("KILLED" if interrupted else "FAILED")
-        if interrupted:
-            raise
         cause = root_cause(exc)
         if isinstance(cause, RaytrainError):
             raise cause from None
         raise RaytrainError(f"training failed: {first_line(cause, 300, typed=True)}") from exc
-    history = result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
-    ckpt_path = result.checkpoint.path if result.checkpoint else None
-    if run:
-        if ckpt_path and Path(ckpt_path, "model.pt").is_file():
-            run.client.log_artifact(run.run_id, str(Path(ckpt_path, "model.pt")), artifact_path="weights")
-        run.end("FINISHED")
-    return TrainResult(result.metrics or {}, ckpt_path, run.run_id if run else None, storage_path(cfg), history)

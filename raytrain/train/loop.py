@@ -1,9 +1,9 @@
-"""The one ``train_loop_per_worker`` that runs every method on Ray Train.
+"""The one training loop that runs every method: :func:`run_loop`, on a Ray Train worker
+(:func:`train_loop_per_worker`) or inside a one-worker Tune trial.
 
-Ray touch points (each commented where it happens): ``get_context`` (rank, world), ``torch.get_device`` and
-``prepare_model`` (DDP), ``get_dataset_shard`` (this worker's slice of each domain's patch stream),
-``get_checkpoint`` (resume after a failure or a re-run), ``report`` (metrics + checkpoint, a collective: every rank
-calls it at the same steps).
+Its Ray touch points are the five calls of a session (raytrain/train/session.py): rank / world / device / DDP
+``prepare``, ``shard`` (this worker's slice of each domain's patch stream), ``checkpoint`` (resume after a failure or
+a re-run), ``report`` (metrics + checkpoint, a collective: every rank calls it at the same steps).
 """
 
 from __future__ import annotations
@@ -19,14 +19,13 @@ from collections.abc import Iterator
 
 import numpy as np
 import ray
-import ray.train
-import ray.train.torch
 import torch
 import torch.distributed as dist
 
 from raytrain.config import RunConfig
 from raytrain.errors import RaytrainError, TrainingDiverged
-from raytrain.evaluate import image_grid, to_tensor
+from raytrain.evaluate import image_grid
+from raytrain.layout import to_image, to_tensor
 from raytrain.methods import build_method
 from raytrain.methods.base import Method, mix_probabilities
 from raytrain.train import checkpoint as ckpt
@@ -40,11 +39,11 @@ def seed_everything(seed: int) -> None:
 
 
 def batch_stream(
-    name: str, cfg: RunConfig, device: torch.device, counter: ray.actor.ActorHandle | None = None
+    shard, name: str, cfg: RunConfig, device: torch.device, counter: ray.actor.ActorHandle | None = None, rank: int = 0
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Endless batches from this worker's shard of one domain: a new pass when the shard is exhausted, its number set
-    on the run's ``PassCounter`` first, so that the crop tasks cut new patches (data/pipeline.py)."""
-    shard = ray.train.get_dataset_shard(name)  # Ray: this worker's split of the domain's patch dataset
+    """Endless batches from this worker's ``shard`` of one domain (a Ray Data iterator): a new pass when the shard is
+    exhausted, its number set on the run's ``PassCounter`` first, so that the crop tasks cut new patches
+    (data/pipeline.py). The local shuffle is seeded per run, rank and pass."""
     for k in itertools.count():
         if counter is not None:
             ray.get(counter.set.remote(name, k))
@@ -52,6 +51,7 @@ def batch_stream(
         for batch in shard.iter_torch_batches(
             batch_size=cfg.train.batch_size,
             local_shuffle_buffer_size=cfg.data.patches.shuffle_buffer or None,
+            local_shuffle_seed=(cfg.seed * 1009 + rank) * 7919 + k if cfg.data.patches.shuffle_buffer else None,
             drop_last=True,
             device=device,
         ):
@@ -103,9 +103,8 @@ def pick_domains(method: Method, cfg: RunConfig, step: int) -> tuple[str, ...]:
     return (method.domains[int(rng.choice(len(p), p=p))],)
 
 
-def resume(method: Method, cfg: RunConfig, rank: int) -> int:
-    """Restore from Ray's checkpoint (after a failure or re-run) or ``train.resume_from``; return the step done."""
-    checkpoint = ray.train.get_checkpoint()  # Ray: the latest reported checkpoint of this run, if any
+def resume(method: Method, cfg: RunConfig, rank: int, checkpoint) -> int:
+    """Restore from Ray's ``checkpoint`` (after a failure or re-run) or ``train.resume_from``; return the step done."""
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             return _restore_from(method, d, rank)
@@ -173,44 +172,52 @@ def _quiet_report_log() -> None:
 
 
 def train_loop_per_worker(config: dict) -> None:
-    """Train ``config["run"]`` (a RunConfig as JSON-able dict); see the module docstring for the Ray touch points."""
-    cfg = RunConfig.model_validate(config["run"])
+    """The ``TorchTrainer`` entry point: :func:`run_loop` on this Ray Train worker."""
+    from raytrain.train.session import TrainSession
+
     _quiet_report_log()
-    ctx = ray.train.get_context()  # Ray: who am I in the worker group
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()  # Ray: cuda:<local rank> on GPU workers, cpu otherwise
+    run_loop(config, TrainSession())
+
+
+def run_loop(config: dict, session) -> None:
+    """Train ``config["run"]`` (a RunConfig as JSON-able dict) where ``session`` says (raytrain/train/session.py)."""
+    marks = {**config.get("marks", {}), "loop": time.time()}
+    cfg = RunConfig.model_validate(config["run"])
+    rank, device = session.rank, session.device
     seed_everything(cfg.seed * 1009 + rank)
     if device.type == "cpu":  # one intra-op thread per CPU Ray reserved for this worker
         torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
-    method = build_method(cfg, device, prepare=ray.train.torch.prepare_model)  # Ray: DDP-wraps each net
-    # Read once: later in the run get_checkpoint() returns what this attempt itself reported.
-    first_attempt = ray.train.get_checkpoint() is None
-    start = resume(method, cfg, rank)
+    method = build_method(cfg, device, prepare=session.prepare)
+    checkpoint = session.checkpoint()  # read once: later it returns what this attempt itself reported
+    start = resume(method, cfg, rank, checkpoint)
+    marks["nets"] = time.time()
     logger = None
     if rank == 0 and config.get("tracking"):
         from raytrain.tracking import WorkerLogger
 
         logger = WorkerLogger(config["tracking"])
-    streams = {d: batch_stream(d, cfg, device, config.get("pass_counter")) for d in method.domains}
-    val = ray.get(config["val_ref"])
-    config_json = json.dumps(config["run"])
+    counter = config.get("pass_counter")
+    streams = {d: batch_stream(session.shard(d), d, cfg, device, counter, rank) for d in method.domains}
     bar = None
     board = config.get("progress_board")  # the driver draws it (raytrain.train.progress); none for Tune trials
     if rank == 0 and board is not None:
         bar = BoardWriter(board, cfg.train.steps, f"{cfg.name} ({cfg.method.name})")
         bar.update(start)
-    loop = Loop(cfg, method, streams, val, rank, world, device, logger, bar, config_json, first_attempt)
-    loop.started_at = config.get("started_at") if first_attempt and start == 0 else None
+    loop = Loop(cfg, method, streams, ray.get(config["val_ref"]), session, logger, bar, json.dumps(config["run"]),
+                first_attempt=checkpoint is None)  # fmt: skip
+    loop.started_at = config.get("started_at") if checkpoint is None and start == 0 else None
+    loop.marks = marks
     loop.run(start)
 
 
 class Loop:
     """Step, guard, log, validate, checkpoint. One instance per worker."""
 
-    def __init__(self, cfg, method, streams, val, rank, world, device, logger, bar, config_json, first_attempt=True):
-        self.cfg, self.method, self.val = cfg, method, val
+    def __init__(self, cfg, method, streams, val, session, logger, bar, config_json, first_attempt=True):
+        self.cfg, self.method, self.val, self.session = cfg, method, val, session
         self.buffers = {d: PatchBuffer(s) for d, s in streams.items()}
-        self.rank, self.world, self.device, self.logger, self.bar = rank, world, device, logger, bar
+        self.rank, self.world, self.device = session.rank, session.world, session.device
+        self.logger, self.bar = logger, bar
         self.config_json = config_json
         self.sums: dict[str, float] = defaultdict(float)
         self.count = 0
@@ -220,6 +227,8 @@ class Loop:
         self.first_attempt = first_attempt  # for train.fail_at_step: fire only in an attempt Ray did not restore
         self.started_at: float | None = None  # wall time (time.time) when the driver launched the run
         self.startup_s: float | None = None
+        self.marks: dict[str, float] = {}  # when each start-up phase ended (time.time), see run_loop
+        self.startup: dict[str, float] = {}  # startup_<phase>_s: seconds from launch, with every validation
 
     def run(self, start: int) -> None:
         tc = self.cfg.train
@@ -228,12 +237,15 @@ class Loop:
         self.t_mark, self.steps_since = t0, 0
         for step in range(start + 1, tc.steps + 1):
             batches = draw_batches(self.method, self.cfg, self.buffers, step)
+            if self.startup_s is None:
+                self.marks["first_batch"] = time.time()
             out = self.method.train_step(batches, step)
             self.method.end_step()
             self.method.update_ema()
             self._guard(out, step)
             if self.startup_s is None and self.started_at is not None:
                 self.startup_s = time.time() - self.started_at  # launch (driver) -> first finished step
+                self.startup = {f"startup_{k}_s": t - self.started_at for k, t in self.marks.items()}
             samples += sum(next(iter(b.values())).shape[0] for b in batches.values()) * self.world
             if tc.fail_at_step == step and self.rank == 0 and self.first_attempt:
                 raise RuntimeError(f"injected failure at step {step} (train.fail_at_step)")
@@ -245,7 +257,7 @@ class Loop:
                 continue
             metrics = self._train_metrics(step, start, samples / (time.perf_counter() - t0))
             if step % tc.val_every == 0 or last:
-                metrics |= self._validate(step)
+                metrics |= self._validate(step) | self.startup
             want_ckpt = step % tc.checkpoint_every == 0 or last
             self._report(metrics, step, want_ckpt)
             self.t_mark, self.steps_since = time.perf_counter(), 0  # step_time_s excludes validation/checkpoints
@@ -304,11 +316,11 @@ class Loop:
         self.best = now if self.best is None else pick(self.best, now)
         m[f"val_best_{key}"] = self.best
         if self.logger is not None and self.cfg.tracking.image_every_val and self.val:
-            noisy, clean = self.val[0]
+            clean, noisy = self.val[0]
             self.method.train(False)
-            cols = self.method.preview(to_tensor(noisy, self.device), to_tensor(clean, self.device))
+            cols = self.method.preview(to_tensor(clean, self.device), to_tensor(noisy, self.device))
             self.method.train(True)
-            arrays = [c.clamp(0, 1)[0].cpu().numpy() for c in cols]
+            arrays = [to_image(c.clamp(0, 1)) for c in cols]
             self.logger.log_image(image_grid(arrays), f"val_step{step:07d}.png")
         return m
 
@@ -319,7 +331,7 @@ class Loop:
         if self.bar is not None and f"val_{key}" in metrics:
             self.bar.set_description(f"{self.cfg.name} val {label.format(metrics[f'val_{key}'])}")
         if not want_ckpt:
-            ray.train.report(metrics)  # Ray: a collective; every rank reports at the same steps
+            self.session.report(metrics)  # Ray: a collective; every rank reports at the same steps
             return
         self.method.sync_buffers()  # every rank the same model, the one rank 0 saves
         if not _finite_params(self.method):  # never replace a good checkpoint with a broken one
@@ -329,5 +341,4 @@ class Loop:
                 ckpt.save_checkpoint(tmp, self.method, step, self.config_json, metrics)
             else:
                 ckpt.save_rank_rng(tmp, self.rank)
-            # Ray: every rank's files are merged into one checkpoint directory in the run's storage
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+            self.session.report(metrics, tmp)  # Ray: every rank's files merge into one checkpoint directory

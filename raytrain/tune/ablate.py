@@ -222,10 +222,9 @@ def run_ablation(cfg: RunConfig, grid: dict[str, list], variants: list[str], nam
         label = " / ".join(str(row.get(a)) for a in axes if a not in REPLICATE_AXES) or metric
         curves[label].append([(int(h["step"]), float(h[metric])) for h in hist if metric in h])
     plots.append(plot_curves(curves, metric, out / "curves.png"))
-    if res.parent_run_id:
-        from raytrain.tracking import _client, resolve_uri
+    from raytrain.tracking import Store
 
-        client = _client(resolve_uri(cfg.tracking.uri, cfg.workdir))
-        for f in [*files, *(p.name for p in plots if p)]:
-            client.log_artifact(res.parent_run_id, str(out / f))
+    parent = Store.of(cfg, check=False).get(res.parent_run_id)
+    for f in [*files, *(p.name for p in plots if p)]:
+        parent.log_artifact(out / f)
     return {"sweep": res, "cells": cells, "markdown": md, "folder": out, "plots": [p for p in plots if p]}

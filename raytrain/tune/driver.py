@@ -25,6 +25,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from raytrain.config import RunConfig, check_name, check_weight_files, to_raw, validate
 from raytrain.errors import RaytrainError, first_line
+from raytrain.tracking import Run, Store
 from raytrain.tune.space import Space, check_metric, check_space, to_tune, trial_raw
 
 STATE = "raytrain_sweep.json"
@@ -39,55 +40,46 @@ class ValidationReportCallback(TuneReportCallback):
             super().after_report(run_context, metrics, checkpoint)
 
 
-def trial(params: dict, base_raw: dict, sweep: str, tracking: dict | None) -> None:
-    """One trial: the base config with this trial's values, trained by a TorchTrainer; a child MLflow run."""
+def trial(params: dict, base_raw: dict, sweep: str, store: Store, parent: str | None) -> None:
+    """One trial: the base config with this trial's values, trained in this process (one worker, see
+    :func:`~raytrain.train.launch.in_process`) or by a TorchTrainer; a child MLflow run."""
+    from raytrain.config import flatten
     from raytrain.data.pipeline import load_domains
-    from raytrain.train.launch import make_trainer, root_cause
+    from raytrain.train.launch import in_process, make_trainer, root_cause, train_in_process
 
     started = time.time()
     trial_id = tune.get_context().get_trial_id()
     cfg = validate(trial_raw(base_raw, params) | {"name": f"{sweep}-{trial_id}"}, f"trial {trial_id}")
-    run = None
-    if tracking:
-        from raytrain.config import flatten
-        from raytrain.tracking import DriverRun
-
-        run = DriverRun(tracking["uri"], cfg.tracking.experiment, cfg.workdir, cfg.name, tracking["parent"])
-        run.log_params(flatten(cfg))
-        run.set_tags({"raytrain.trial_id": trial_id, "raytrain.sweep": sweep, "method": cfg.method.name,
-                      "raytrain.searched": json.dumps(params, default=str)})  # fmt: skip
-    trainer = make_trainer(cfg, load_domains(cfg), run.info if run else None, [ValidationReportCallback()], None,
-                           started)  # fmt: skip
-    try:
-        trainer.fit()
-    except BaseException as exc:
-        if run:
-            run.end("FAILED")
-        cause = root_cause(exc)
-        raise RaytrainError(f"trial {trial_id}: {first_line(cause, 300, typed=True)}") from None
-    if run:
-        run.end("FINISHED")
+    tags = {"raytrain.trial_id": trial_id, "raytrain.sweep": sweep, "method": cfg.method.name,
+            "raytrain.searched": json.dumps(params, default=str),
+            "raytrain.trial_runner": "process" if in_process(cfg) else "trainer"}  # fmt: skip
+    with store.run(cfg.name, parent, tags, flatten(cfg)) as run:
+        marks = {"mlflow": time.time()}  # start-up phases, reported with the first step (startup_<phase>_s)
+        try:
+            collection = load_domains(cfg)
+            marks["images"] = time.time()
+            if in_process(cfg):
+                train_in_process(cfg, collection, run.info, started, marks)
+            else:
+                make_trainer(cfg, collection, run.info, [ValidationReportCallback()], None, started, marks).fit()
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            cause = root_cause(exc)
+            raise RaytrainError(f"trial {trial_id}: {first_line(cause, 300, typed=True)}") from None
 
 
 class MLflowStatus(tune.Callback):
     """Driver side: end each trial's child run with the trial's status (a stopped trial's actor is killed before its
     own ``finally`` could run)."""
 
-    def __init__(self, uri: str | None, experiment_id: str | None, parent: str | None, steps: int):
-        self.uri, self.experiment_id, self.parent, self.steps = uri, experiment_id, parent, steps
+    def __init__(self, store: Store, parent: str | None, steps: int):
+        self.store, self.parent, self.steps = store, parent, steps
 
     def _close(self, trial_id: str, status: str, tags: dict | None = None) -> None:
-        if not self.parent:
-            return
-        from raytrain.tracking import _client
-
-        client = _client(self.uri)
-        query = f"tags.mlflow.parentRunId = '{self.parent}' and tags.`raytrain.trial_id` = '{trial_id}'"
-        for r in client.search_runs([self.experiment_id], query):
-            if r.info.status == "RUNNING":
-                for k, v in (tags or {}).items():
-                    client.set_tag(r.info.run_id, k, v)
-                client.set_terminated(r.info.run_id, status)
+        for run in self.store.children(self.parent, f"tags.`raytrain.trial_id` = '{trial_id}'"):
+            run.set_tags(tags or {})
+            run.end(status)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         stopped = int(trial.last_result.get("step", self.steps)) < self.steps  # ASHA stopped it
@@ -126,14 +118,20 @@ def sweep_folder(cfg: RunConfig, name: str) -> Path:
     return Path(cfg.storage_path or Path(cfg.workdir).resolve() / "sweeps") / name
 
 
-def trial_resources() -> dict:
-    """What a trial itself holds. Its workers hold the compute; the trial (a driver) holds a ``trial_slot``, a custom
-    resource the embedded Ray has (a cluster can add it: ``ray start --head --resources='{"trial_slot": 64}'``);
-    otherwise a sliver of CPU, which :func:`run_sweep` counts when checking that the workers still fit."""
+def trial_resources(cfg: RunConfig) -> dict:
+    """What a trial itself holds. A trial that trains in its own process holds its one worker's resources. A
+    TorchTrainer trial's workers hold the compute; the trial (a driver) holds a ``trial_slot``, a custom resource the
+    embedded Ray has (a cluster can add it: ``ray start --head --resources='{"trial_slot": 64}'``); otherwise a
+    sliver of CPU, which :func:`run_sweep` counts when checking that the workers still fit."""
     import ray
 
-    from raytrain.train.launch import TRIAL_SLOT
+    from raytrain.train.launch import TRIAL_SLOT, in_process
 
+    if in_process(cfg):
+        s = cfg.scaling
+        extra = {k: v for k, v in s.resources_per_worker.items() if k not in ("CPU", "GPU")}
+        gpu = s.resources_per_worker.get("GPU", 1.0) if s.use_gpu else 0
+        return {"cpu": s.cpus_per_worker, "gpu": gpu, **extra}
     return {"cpu": 0, TRIAL_SLOT: 1} if ray.cluster_resources().get(TRIAL_SLOT, 0) >= 1 else {"cpu": TRIAL_CPU}
 
 
@@ -149,45 +147,56 @@ def check_concurrency(cfg: RunConfig, concurrent: int) -> None:
         check_local_cpus(cfg, concurrent)
 
 
-def open_parent(cfg: RunConfig, folder: Path, name: str, resume: bool, params: dict):
-    """The sweep's parent MLflow run (reused on --resume) and the experiment id; (None, None, None) when off."""
-    if not cfg.tracking.enabled:
-        return None, None, None
-    from raytrain.tracking import DriverRun, _client, _experiment_id, check_reachable, resolve_uri
-
-    uri = resolve_uri(cfg.tracking.uri, cfg.workdir)
-    check_reachable(uri)
+def resumed_parent(folder: Path, resume: bool) -> str | None:
+    """The parent run id a resumed sweep keeps (from its state file)."""
     state = folder / STATE
-    if resume and state.is_file():
-        parent = json.loads(state.read_text())["parent_run_id"]
-        client = _client(uri)
-        exp = _experiment_id(client, cfg.tracking.experiment, uri, cfg.workdir)
-        client.update_run(parent, "RUNNING")
-        return uri, exp, parent
-    run = DriverRun(uri, cfg.tracking.experiment, cfg.workdir, name)
-    run.set_tags({"raytrain.stage": "sweep", "raytrain.sweep": name})
-    run.log_params(params)
-    return uri, run.experiment_id, run.run_id
-
-
-def close_children(uri: str | None, exp: str | None, parent: str | None, status: str = "KILLED") -> int:
-    """Mark every child run of ``parent`` still RUNNING as ``status``; returns how many."""
-    if not parent:
-        return 0
-    from raytrain.tracking import _client
-
-    client = _client(uri)
-    runs = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent}' and attributes.status = 'RUNNING'")
-    for r in runs:
-        client.set_terminated(r.info.run_id, status)
-    return len(runs)
+    return json.loads(state.read_text())["parent_run_id"] if resume and state.is_file() else None
 
 
 def run_sweep(cfg: RunConfig, space: Space, name: str, samples: int, concurrent: int, metrics: list[str],
               modes: list[str], scheduler: str | None = None, search: str = "optuna", resume: bool = False,
               seed: int | None = None) -> SweepResult:  # fmt: skip
     """Run (or resume) a sweep; everything is validated before a trial starts."""
-    from raytrain.train.launch import check_resources, check_resume, connect
+    from raytrain.tracking import Store
+    from raytrain.train.launch import check_resources, connect
+
+    base_raw, folder = check_sweep(cfg, space, name, samples, concurrent, metrics, modes, scheduler, resume)
+    t0 = time.perf_counter()
+    connect(cfg.address, cfg, trials=concurrent)
+    from raytrain.train.launch import in_process
+
+    extra = 0.0 if in_process(cfg) else concurrent * trial_resources(cfg)["cpu"]  # in process: the trial is the worker
+    check_resources(cfg, trials=concurrent, extra_cpu=extra)
+    store = Store.of(cfg)
+    params = {"space": space.origin, "samples": samples, "concurrent": concurrent, "metric": ",".join(metrics),
+              "mode": ",".join(modes), "scheduler": scheduler or "fifo", "search": search}  # fmt: skip
+    # the parent ends FINISHED, FAILED (every trial failed) or KILLED (Ctrl-C); trial runs still open then: KILLED
+    with store.run(name, None, {"raytrain.stage": "sweep", "raytrain.sweep": name}, params,
+                   resume=resumed_parent(folder, resume), orphans="KILLED") as parent:  # fmt: skip
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / STATE).write_text(json.dumps({"parent_run_id": parent.run_id, "base": base_raw}, default=str))
+        fn = tune.with_resources(tune.with_parameters(trial, base_raw=base_raw, sweep=name, store=store,
+                                                      parent=parent.run_id), trial_resources(cfg))  # fmt: skip
+        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Ctrl-C / SIGTERM raise here: runs are closed, state kept
+        os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # snapshot often: a killed driver loses <= 2 s
+        if resume:
+            closed = store.end_children(parent.run_id, "KILLED")  # the killed driver's trials rerun under new runs
+            if closed:
+                print(f"[sweep] marked {closed} interrupted trial run(s) KILLED; they rerun")
+            tuner = tune.Tuner.restore(str(folder), trainable=fn, resume_unfinished=True, restart_errored=True)
+        else:
+            tuner = make_tuner(fn, space, name, folder, samples, concurrent, metrics, modes, scheduler, search,
+                               cfg.seed if seed is None else seed, [MLflowStatus(store, parent.run_id,
+                                                                                 cfg.train.steps)])  # fmt: skip
+        results = tuner.fit()
+        check_some_trial_ran(results, name, folder)
+        return summarize(results, cfg, space, metrics, modes, folder, parent, time.perf_counter() - t0)
+
+
+def check_sweep(cfg: RunConfig, space: Space, name: str, samples: int, concurrent: int, metrics: list[str],
+                modes: list[str], scheduler: str | None, resume: bool) -> tuple[dict, Path]:  # fmt: skip
+    """Everything a sweep can check before it starts; returns the base config (paths absolute) and its folder."""
+    from raytrain.train.launch import check_resume
 
     check_name(name, "sweep name")
     base_raw = absolute_paths(to_raw(cfg))
@@ -205,52 +214,18 @@ def run_sweep(cfg: RunConfig, space: Space, name: str, samples: int, concurrent:
         raise RaytrainError(f"--resume: no sweep to resume at {folder}")
     if not resume and folder.exists() and any(folder.iterdir()):
         raise RaytrainError(f"sweep {name!r} exists at {folder}; add --resume to continue it, or pick another --name")
-    t0 = time.perf_counter()
-    connect(cfg.address, cfg, trials=concurrent)
-    check_resources(cfg, trials=concurrent, extra_cpu=concurrent * trial_resources()["cpu"])
-    uri, exp, parent = open_parent(cfg, folder, name, resume, {"space": space.origin, "samples": samples,
-                                   "concurrent": concurrent, "metric": ",".join(metrics), "mode": ",".join(modes),
-                                   "scheduler": scheduler or "fifo", "search": search})  # fmt: skip
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / STATE).write_text(json.dumps({"parent_run_id": parent, "base": base_raw}, default=str))
-    fn = tune.with_resources(
-        tune.with_parameters(
-            trial, base_raw=base_raw, sweep=name, tracking={"uri": uri, "parent": parent} if parent else None
-        ),
-        trial_resources(),
-    )
-    callbacks = [MLflowStatus(uri, exp, parent, cfg.train.steps)]
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Ctrl-C / SIGTERM raise here: runs are closed, state is kept
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # snapshot often: a killed driver loses <= 2 s of state
-    status = "FAILED"
-    try:
-        if resume:
-            closed = close_children(uri, exp, parent)  # the killed driver's trials: KILLED, they rerun under new runs
-            if closed:
-                print(f"[sweep] marked {closed} interrupted trial run(s) KILLED; they rerun")
-            tuner = tune.Tuner.restore(str(folder), trainable=fn, resume_unfinished=True, restart_errored=True)
-        else:
-            tuner = make_tuner(fn, space, name, folder, samples, concurrent, metrics, modes, scheduler, search,
-                               cfg.seed if seed is None else seed, callbacks)  # fmt: skip
-        results = tuner.fit()
-        errors = [r.error for r in results]
-        status = "FAILED" if errors and all(e is not None for e in errors) else "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        close_children(uri, exp, parent)
-        if parent:
-            from raytrain.tracking import _client
+    return base_raw, folder
 
-            _client(uri).set_terminated(parent, status)
-    if status == "FAILED":
+
+def check_some_trial_ran(results, name: str, folder: Path) -> None:
+    """One line naming the first trial's error when every trial failed."""
+    errors = [r.error for r in results]
+    if errors and all(e is not None for e in errors):
         from raytrain.train.launch import root_cause
 
         cause = root_cause(errors[0])
         why = first_line(cause, typed=not isinstance(cause, RaytrainError))
         raise RaytrainError(f"sweep {name!r}: all {len(errors)} trial(s) failed; the first: {why} (logs: {folder})")
-    return summarize(results, cfg, space, metrics, modes, folder, parent, time.perf_counter() - t0, uri)
 
 
 def make_tuner(fn, space: Space, name: str, folder: Path, samples: int, concurrent: int, metrics: list[str],
@@ -282,13 +257,13 @@ def make_tuner(fn, space: Space, name: str, folder: Path, samples: int, concurre
 
 
 def summarize(results, cfg: RunConfig, space: Space, metrics: list[str], modes: list[str], folder: Path,
-              parent: str | None, wall: float, uri: str | None) -> SweepResult:  # fmt: skip
+              parent: Run, wall: float) -> SweepResult:  # fmt: skip
     rows, histories = [], {}
     for r in results:
         last = r.metrics or {}
         row = {"trial_id": last.get("trial_id", Path(r.path).name), "status": "ERROR" if r.error else "TERMINATED",
                **{k: r.config.get(k) for k in space.params}}  # fmt: skip
-        row.update({k: v for k, v in last.items() if k.startswith("val_") or k in ("step", "startup_s")})
+        row.update({k: v for k, v in last.items() if k.startswith(("val_", "startup_")) or k == "step"})
         rows.append(row)
         df = r.metrics_dataframe
         if df is not None and "step" in df:
@@ -303,13 +278,9 @@ def summarize(results, cfg: RunConfig, space: Space, metrics: list[str], modes: 
         validate(best_raw, "best config")
         best_path = folder / "best_config.yaml"
         write_yaml(best_raw, best_path, f"best of sweep {folder.name} by {m} ({mode}): {best[m]:.4f}")
-        if parent:
-            from raytrain.tracking import _client
-
-            client = _client(uri)
-            client.log_artifact(parent, str(best_path))
-            client.log_metric(parent, f"best_{m}", float(best[m]))
-    return SweepResult(rows, best, best_path, folder, parent, wall, histories)
+        parent.log_artifact(best_path)
+        parent.log_metrics({f"best_{m}": best[m]})
+    return SweepResult(rows, best, best_path, folder, parent.run_id, wall, histories)
 
 
 def write_yaml(raw: dict, path: Path, comment: str) -> None:

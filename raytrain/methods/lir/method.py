@@ -241,7 +241,7 @@ class LIR(Method):
         return StepOutput(out | g, skipped=not (ok and good))
 
     @torch.no_grad()
-    def preview(self, noisy: torch.Tensor, clean: torch.Tensor) -> list[torch.Tensor]:
+    def preview(self, clean: torch.Tensor, noisy: torch.Tensor) -> list[torch.Tensor]:
         """noisy | restored | clean | degraded clean (G_X(E_Y(y) (+) E^N_X(x)), the learned noise on the clean)."""
         h, w = noisy.shape[-2:]
         h, w = h - h % self.stride, w - w % self.stride

@@ -28,7 +28,8 @@ import torch.distributed as dist
 from torch import nn
 
 from raytrain.errors import ConfigError, RaytrainError
-from raytrain.evaluate import noise_rows, to_tensor
+from raytrain.evaluate import noise_rows
+from raytrain.layout import to_tensor
 from raytrain.losses.adversarial import lsgan_d, lsgan_target, ragan_d, ragan_g
 from raytrain.losses.perceptual import build_perceptual
 from raytrain.methods.base import Method, StepOutput, make_scheduler, mix_probabilities
@@ -342,11 +343,11 @@ class SeNM(Method):
 
     @torch.no_grad()
     def evaluate(self, pairs: list, device) -> list[dict[str, float]]:
-        """Noise quality on real (noisy, clean) pairs, synthesised at each pair's true level; plus, per pair, the
+        """Noise quality on real (clean, noisy) HWC pairs, synthesised at each pair's true level; plus, per pair, the
         content floor (std of D(mu, mean z_n) - x) and the std of the part z_n drives (D(mu, z_n) - D(mu, mean z_n)),
         both on the 0..255 scale."""
         rows = noise_rows(lambda c, lv: self.synthesize(c, lv), pairs, device)
-        for row, (_, clean) in zip(rows, pairs, strict=True):
+        for row, (clean, _) in zip(rows, pairs, strict=True):
             x = to_tensor(clean, device)
             s = self.nets["vae"].stride
             x = x[..., : x.shape[-2] - x.shape[-2] % s, : x.shape[-1] - x.shape[-1] % s]
@@ -362,7 +363,7 @@ class SeNM(Method):
         return self.nets["levels"].summary() | {"temperature": self.temperature}
 
     @torch.no_grad()
-    def preview(self, noisy: torch.Tensor, clean: torch.Tensor) -> list[torch.Tensor]:
+    def preview(self, clean: torch.Tensor, noisy: torch.Tensor) -> list[torch.Tensor]:
         """clean | real noisy | synthetic noisy (at the real level) | the VAE's clean estimate from the real noisy."""
         level = (noisy - clean).std().view(1, 1, 1, 1)
         h, w = clean.shape[-2:]
