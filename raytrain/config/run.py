@@ -140,6 +140,9 @@ class RunConfig(Strict):
         if getattr(self.method, "norm", None) == "bn" and self.train.batch_size == 1:
             raise ValueError("method.norm=bn with train.batch_size=1 (per worker): batch statistics of a single image; "
                              "use a batch of 2 or more per worker, or method.norm=in / none")  # fmt: skip
+        if self.train.precision == "fp16" and not self.scaling.use_gpu:
+            raise ValueError("train.precision=fp16 needs a GPU (scaling.use_gpu=true: its GradScaler and kernels are "
+                             "CUDA's); on CPU use train.precision=bf16")  # fmt: skip
         if self.method.name == "senm" and not self.data.mix.get("paired", 0) > 0:
             raise ValueError("data.mix.paired: SeNM-VAE needs its paired domain (eq. 11); give it a probability > 0")
         return self

@@ -216,6 +216,9 @@ class TrainConfig(Strict):
     # decay of an exponential moving average of the inference nets' parameters (BasicSR / vdvae use 0.999; about
     # 1 / (1 - ema) steps are averaged); validation and the exported weights use it. None: off
     ema: Annotated[float, Field(gt=0, lt=1)] | None = None
+    # the training steps' arithmetic: fp32; bf16 (autocast, CPU or GPU); fp16 (autocast + a GradScaler, GPU only)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    channels_last: bool = False  # nets and batches in channels-last memory (faster convolutions on recent GPUs)
     log_every: Annotated[int, Field(ge=1)] = 10
     val_every: Annotated[int, Field(ge=1)] = 200
     checkpoint_every: Annotated[int, Field(ge=1)] = 200

@@ -20,6 +20,7 @@ from torch import nn
 
 from raytrain.errors import RaytrainError
 from raytrain.evaluate import evaluate_pairs
+from raytrain.methods.amp import Precision
 
 if TYPE_CHECKING:
     from raytrain.config import RunConfig, TrainConfig
@@ -144,6 +145,7 @@ class Method:
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
         # train.ema: an exponential moving average of the inference nets' parameters (None until the first step)
         self._ema: dict[str, dict[str, torch.Tensor]] | None = None
+        self.precision = Precision(cfg.train.precision, device)  # train.precision: autocast, fp16's GradScaler
 
     # ------------------------------------------------------------------------------------------- to implement
     def train_step(self, batches: dict[str, dict[str, torch.Tensor]], step: int) -> StepOutput:
@@ -214,10 +216,11 @@ class Method:
             o.zero_grad(set_to_none=True)
         if not all_finite(loss):
             return False
-        loss.backward()
+        self.precision.backward(loss)
         params = [p for p in params if p.grad is not None]
         if self.grad_sync:
             average_gradients(params)
+        self.precision.unscale(opts)
         if clip_part is not None:
             torch.nn.utils.clip_grad_norm_([p for p in clip_part[0] if p.grad is not None], clip_part[1])
         tc = self.cfg.train
@@ -227,9 +230,9 @@ class Method:
         if not torch.isfinite(norm) or (skip is not None and norm > skip):
             for o in opts:
                 o.zero_grad(set_to_none=True)
+            self.precision.skipped()
             return False
-        for o in opts:
-            o.step()
+        self.precision.step(opts)
         return True
 
     def end_step(self) -> None:
@@ -294,7 +297,8 @@ class Method:
             "nets": {k: unwrap(v).state_dict() for k, v in self.nets.items()},
             "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
             "schedulers": {k: v.state_dict() for k, v in self.schedulers.items()},
-        } | ({"ema": self._ema} if self._ema is not None else {})
+        } | ({"ema": self._ema} if self._ema is not None else {}) | (
+            {"grad_scaler": self.precision.state_dict()} if self.precision.scaling else {})  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
         for group in ("nets", "optimizers", "schedulers"):
@@ -304,6 +308,7 @@ class Method:
                 raise RaytrainError(f"the checkpoint has no {group} {sorted(missing)}")
             for k, obj in mine.items():
                 load_checked(unwrap(obj) if group == "nets" else obj, state[group][k], f"{group[:-1]} {k}")
+        self.precision.load_state_dict(state.get("grad_scaler", {}))
         self._ema = None  # a checkpoint without one (ema turned on later): it starts from the live weights
         if self.cfg.train.ema is not None and state.get("ema"):
             live = self._live_params()

@@ -43,7 +43,9 @@ def batch_stream(
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Endless batches from this worker's ``shard`` of one domain (a Ray Data iterator): a new pass when the shard is
     exhausted, its number set on the run's ``PassCounter`` first, so that the crop tasks cut new patches
-    (data/pipeline.py). The local shuffle is seeded per run, rank and pass."""
+    (data/pipeline.py). The local shuffle is seeded per run, rank and pass; ``train.channels_last`` lays the batches
+    out channels-last."""
+    fmt = torch.channels_last if cfg.train.channels_last else None
     for k in itertools.count():
         if counter is not None:
             ray.get(counter.set.remote(name, k))
@@ -56,7 +58,7 @@ def batch_stream(
             device=device,
         ):
             got = True
-            yield batch
+            yield {key: v.contiguous(memory_format=fmt) for key, v in batch.items()} if fmt else batch
         if not got:
             raise RuntimeError(f"the {name} patch stream is empty on this worker")
 
@@ -171,6 +173,14 @@ def _quiet_report_log() -> None:
             handler.addFilter(drop)
 
 
+def fast_path(cfg: RunConfig, device: torch.device) -> None:
+    """Process-wide settings for speed: cuDNN picks its fastest kernels for the fixed patch size; TF32 matmuls on
+    GPUs that have them (fp32 runs only; autocast decides for bf16 / fp16)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.train.precision == "fp32"
+
+
 def train_loop_per_worker(config: dict) -> None:
     """The ``TorchTrainer`` entry point: :func:`run_loop` on this Ray Train worker."""
     from raytrain.train.session import TrainSession
@@ -187,7 +197,11 @@ def run_loop(config: dict, session) -> None:
     seed_everything(cfg.seed * 1009 + rank)
     if device.type == "cpu":  # one intra-op thread per CPU Ray reserved for this worker
         torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
+    fast_path(cfg, device)
     method = build_method(cfg, device, prepare=session.prepare)
+    if cfg.train.channels_last:
+        for net in method.nets.values():
+            net.to(memory_format=torch.channels_last)
     checkpoint = session.checkpoint()  # read once: later it returns what this attempt itself reported
     start = resume(method, cfg, rank, checkpoint)
     marks["nets"] = time.time()
@@ -239,7 +253,8 @@ class Loop:
             batches = draw_batches(self.method, self.cfg, self.buffers, step)
             if self.startup_s is None:
                 self.marks["first_batch"] = time.time()
-            out = self.method.train_step(batches, step)
+            with self.method.precision.autocast():  # train.precision (backward passes run outside it)
+                out = self.method.train_step(batches, step)
             self.method.end_step()
             self.method.update_ema()
             self._guard(out, step)

@@ -1,0 +1,106 @@
+"""train.precision: a bf16 step of every method runs its convolutions in bf16 under autocast, keeps fp32 weights
+and updates them; fp16 without a GPU is refused at load; fp32 changes nothing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from raytrain.config import load_config
+from raytrain.errors import ConfigError
+from raytrain.methods import build_method
+
+TINY = {
+    "dncnn": ["method.depth=3", "method.width=8"],
+    "lir": ["method.name=lir", "method.width=4", "method.n_res=1", "method.noise_dim=1", "method.disc_width=4",
+            "method.disc_layers=2", "method.disc_scales=1", "method.repr_widths=[4,4,4,4]",
+            "method.scm_backbone=random", "method.repr_steps=1", "data.split=two_domain"],
+    "senm": ["method.name=senm", "method.width=8", "method.growth=4", "method.z_dim=4", "method.zn_dim=2",
+             "method.level_net_width=4", "method.disc_width=4", "method.blocks_per_scale=[1,1]",
+             "data.paired.count=2", "method.kl_anneal_steps=0"],
+}  # fmt: skip
+
+
+def batches(domains, n=4, s=32):
+    g = torch.Generator().manual_seed(0)
+    clean = torch.rand(n, 1, s, s, generator=g)
+    noisy = (clean + 0.1 * torch.randn(n, 1, s, s, generator=g)).clamp(0, 1)
+    keys = {"paired": {"clean": clean, "noisy": noisy}, "source": {"clean": clean}, "target": {"noisy": noisy}}
+    return {d: keys[d] for d in domains}
+
+
+def conv_dtypes(m) -> list[torch.dtype]:
+    seen: list[torch.dtype] = []
+    for net in m.nets.values():
+        for mod in net.modules():
+            if isinstance(mod, torch.nn.Conv2d):
+                mod.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    return seen
+
+
+@pytest.mark.parametrize("method", sorted(TINY))
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_a_step_runs_its_convolutions_at_the_precision_and_keeps_fp32_weights(method, precision):
+    torch.manual_seed(0)
+    m = build_method(load_config(None, [*TINY[method], f"train.precision={precision}"]), torch.device("cpu"))
+    before = {k: [p.detach().clone() for p in net.parameters()] for k, net in m.nets.items()}
+    seen = conv_dtypes(m)
+    with m.precision.autocast():
+        out = m.train_step(batches(m.domains), 1)
+    assert not out.skipped and all(torch.isfinite(torch.tensor(v)) for v in out.losses.values()), out.losses
+    want = torch.bfloat16 if precision == "bf16" else torch.float32
+    assert seen and set(seen) == {want}
+    assert all(p.dtype == torch.float32 for net in m.nets.values() for p in net.parameters())
+    changed = [k for k, net in m.nets.items()
+               if any(not torch.equal(a, b) for a, b in zip(before[k], net.parameters(), strict=True))]  # fmt: skip
+    assert changed, "no net was updated"
+
+
+def test_fp16_without_a_gpu_is_refused_naming_the_key():
+    with pytest.raises(ConfigError, match=r"train.precision=fp16 needs a GPU"):
+        load_config(None, ["train.precision=fp16"])
+    with pytest.raises(ConfigError, match="train.precision"):
+        load_config(None, ["train.precision=fp8"])
+
+
+def test_fp16_scales_the_backward_unscales_before_the_guard_and_lowers_the_scale_on_overflow():
+    """The GradScaler path of Method.update, on the CPU's GradScaler (the config allows fp16 on GPUs only)."""
+    from raytrain.methods.amp import Precision
+
+    amp = Precision("fp16", "cpu")
+    w = torch.nn.Parameter(torch.tensor([2.0]))
+    opt = torch.optim.SGD([w], lr=0.1)
+    amp.backward((3 * w).sum())
+    assert w.grad.item() == pytest.approx(3 * amp.scaler.get_scale())  # scaled
+    amp.unscale([opt])
+    assert w.grad.item() == pytest.approx(3.0)  # the guard and clipping see the true gradient
+    amp.step([opt])
+    assert w.item() == pytest.approx(2.0 - 0.1 * 3.0)
+    scale = amp.scaler.get_scale()
+    opt.zero_grad()
+    amp.backward((w * torch.tensor(float("inf"))).sum())
+    amp.unscale([opt])
+    amp.skipped()  # the guard refused the non-finite norm
+    assert amp.scaler.get_scale() == scale / 2
+    state = amp.state_dict()
+    again = Precision("fp16", "cpu")
+    again.load_state_dict(state)
+    assert again.scaler.get_scale() == scale / 2
+    off = Precision("bf16", "cpu")
+    assert not off.scaling and off.state_dict() == {}
+
+
+def test_channels_last_lays_out_the_batches_and_seeds_the_local_shuffle():
+    from raytrain.train.loop import batch_stream
+
+    class Shard:  # what Ray Data's iterator is asked for, and one batch back
+        def iter_torch_batches(self, **kw):
+            self.kw = kw
+            return [{"clean": torch.rand(2, 3, 8, 8)}]
+
+    for last in (True, False):
+        cfg = load_config(None, [f"train.channels_last={str(last).lower()}", "seed=3"])
+        shard = Shard()
+        batch = next(batch_stream(shard, "paired", cfg, torch.device("cpu"), rank=1))
+        assert batch["clean"].is_contiguous(memory_format=torch.channels_last) == last
+        assert shard.kw["local_shuffle_seed"] == (3 * 1009 + 1) * 7919  # pass 0 of rank 1
