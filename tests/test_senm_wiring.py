@@ -290,6 +290,30 @@ def test_level_channel_is_the_true_std_on_pairs_and_the_detached_prediction_on_t
     assert seen and all(torch.allclose(lv, torch.full((4, 1, 1, 1), 15 / 255)) for lv in seen)
 
 
+@pytest.mark.parametrize("modulation", [True, False])
+def test_level_modulation_scales_what_z_n_adds_to_the_decoder_by_the_level(modulation):
+    """With the level channel off (so z_n's draws do not depend on the level), what reaches the top group's decoder
+    block is z's part plus z_n's, the latter times level / (10/255) under ``level_modulation``; at level 0 z_n then
+    drives nothing at all."""
+    m = senm(f"method.level_modulation={str(modulation).lower()}", "method.level_conditioning=false")
+    for head in m.nets["vae"].proj_zn:  # zero-initialised: give z_n a path into the decoder
+        torch.nn.init.normal_(head.weight)
+    m.train(False)
+    x, _ = pair(n=1, s=16)
+    seen = []
+    m.nets["vae"].dec[GROUPS - 1].register_forward_hook(lambda _mod, inp, _out: seen.append(inp[0].detach()))
+    outs = {}
+    for lv in (0.0, 10 / 255, 20 / 255):
+        torch.manual_seed(3)
+        noisy, mean = m.nets["vae"].noise_part(x, torch.full((1, 1, 1, 1), lv))
+        outs[lv] = (seen[-2] - seen[-1], noisy - mean)  # (z_n's part at the top block, the noise z_n drives)
+    if modulation:
+        assert torch.equal(outs[0.0][1], torch.zeros_like(x))
+        assert torch.allclose(outs[20 / 255][0], 2 * outs[10 / 255][0], atol=1e-5)
+    else:
+        assert outs[0.0][1].abs().max() > 0 and torch.allclose(outs[20 / 255][0], outs[10 / 255][0], atol=1e-6)
+
+
 def test_level_prior_keeps_true_levels_and_only_a_trusted_level_nets_predictions():
     from raytrain.methods.senm.levels import LevelStats
 

@@ -88,6 +88,10 @@ class SeNMConfig(BaseModel):
     # --- data / conditioning
     domain_sampling: Literal["batch", "sample"] = "batch"  # paper: whole batches per domain; official: per sample
     level_conditioning: bool = True  # the noise level conditions z_n (a constant channel beside the features)
+    # z_n's contribution to the decoder multiplied by level / (10/255): the noise z_n drives scales with the level
+    # by construction (a FiLM-style scale beside the concatenated channel, whose ~0.04 values a net barely reads);
+    # not in the paper or the official code
+    level_modulation: bool = False
     level_detach: bool = True  # the VAE loss does not train the level net (official: it does, on target batches)
     level_reservoir: Annotated[int, Field(ge=16, le=1_000_000)] = 4096  # levels kept for the synthesis prior
     # the level net's predictions join the synthesis level prior only once its mean error on pairs is below this

@@ -103,6 +103,9 @@ def _zero_conv(cin: int, cout: int) -> nn.Conv2d:
     return conv
 
 
+LEVEL_REF = 10 / 255  # method.level_modulation: z_n's contribution at this level is the unscaled one
+
+
 class SeNMVAE(nn.Module):
     """The hierarchical VAE. :meth:`top_down` is the one decoding pass; the public methods name its uses."""
 
@@ -112,6 +115,7 @@ class SeNMVAE(nn.Module):
         self.layout = layout
         w, lv = m.width, int(m.level_conditioning)
         self.level_conditioning = m.level_conditioning
+        self.level_modulation = m.level_modulation
         self.enc_x = Branch(channels, w, m.growth, layout, m.num_down)
         self.enc_y = Branch(channels, w, m.growth, layout, m.num_down)
         self.enc_n = Branch(channels, w, m.growth, layout, m.num_down)
@@ -143,6 +147,13 @@ class SeNMVAE(nn.Module):
         if not self.level_conditioning:
             return h
         return torch.cat([h, level.to(h.dtype).expand(h.shape[0], 1, *h.shape[2:])], 1)
+
+    def _modulate(self, h: torch.Tensor, level: torch.Tensor | None) -> torch.Tensor:
+        """``level_modulation``: z_n's contribution scaled by level / LEVEL_REF (what it adds to the decoder, hence the
+        noise it drives, grows with the level by construction), else as it is."""
+        if not self.level_modulation or level is None:
+            return h
+        return h * (level.to(h.dtype) / LEVEL_REF)
 
     def top_down(
         self,
@@ -190,7 +201,7 @@ class SeNMVAE(nn.Module):
                 else:
                     kernel = self.zn_color[g] if self.colored_prior else None
                     zn = _sample(*prior, temperature, kernel=kernel)
-                dec = dec + self.proj_zn[g](zn)
+                dec = dec + self._modulate(self.proj_zn[g](zn), level)
             dec = self.dec[g](dec)
         return self.out(dec), kl_z, kl_n
 
