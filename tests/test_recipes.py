@@ -99,6 +99,35 @@ def test_every_job_spec_validates_and_keeps_its_lr_alive(spec):
     assert argv[-2:] == ["--address", "auto"]
 
 
+PAPER_SPECS = sorted((ROOT / "jobs" / "paper").glob("*.yaml"))
+PAPER_CONFIGS = sorted((ROOT / "configs" / "paper").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("spec", PAPER_SPECS, ids=lambda p: p.stem)
+def test_every_paper_table_job_runs_a_paper_config_at_the_official_recipe(spec):
+    """jobs/paper/: one GPU job per paper table, each on a configs/paper/ config, validated as at submit (the
+    official ones against the method's official table)."""
+    from raytrain import jobs
+
+    s, root = jobs.load_spec(spec)
+    assert root == ROOT
+    argv = jobs.command(s, root)
+    config = next(a for a in argv if a.startswith("configs/"))
+    assert (ROOT / config).parent == ROOT / "configs" / "paper"
+    cfg = jobs.effective_config(s, root)
+    assert cfg.train.steps == 300_000 and cfg.train.batch_size * (4 if s.recipe == "official" else 1) == 16
+    assert lr_factor(cfg.train.schedule, cfg.train.steps, cfg.train.steps // 2) >= MIN_LR_FACTOR_AT_HALF
+
+
+@pytest.mark.parametrize("path", PAPER_CONFIGS, ids=lambda p: p.stem)
+def test_every_paper_config_loads_and_names_what_to_fill_in_and_the_reported_figure(path):
+    cfg = load_config(path)
+    text = path.read_text()
+    assert "Fill in:" in text and "reports" in text  # the dataset key to set, the paper's figure
+    assert cfg.train.steps == 300_000 and cfg.data.patches.size == 64
+    assert cfg.data.source.startswith(("/", "ldct:/", "sidd:/"))
+
+
 def test_the_official_specs_are_the_official_recipes():
     from raytrain import jobs
 
