@@ -94,6 +94,30 @@ def kld_noisy_histogram(generated_noisy: np.ndarray, real_noisy: np.ndarray) -> 
     return float(np.sum(p[nz] * np.log(p[nz] / q[nz])))
 
 
+AKLD_WINDOW = 7  # DANet's estimate_sigma_gauss: a 7 x 7 Gaussian of OpenCV's default sigma for that size
+
+
+def local_variance(noise: np.ndarray, size: int = AKLD_WINDOW) -> np.ndarray:
+    """Per-pixel noise variance of an (H, W, C) noise image: its square blurred by a ``size`` x ``size`` Gaussian
+    (sigma = OpenCV's default 0.3 ((size - 1) / 2 - 1) + 0.8), reflect padding, channel by channel (DANet)."""
+    from scipy.ndimage import correlate1d
+
+    k = gaussian_1d(size, 0.3 * ((size - 1) / 2 - 1) + 0.8).numpy()
+    out = np.asarray(noise, np.float64) ** 2
+    for axis in (0, 1):  # scipy's mirror = torch's reflect padding (the edge pixel not repeated)
+        out = correlate1d(out, k, axis=axis, mode="mirror")
+    return np.maximum(out, 1e-10)
+
+
+def akld(real_noisy: np.ndarray, gen_noisy: np.ndarray, clean: np.ndarray) -> float:
+    """DANet's AKLD term of one image: the mean over pixels and channels of KL(N(0, v_gen) || N(0, v_real)) with v the
+    local noise variances (:func:`local_variance`) and their ratio clamped to [0.1, 10] (DANet's
+    ``kl_gauss_zero_center``); AKLD is its mean over images. HWC images on the same scale ([0, 1])."""
+    ratio = np.clip(local_variance(np.asarray(gen_noisy, np.float64) - clean)
+                    / local_variance(np.asarray(real_noisy, np.float64) - clean), 0.1, 10)  # fmt: skip
+    return float(0.5 * np.mean(np.log(1 / ratio) + ratio - 1))
+
+
 def noise_correlation(noise: np.ndarray) -> dict[str, float]:
     """Normalised lag-1 autocorrelation of a noise image (H, W[, C]) horizontally and vertically.
 

@@ -130,3 +130,28 @@ def test_psnr_and_ssim_take_the_data_range():
     assert b["psnr_noisy"] == pytest.approx(a["psnr_noisy"], abs=1e-3) and b["ssim"] == pytest.approx(
         a["ssim"], abs=1e-4
     )
+
+
+def test_akld_is_danets_definition_with_known_answers():
+    """AKLD (DANet): KL between zero-mean Gaussians of the local noise variances (7 x 7 Gaussian window, OpenCV's
+    sigma 1.4, reflect padding), ratio clamped to [0.1, 10]; checked against DANet's torch code written out here."""
+    import torch.nn.functional as F
+
+    from raytrain.metrics import akld, local_variance
+
+    rng = np.random.default_rng(0)
+    clean = rng.uniform(0, 1, (20, 24, 3))
+    noise = rng.normal(0, 0.05, clean.shape) * np.linspace(0.5, 2, 24)[None, :, None]  # varies across the image
+    real = clean + noise
+    assert akld(real, real, clean) == 0.0
+    # the synthetic noise twice the real one: the variance ratio is 4 everywhere -> 0.5 (log(1/4) + 4 - 1)
+    assert akld(real, clean + 2 * noise, clean) == pytest.approx(0.5 * (np.log(0.25) + 3), abs=1e-9)
+    assert akld(real, clean + 100 * noise, clean) == pytest.approx(0.5 * (np.log(0.1) + 9), abs=1e-9)  # clamped
+    # DANet's estimate_sigma_gauss: cv2.getGaussianKernel(7, -1) (sigma 1.4), F.pad reflect 3, grouped conv
+    x = torch.arange(7, dtype=torch.float64) - 3
+    g = torch.exp(-0.5 * (x / 1.4) ** 2)
+    g = g / g.sum()
+    kernel = torch.outer(g, g)[None, None].repeat(3, 1, 1, 1)
+    t = torch.from_numpy(noise.transpose(2, 0, 1)[None] ** 2)
+    want = F.conv2d(F.pad(t, [3] * 4, mode="reflect"), kernel, groups=3)[0].numpy().transpose(1, 2, 0)
+    assert np.allclose(local_variance(noise), want, rtol=1e-10)
