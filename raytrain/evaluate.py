@@ -10,6 +10,7 @@ import torch
 from raytrain.data.images import quantize8
 from raytrain.layout import chw, to_image, to_tensor
 from raytrain.metrics import (
+    akld,
     frechet_distance,
     kld_noise_residual,
     kld_noisy_histogram,
@@ -98,7 +99,8 @@ def noise_rows(
     the clean one at the real pair's level (std of noisy - clean), 8-bit as written to disk, and compare.
 
     Keys: ``kld`` (residual histograms, KL(real || generated)), ``kld_noisy`` (the official SeNM-VAE definition:
-    grayscale uint8 noisy-image histograms, KL(generated || real)), ``noise_std`` / ``noise_std_real`` (0..255 scale),
+    grayscale uint8 noisy-image histograms, KL(generated || real)), ``akld`` (DANet's AKLD term: KL of the local
+    noise variances, :func:`raytrain.metrics.akld`), ``noise_std`` / ``noise_std_real`` (0..255 scale),
     ``rho`` / ``rho_real`` (lag-1 spatial correlation of the noise, which both histograms are blind to).
     ``keep``, if given, receives each synthetic noisy image (for :func:`noise_fid`).
     """
@@ -113,6 +115,7 @@ def noise_rows(
         rho, rho_real = noise_correlation(gen), noise_correlation(real)
         rows.append({
             "kld": kld_noise_residual(real, gen), "kld_noisy": kld_noisy_histogram(gen_noisy, np.asarray(noisy)),
+            "akld": akld(noisy, gen_noisy, clean),
             "noise_std": float(gen.std() * 255), "noise_std_real": float(real.std() * 255),
             "rho": (rho["rho_h"] + rho["rho_v"]) / 2, "rho_real": (rho_real["rho_h"] + rho_real["rho_v"]) / 2,
         })  # fmt: skip

@@ -77,15 +77,17 @@ def report(result: NoiseEvalResult) -> str:
     rows, has_fid = result.rows, result.fid is not None
     w = max(len(n) for n in rows)
     fid_h = f"  {'FID':>8}" if has_fid else ""
-    head = f"{'noise model':<{w}}  {'KLD resid.':>10}  {'KLD noisy':>10}  {'corr.':>6}  {'std':>6}{fid_h}"
+    head = f"{'noise model':<{w}}  {'KLD resid.':>10}  {'KLD noisy':>10}  {'AKLD':>7}  {'corr.':>6}  {'std':>6}{fid_h}"
     lines = [f"noise quality on {result.where}; each synthesised at the real pair's noise level", head]
     for name, r in rows.items():
         fid = f"  {r['fid']:>8.2f}" if has_fid else ""
-        lines.append(f"{name:<{w}}  {r['kld']:>10.4f}  {r['kld_noisy']:>10.4f}  {r['rho']:>6.3f}  "
-                     f"{r['noise_std']:>6.2f}{fid}")  # fmt: skip
-    lines.append(f"{'real noise':<{w}}  {0:>10.4f}  {0:>10.4f}  {next(iter(rows.values()))['rho_real']:>6.3f}")
+        lines.append(f"{name:<{w}}  {r['kld']:>10.4f}  {r['kld_noisy']:>10.4f}  {r['akld']:>7.4f}  "
+                     f"{r['rho']:>6.3f}  {r['noise_std']:>6.2f}{fid}")  # fmt: skip
+    rho_real = next(iter(rows.values()))["rho_real"]
+    lines.append(f"{'real noise':<{w}}  {0:>10.4f}  {0:>10.4f}  {0:>7.4f}  {rho_real:>6.3f}")
     lines.append("KLD resid.: histograms of noisy - clean, KL(real || synthetic). KLD noisy: the official script's "
-                 "uint8 noisy-image histograms, KL(synthetic || real).")  # fmt: skip
+                 "uint8 noisy-image histograms, KL(synthetic || real). AKLD: DANet's average KL between the local "
+                 "noise variances (7 x 7 Gaussian window), synthetic vs real.")  # fmt: skip
     lines.append(f"FID: {result.fid}." if has_fid else "FID: give --inception FILE (a local Inception-v3 weight file) "
                  "to add it.")  # fmt: skip
     lines += [f"downstream {label}: PSNR {p:.2f} dB on the same pairs" for label, p in result.downstream.items()]

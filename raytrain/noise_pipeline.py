@@ -31,8 +31,8 @@ from raytrain.tables import markdown_table
 from raytrain.tracking import Run
 
 SYNTHETIC_ARMS = ("senm", "gaussian", "heteroscedastic")
-NOISE_COLUMNS = [("kld", "KLD (residual)"), ("kld_noisy", "KLD (noisy image)"), ("rho", "noise corr."),
-                 ("noise_std", "noise std")]  # fmt: skip
+NOISE_COLUMNS = [("kld", "KLD (residual)"), ("kld_noisy", "KLD (noisy image)"), ("akld", "AKLD"),
+                 ("rho", "noise corr."), ("noise_std", "noise std")]  # fmt: skip
 
 
 @dataclass
@@ -95,7 +95,7 @@ def noise_quality(name: str, synth, pairs, fid_net=None, fid_patch: int = 64, ke
     ``keep`` receives the synthetic noisy images."""
     gen: list[np.ndarray] = [] if keep is None else keep
     rows = noise_rows(synth, pairs, keep=gen)
-    keys = ("kld", "kld_noisy", "rho", "noise_std", "rho_real", "noise_std_real")
+    keys = ("kld", "kld_noisy", "akld", "rho", "noise_std", "rho_real", "noise_std_real")
     out = {k: float(np.mean([r[k] for r in rows])) for k in keys}
     if fid_net is not None:
         out["fid"] = noise_fid(fid_net, [noisy for _, noisy in pairs], gen, fid_patch)
@@ -264,7 +264,7 @@ def markdown(result: PipelineResult, cfg: RunConfig) -> str:
     head = ["training data", *(h for _, h in NOISE_COLUMNS), f"{down} PSNR (dB)", f"{down} SSIM"]
     rows = []
     for arm, r in result.rows.items():
-        noise = [f"{r[k]:.4f}" if k in r else "–" for k, _ in NOISE_COLUMNS[:3]]
+        noise = [f"{r[k]:.4f}" if k in r else "–" for k, _ in NOISE_COLUMNS[:4]]
         noise.append(f"{r['noise_std']:.2f}" if "noise_std" in r else "–")
         rows.append([LABELS[arm], *noise, f"{r['psnr']:.2f} ± {r['psnr_std']:.2f}", f"{r['ssim']:.4f}"])
     lines = markdown_table(head, rows)
@@ -273,7 +273,8 @@ def markdown(result: PipelineResult, cfg: RunConfig) -> str:
     lines.append(
         f"\nNoisy input: {any_row['psnr_noisy']:.2f} dB. Real noise correlation {real:.3f}. KLD (residual): histograms"
         " of noisy - clean, KL(real || synthetic); KLD (noisy image): the official SeNM-VAE script's uint8 noisy-image"
-        " histograms, KL(synthetic || real). Both at each real pair's own noise level."
+        " histograms, KL(synthetic || real); AKLD: DANet's average KL of the local noise variances (7 x 7 Gaussian"
+        " window). All at each real pair's own noise level."
     )
     return "\n".join(lines)
 
@@ -290,8 +291,8 @@ def write_tables(result: PipelineResult, cfg: RunConfig, runs: list[Run]) -> Non
         w.writerow([arm, *(r.get(k, "") for k in keys)])
     (result.out / "table.csv").write_text(buf.getvalue())
     (result.out / "runs.json").write_text(json.dumps({"parent": result.parent_run_id, **result.runs}, indent=2))
-    metrics = {f"{arm}_{k}": r[k] for arm, r in result.rows.items() for k in ("psnr", "ssim", "kld", "kld_noisy", "rho")
-               if k in r}  # fmt: skip
+    keys = ("psnr", "ssim", "kld", "kld_noisy", "akld", "rho")
+    metrics = {f"{arm}_{k}": r[k] for arm, r in result.rows.items() for k in keys if k in r}
     for run in runs:
         for f in ("table.md", "table.csv", "runs.json", "noise_samples.png"):
             if (result.out / f).is_file():

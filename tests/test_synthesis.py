@@ -197,12 +197,12 @@ def test_ray_data_synthesis_matches_the_in_process_files(ray_local, senm_ckpt, c
 def test_noise_eval_prints_both_klds_and_the_baselines(senm_ckpt, capsys):
     assert main(["noise-eval", str(senm_ckpt), "--crop", "48"]) == 0
     out = capsys.readouterr().out
-    assert "KLD resid." in out and "KLD noisy" in out
+    assert "KLD resid." in out and "KLD noisy" in out and "AKLD" in out
     rows = [ln for ln in out.splitlines() if ln.startswith(("SeNM-VAE", "gaussian", "heteroscedastic", "real noise"))]
     assert len(rows) == 4
     for ln in rows[:3]:
-        kld, kld_noisy = (float(v) for v in ln.split()[-4:-2])
-        assert kld >= 0 and kld_noisy >= 0 and np.isfinite(kld)
+        kld, kld_noisy, akld = (float(v) for v in ln.split()[-5:-2])
+        assert kld >= 0 and kld_noisy >= 0 and 0 <= akld < 5 and np.isfinite(kld)
 
 
 def test_pipeline_section_validation(tmp_path):

@@ -45,7 +45,8 @@ class SeNM(Method):
     inference_nets = ("vae", "levels")
     grad_sync = True
     restores = False
-    val_keys = ("kld", "kld_noisy", "noise_std", "noise_std_real", "rho", "rho_real", "content_floor", "zn_std")
+    val_keys = ("kld", "kld_noisy", "akld", "noise_std", "noise_std_real", "rho", "rho_real", "content_floor",
+                "zn_std")  # fmt: skip
     headline = ("kld", "noise KLD {:.4f}", "min")
 
     optional_domains = ("source", "target")
