@@ -35,7 +35,7 @@ def dnd_submission(restore: Callable[[torch.Tensor], torch.Tensor], root: str | 
     run = tiled(restore)
     n = 0
     try:
-        for i, crops in tqdm(dnd_crops(root), desc="dnd", unit="img", disable=not progress):
+        for i, crops in tqdm(dnd_crops(root), desc="dnd", unit="img", disable=None if progress else True):
             cell = np.empty((1, len(crops)), dtype=object)
             for k, c in enumerate(crops):
                 with torch.no_grad():

@@ -183,7 +183,7 @@ def write_pairs(images: Iterable, source: Source, out: str | Path, copies: int =
     jobs = names_for([im.name for im in images], copies)
     tmp = staging(out)
     try:
-        for n, (i, name) in enumerate(tqdm(jobs, desc="synthesize", unit="img", disable=not progress)):
+        for n, (i, name) in enumerate(tqdm(jobs, desc="synthesize", unit="img", disable=None if progress else True)):
             clean = images[i].pixels
             write_png(clean, tmp / "clean" / f"{name}.png")
             write_png(source(clean, n), tmp / "noisy" / f"{name}.png")

@@ -133,7 +133,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
         raise DataError(f"{src}: no such file or folder")
     import imageio.v3 as iio
 
-    for f, out in tqdm(jobs, desc="denoise", unit="img", disable=len(jobs) < 2):
+    for f, out in tqdm(jobs, desc="denoise", unit="img", disable=True if len(jobs) < 2 else None):
         img = read_image(f, cfg.data.color)
         y = to_image(tiled(method.restore)(to_tensor(img)).clamp(0, 1))
         atomic_write_bytes(iio.imwrite("<bytes>", to_uint8(y), extension=out.suffix.lower()), out)
