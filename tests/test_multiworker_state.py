@@ -33,7 +33,7 @@ def _rank(rank: int, world: int, init: str, out: str) -> None:
         m.end_step()
     bufs = lambda: flat(b for net in m.nets.values() for b in net.buffers() if b.is_floating_point())  # noqa: E731
     before = bufs()
-    val = [(torch.rand(1, 16, 16).numpy(), torch.rand(1, 16, 16).numpy()) for _ in range(2)]
+    val = [(torch.rand(16, 16, 1).numpy(), torch.rand(16, 16, 1).numpy()) for _ in range(2)]  # (clean, noisy) HWC
     validate(m, val, rank, world, torch.device("cpu"))
     torch.save({"buffers_before": before, "buffers": bufs(),
                 "params": flat(p for net in m.nets.values() for p in net.parameters()),
