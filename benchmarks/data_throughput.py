@@ -4,7 +4,7 @@ Prints patches/s of the Ray Data pipeline (64x64 crops + dihedral augmentation +
 ``iter_torch_batches`` at batch 16, as a Train worker reads it) and patches/s a DnCNN step consumes at batch 16
 (17 layers, 64 channels, forward+backward+Adam, this machine's CPU threads), and their ratio. Target: ratio >= 10.
 Then, per method, the share of the patches its domain streams deliver that its steps use (the training loop's own
-draw code, ``loop.draw_batches``, over 2000 steps of counted streams; target >= 0.95). Each live run logs the same
+draw code, ``draw.draw_batches``, over 2000 steps of counted streams; target >= 0.95). Each live run logs the same
 figure as ``patches_used_fraction``.
 
     python benchmarks/data_throughput.py [--patches 4000] [--depth 17] [--width 64]
@@ -59,7 +59,7 @@ METHODS = {  # the draw each method's recipe uses; SeNM-VAE both ways (batch: th
 
 def used_fraction(overrides: list[str], steps: int = 2000) -> tuple[int, int]:
     """(patches used, patches delivered) by the loop's draws over ``steps`` steps of counted streams."""
-    from raytrain.train.loop import PatchBuffer, draw_batches
+    from raytrain.train.draw import PatchBuffer, draw_batches
 
     cfg = load_config(None, [*overrides, "train.batch_size=16"])
     method = build_method(cfg, torch.device("cpu"))

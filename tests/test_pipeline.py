@@ -84,7 +84,7 @@ def test_empty_domain_is_a_clear_error(ray_local, tiny):
 
 
 def test_pick_domains_mixes_with_the_configured_probabilities(tiny):
-    from raytrain.train.loop import pick_domains
+    from raytrain.train.draw import pick_domains
 
     class Mixer:
         domains = ("paired", "source", "target")
@@ -161,7 +161,7 @@ def _id_stream(start: int, batch: int):
 
 
 def test_a_patch_buffer_hands_out_every_row_once_in_order():
-    from raytrain.train.loop import PatchBuffer
+    from raytrain.train.draw import PatchBuffer
 
     buf = PatchBuffer(_id_stream(0, 8))
     taken = [buf.take(n)["id"].tolist() for n in (3, 0, 8, 5, 16)]
@@ -176,7 +176,7 @@ def test_per_sample_domain_mixing_uses_every_patch_it_is_given():
 
     from raytrain.config import load_config
     from raytrain.methods import build_method
-    from raytrain.train.loop import PatchBuffer, draw_batches
+    from raytrain.train.draw import PatchBuffer, draw_batches
 
     cfg = load_config(None, ["method.name=senm", "method.width=8", "method.growth=4", "method.z_dim=4",
                              "method.zn_dim=2", "method.blocks_per_scale=[1]", "method.level_net_width=4",

@@ -91,7 +91,7 @@ def test_fp16_scales_the_backward_unscales_before_the_guard_and_lowers_the_scale
 
 
 def test_channels_last_lays_out_the_batches_and_seeds_the_local_shuffle():
-    from raytrain.train.loop import batch_stream
+    from raytrain.train.draw import batch_stream
 
     class Shard:  # what Ray Data's iterator is asked for, and one batch back
         def iter_torch_batches(self, **kw):

@@ -103,7 +103,7 @@ def test_a_rerun_under_the_same_name_resumes_only_the_same_run(trained):
     a line saying so, a finished one says there is nothing to train, another config is refused naming what differs."""
     from raytrain.config import apply_overrides, to_raw, validate
     from raytrain.errors import RaytrainError
-    from raytrain.train.launch import check_rerun
+    from raytrain.train.preflight import check_rerun
 
     cfg, _ = trained
     again = lambda *sets: validate(apply_overrides(to_raw(cfg), list(sets)))  # noqa: E731

@@ -9,6 +9,16 @@ from raytrain.cli.common import add_overrides
 
 
 def add_parsers(sub) -> None:
+    _add_synthesize(sub)
+    _add_noise_eval(sub)
+    pl = sub.add_parser("pipeline", help="noise model -> synthesis -> downstream denoisers -> evaluation")
+    pl.add_argument("config", help="SeNM-VAE config with a pipeline: section (e.g. configs/senm_pipeline.yaml)")
+    add_overrides(pl)
+    pl.add_argument("--address", help="Ray cluster address")
+    pl.set_defaults(func=cmd_pipeline)
+
+
+def _add_synthesize(sub) -> None:
     s = sub.add_parser("synthesize", help="write a paired dataset (clean + synthetic noisy) with a SeNM-VAE")
     s.add_argument("checkpoint", help="SeNM-VAE checkpoint folder, run folder or model.pt")
     s.add_argument("--clean", required=True, help="clean images: a folder, a URI or 'samples'")
@@ -39,6 +49,8 @@ def add_parsers(sub) -> None:
     s.add_argument("--address", help="Ray cluster for the Ray Data job (default: a local one)")
     s.set_defaults(func=cmd_synthesize)
 
+
+def _add_noise_eval(sub) -> None:
     ne = sub.add_parser("noise-eval", help="noise quality of a SeNM-VAE beside fitted baselines (Table 1 columns)")
     ne.add_argument("checkpoint", help="SeNM-VAE checkpoint")
     ne.add_argument("--data", help="clean images of real pairs (default: the run's held-out validation pairs)")
@@ -59,12 +71,6 @@ def add_parsers(sub) -> None:
     )
     ne.add_argument("--crop", type=int, help="evaluate a centre crop of this size")
     ne.set_defaults(func=cmd_noise_eval)
-
-    pl = sub.add_parser("pipeline", help="noise model -> synthesis -> downstream denoisers -> evaluation")
-    pl.add_argument("config", help="SeNM-VAE config with a pipeline: section (e.g. configs/senm_pipeline.yaml)")
-    add_overrides(pl)
-    pl.add_argument("--address", help="Ray cluster address")
-    pl.set_defaults(func=cmd_pipeline)
 
 
 def cmd_synthesize(args: argparse.Namespace) -> int:

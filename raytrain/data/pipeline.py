@@ -6,7 +6,7 @@ blocks, and every pass cuts new patches. Images live once in the object store (`
 them zero-copy.
 
 Passes are short (:func:`pass_size`, at most ``PASS_BYTES``) and the workers start a new one when a pass runs out
-(``loop.batch_stream``, which sets the pass number on the run's :class:`PassCounter` first). One long pass would
+(``train.draw.batch_stream``, which sets the pass number on the run's :class:`PassCounter` first). One long pass would
 keep Ray Data's streaming executor alive and backpressured for the whole run, and Ray 2.60's scheduling loop spins
 when it has no task in flight: each domain's split coordinator then burned ~half a core (LIR, 1 worker of 2 CPUs,
 a run sized by ``train.max_minutes``: 6.5 s/step with one 2**20-patch pass, 1.05 s/step with 4096-patch passes).

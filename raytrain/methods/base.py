@@ -21,6 +21,7 @@ from torch import nn
 from raytrain.errors import RaytrainError
 from raytrain.evaluate import evaluate_pairs
 from raytrain.methods.amp import Precision
+from raytrain.methods.collective import all_finite, average_gradients, average_in_place, unwrap
 
 if TYPE_CHECKING:
     from raytrain.config import RunConfig, TrainConfig
@@ -32,34 +33,6 @@ class StepOutput:
 
     losses: dict[str, float] = field(default_factory=dict)
     skipped: bool = False  # True when a loss was NaN/Inf (or a grad norm over the skip threshold) and nothing moved
-
-
-def all_finite(loss: torch.Tensor) -> bool:
-    """Whether the loss is finite on every rank. Under DDP all ranks must take the same branch (skip or backward),
-    or the gradient all-reduce of the ranks that went on would wait forever."""
-    ok = torch.isfinite(loss.detach()).all().to(torch.float32).reshape(1)
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(ok, op=dist.ReduceOp.MIN)
-    return bool(ok.item())
-
-
-def average_in_place(tensors: list[torch.Tensor], dtype: torch.dtype | None = None) -> None:
-    """Replace each tensor by its mean over the ranks, all in one flat all-reduce (in ``dtype`` if given); no-op on a
-    single process."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1 or not tensors:
-        return
-    flat = torch.cat([t.reshape(-1).to(dtype or t.dtype) for t in tensors])
-    dist.all_reduce(flat)
-    flat /= dist.get_world_size()
-    offset = 0
-    for t in tensors:
-        t.copy_(flat[offset : offset + t.numel()].view_as(t))
-        offset += t.numel()
-
-
-def average_gradients(params: list[nn.Parameter]) -> None:
-    """All-reduce (mean) the gradients of ``params`` over ranks in one flat buffer; no-op on a single process."""
-    average_in_place([p.grad for p in params])
 
 
 def make_scheduler(opt: torch.optim.Optimizer, train: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
@@ -77,19 +50,10 @@ def make_scheduler(opt: torch.optim.Optimizer, train: TrainConfig) -> torch.opti
 
 def mix_probabilities(mix: dict[str, float], domains: Sequence[str]) -> np.ndarray:
     """``data.mix`` as probabilities over ``domains`` (in that order; a domain the mix does not name weighs 0): what
-    both domain draws use, a whole batch per step (``loop.pick_domains``) or per sample (SeNM-VAE's
+    both domain draws use, a whole batch per step (``draw.pick_domains``) or per sample (SeNM-VAE's
     ``domain_sampling: sample``)."""
     p = np.array([mix.get(d, 0.0) for d in domains], dtype=np.float64)
     return p / p.sum()
-
-
-def unwrap(module: nn.Module) -> nn.Module:
-    """The bare module under a DDP wrapper (``prepare_model``), for state dicts and inference."""
-    return (
-        module.module
-        if hasattr(module, "module") and isinstance(module, nn.parallel.DistributedDataParallel)
-        else module
-    )
 
 
 def load_checked(obj, state: dict, what: str) -> None:

@@ -26,6 +26,7 @@ from raytrain.errors import RaytrainError, first_line
 from raytrain.methods import method_class
 from raytrain.train.backend import torch_config
 from raytrain.train.loop import train_loop_per_worker
+from raytrain.train.preflight import check_rerun, check_resume, storage_path
 from raytrain.train.progress import DriverProgress, ProgressBoard
 
 
@@ -121,10 +122,6 @@ def scaling_config(cfg: RunConfig) -> ray.train.ScalingConfig:
     return ray.train.ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=res)
 
 
-def storage_path(cfg: RunConfig) -> str:
-    return cfg.storage_path or str((Path(cfg.workdir) / "ray").resolve())
-
-
 def without_empty_domains(cfg: RunConfig, collection: Collection) -> RunConfig:
     """``cfg`` with ``data.mix`` 0 for the optional domains its split left empty (SeNM-VAE with
     ``paired.fraction: 1.0`` has no source or target images); the workers read the mix from the config they get."""
@@ -202,66 +199,6 @@ def train_in_process(cfg: RunConfig, collection: Collection, tracking: dict | No
         run_loop(loop_config, session)
     finally:
         session.close()
-
-
-def check_resume(cfg: RunConfig) -> None:
-    """``train.resume_from`` checked on the driver before any worker starts: a refused or foreign file, another
-    method's checkpoint, or weights that do not fit this config are one line here, not a worker failure that Ray
-    retries and whose tracebacks every worker prints."""
-    if not cfg.train.resume_from:
-        return
-    import torch
-
-    from raytrain.methods import build_method
-    from raytrain.train import checkpoint as ckpt
-    from raytrain.train.loop import check_state
-
-    state = ckpt.load_state(cfg.train.resume_from)
-    with torch.random.fork_rng(devices=[]):  # building nets draws from the RNG; the driver's stays as it was
-        check_state(build_method(cfg, torch.device("cpu")), state, cfg.train.resume_from)
-
-
-#: what a re-launch of a stored run may change: how long it trains and how it is watched, not what it trains
-RERUN_MAY_CHANGE = ("name", "workdir", "address", "storage_path", "tracking.", "train.steps", "train.max_minutes",
-                    "train.log_every", "train.val_every", "train.checkpoint_every", "train.keep_checkpoints",
-                    "train.resume_from", "train.fail_at_step", "scaling.max_failures")  # fmt: skip
-
-
-def check_rerun(cfg: RunConfig) -> str | None:
-    """A run launched again with the same ``name`` and storage resumes from its newest checkpoint (Ray restores
-    it): right for the same run (after a crash, or with more ``train.steps``), wrong for another config under an old
-    name, which would silently continue (or just return) the old run. Such a config is refused here with one line
-    naming what differs; for the same run, returns the line that says where it resumes (None: a new run). Remote
-    storage (``s3://...``) is not read here."""
-    from raytrain.train.checkpoint import stored_run
-
-    root = storage_path(cfg)
-    if "://" in root:
-        return None
-    found = stored_run(Path(root, cfg.name))
-    if found is None:
-        return None
-    where, step, stored = found
-    folder = Path(root, cfg.name)
-    try:
-        old = flatten(validate(stored, f"{where} config"))
-    except RaytrainError:
-        old = flatten(stored)  # a config this version no longer accepts: every key of it counts as different
-    new = flatten(cfg)
-    keep = lambda k: not k.startswith(RERUN_MAY_CHANGE)  # noqa: E731
-    # data.mix of a domain the split left empty is stored as 0 (without_empty_domains): not a change
-    diff = [k for k in sorted(set(old) | set(new)) if keep(k) and old.get(k) != new.get(k)
-            and not (k.startswith("data.mix.") and old.get(k) == 0)]  # fmt: skip
-    if diff:
-        shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:3])
-        more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
-        raise RaytrainError(f"{folder} holds run {cfg.name!r} with another config ({shown}{more}); it would "
-                            f"resume that run: give a new name (--set name=...) or remove that folder")  # fmt: skip
-    if step >= cfg.train.steps:
-        return (f"[raytrain] {cfg.name}: the stored run in {folder} already finished at step {step} "
-                f"(train.steps {cfg.train.steps}): nothing to train; raise train.steps to go on, or remove that "
-                f"folder to start over")  # fmt: skip
-    return f"[raytrain] {cfg.name}: resuming the stored run in {folder} at step {step} of {cfg.train.steps}"
 
 
 def root_cause(exc: BaseException) -> BaseException:

@@ -1,0 +1,148 @@
+"""SeNM-VAE's synthesis side: noisy images for clean ones (Fig. 1b), the ex-post fits it uses (the ``auto``
+temperature, the coloured prior and the sampled likelihood, refitted before every validation on the recent real
+training pairs) and what validation reports about the learned noise. A mixin of
+:class:`~raytrain.methods.senm.method.SeNM`: it reads ``self.m``, ``self.nets``, ``self.device`` and
+``self._recent_pairs``."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+from raytrain.evaluate import noise_rows
+from raytrain.layout import to_tensor
+from raytrain.methods.senm.nets import color_kernel, cross_spectrum
+from raytrain.nn.ops import pad_to_multiple
+
+
+class Synthesis:
+    @torch.no_grad()
+    def synthesize(self, clean: torch.Tensor, level: torch.Tensor | None = None, temperature: float | None = None,
+                   mode: str | None = None, content: str | None = None, normalize: bool | None = None):  # fmt: skip
+        """Noisy images for a batch of clean ones (N, C, H, W) in [0, 1], any size. ``level`` (N, 1, 1, 1) on the
+        [0, 1] scale, default: drawn from the level prior. ``temperature`` scales the std of z_n's prior draws (0: the
+        prior means; the official code scales the whole draw, so its T = 0 is z_n = 0; the two agree at 1); default:
+        ``method.temperature`` (``auto``: the calibrated one, see :meth:`calibrate_temperature`).
+
+        ``mode`` (default ``method.synthesis``): ``full`` returns the decoder output D(z, z_n), z ~ q(z|x) (the
+        official synthesis: the decoder's content error lands in the noise); ``residual`` returns
+        x + D(mu, z_n) - D(mu, mean z_n) with mu the posterior means of q(z|x): only the part z_n drives is added to
+        the real clean image, so content error cancels. ``content`` (full only): ``sample`` or ``mean`` z.
+        ``normalize``: shift each image's mean to the clean image's (the official ``--normalize``)."""
+        m, vae = self.m, self.nets["vae"]
+        mode, content = mode or m.synthesis, content or m.content
+        normalize = m.normalize if normalize is None else normalize
+        temperature = self.temperature if temperature is None else temperature
+        if level is None:
+            level = self.nets["levels"].sample(clean.shape[0]).to(clean.device).view(-1, 1, 1, 1)
+        h, w = clean.shape[-2:]
+        x = pad_to_multiple(clean, vae.stride)
+        if mode == "residual":
+            noisy, mean = vae.noise_part(x, level, temperature, content="mean")
+            out = clean + (noisy - mean)[..., :h, :w]
+        else:
+            out = vae.synthesize(x, level, temperature, content)[..., :h, :w]
+        if m.likelihood == "sample" and temperature > 0:
+            out = out + vae.likelihood_noise(out.shape, level)
+        if normalize:
+            out = out - out.mean(dim=(2, 3), keepdim=True) + clean.mean(dim=(2, 3), keepdim=True)
+        return out
+
+    @property
+    def temperature(self) -> float:
+        """The synthesis temperature ``method.temperature`` names: a number, or the calibrated one for ``auto``."""
+        t = self.m.temperature
+        return float(self.nets["levels"].temperature) if t == "auto" else float(t)
+
+    @torch.no_grad()
+    def calibrate_temperature(self, rounds: int = 2) -> float | None:
+        """Fit the ``auto`` temperature on the recent real *training* pairs: the T at which the synthetic noise on
+        those patches, each at its own true level, has the RMS of the real noise (two fixed-point rounds, as the noise
+        amplitude is close to linear in T). Corrects a diagonal prior's under-dispersion: the posterior spreads one
+        noise signal over several correlated z_n channels, whose independent prior draws partly cancel. Sums are
+        all-reduced over ranks, so every rank stores the same T. Returns it (None: no pairs seen since the start)."""
+        t = float(self.nets["levels"].temperature)
+        for _ in range(rounds):
+            sums = torch.zeros(3, dtype=torch.float64, device=self.device)
+            for x, y in self._recent_pairs:
+                level = (y - x).std(dim=(1, 2, 3), keepdim=True)
+                out = self.synthesize(x, level, t)
+                sums += torch.stack([(y - x).pow(2).sum(), (out - x).pow(2).sum(), x.new_tensor(x.numel())]).double()
+            if dist.is_available() and dist.is_initialized():
+                dist.all_reduce(sums)
+            if sums[2] == 0 or sums[1] == 0:
+                return None
+            t = float(t * (sums[0] / sums[1]).sqrt())
+        self.nets["levels"].temperature.fill_(min(t, 10.0))
+        return float(self.nets["levels"].temperature)
+
+    @torch.no_grad()
+    def fit_colors(self) -> bool:
+        """Fit the kernels ``prior: colored`` and ``likelihood: sample`` use on the recent real training pairs: each
+        group's z_n colouring (the aggregate posterior's cross-spectrum in the prior's units) and the likelihood's:
+        the real noise's spectrum less that of the part the decoder explains from posterior z_n (in units of the
+        level), so that decoded draws plus the likelihood's draw have the real noise's second-order statistics (the
+        reconstruction residual alone would miss its correlation with the decoded part). See
+        :func:`~raytrain.methods.senm.nets.color_kernel`. Spectra are all-reduced, so every rank stores the same
+        kernels. False when no pairs were seen (the kernels are kept as they are)."""
+        vae = self.nets["vae"]
+        sums: list[torch.Tensor] | None = None
+        count = torch.zeros((), dtype=torch.float64, device=self.device)
+        for x, y in self._recent_pairs:
+            noise, explained, fields = vae.posterior_fit(x, y)
+            spectra = [cross_spectrum(noise) - cross_spectrum(explained), *(cross_spectrum(e) for e in fields)]
+            sums = spectra if sums is None else [a + b for a, b in zip(sums, spectra, strict=True)]
+            count += x.shape[0]
+        if sums is None:  # every rank draws the same domains: all or none have pairs
+            return False
+        if dist.is_available() and dist.is_initialized():  # one all-reduce: every spectrum's real and imaginary parts
+            flat = torch.cat([count.view(1), *(torch.view_as_real(s).flatten() for s in sums)])
+            dist.all_reduce(flat)
+            count, offset = flat[0], 1
+            for s in sums:
+                n = 2 * s.numel()
+                s.copy_(torch.complex(*flat[offset : offset + n].view(*s.shape, 2).unbind(-1)))
+                offset += n
+        size = self.m.color_size
+        if self.m.likelihood == "sample":
+            vae.y_color.copy_(color_kernel(sums[0], float(count), size))
+        if self.m.prior == "colored":
+            for g, s in enumerate(sums[1:]):
+                vae.zn_color[g].copy_(color_kernel(s, float(count), size))
+        return True
+
+    def before_validation(self) -> None:
+        if self.m.prior == "colored" or self.m.likelihood == "sample":
+            self.fit_colors()
+        if self.m.temperature == "auto":
+            self.calibrate_temperature()
+
+    @torch.no_grad()
+    def evaluate(self, pairs: list, device) -> list[dict[str, float]]:
+        """Noise quality on real (clean, noisy) HWC pairs, synthesised at each pair's true level; plus, per pair, the
+        content floor (std of D(mu, mean z_n) - x) and the std of the part z_n drives (D(mu, z_n) - D(mu, mean z_n)),
+        both on the 0..255 scale."""
+        rows = noise_rows(lambda c, lv: self.synthesize(c, lv), pairs, device)
+        for row, (clean, _) in zip(rows, pairs, strict=True):
+            x = to_tensor(clean, device)
+            s = self.nets["vae"].stride
+            x = x[..., : x.shape[-2] - x.shape[-2] % s, : x.shape[-1] - x.shape[-1] % s]
+            level = torch.full((1, 1, 1, 1), row["noise_std_real"] / 255, device=x.device)
+            noisy, mean = self.nets["vae"].noise_part(x, level, self.temperature)
+            row["content_floor"] = float((mean - x).std()) * 255
+            row["zn_std"] = float((noisy - mean).std()) * 255
+        return rows
+
+    def state_summary(self) -> dict[str, float]:
+        """The level prior beside the true paired levels (0..255) and the synthesis temperature, reported with every
+        validation."""
+        return self.nets["levels"].summary() | {"temperature": self.temperature}
+
+    @torch.no_grad()
+    def preview(self, clean: torch.Tensor, noisy: torch.Tensor) -> list[torch.Tensor]:
+        """clean | real noisy | synthetic noisy (at the real level) | the VAE's clean estimate from the real noisy."""
+        level = (noisy - clean).std().view(1, 1, 1, 1)
+        h, w = clean.shape[-2:]
+        s = self.nets["vae"].stride
+        crop = (..., slice(0, h - h % s), slice(0, w - w % s))
+        return [clean[crop], noisy[crop], self.synthesize(clean[crop], level), self.nets["vae"].denoise(noisy[crop])]
