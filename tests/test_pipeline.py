@@ -40,6 +40,28 @@ def test_augmentation_uses_all_8_transforms():
     assert len({p.tobytes() for p in plain}) == 1
 
 
+def test_flips_keep_the_image_axes():
+    # augment: flips draws only the 4 transforms that map rows to rows: a row-correlated noise stays row-correlated
+    img = np.arange(16 * 16, dtype=np.float32).reshape(16, 16, 1) / 256
+    got = cut_patches(np.arange(200), DomainImages([img], None), 16, "flips", seed=0, code=2)["clean"][:, 0]
+    allowed = {a.tobytes() for a in (img[..., 0], img[::-1, :, 0], img[:, ::-1, 0], img[::-1, ::-1, 0])}
+    assert {p.tobytes() for p in got} == allowed  # all four, and no 90-degree turn
+    rows = np.repeat(np.random.default_rng(0).standard_normal((16, 1, 1)), 16, axis=1).astype(np.float32)
+    turned = cut_patches(np.arange(64), DomainImages([rows], None), 16, "dihedral", seed=0, code=2)["clean"][:, 0]
+    kept = cut_patches(np.arange(64), DomainImages([rows], None), 16, "flips", seed=0, code=2)["clean"][:, 0]
+    assert all(np.ptp(p, axis=1).max() == 0 for p in kept)  # constant along every row, as the source
+    assert any(np.ptp(p, axis=1).max() > 0 for p in turned)  # dihedral turns some into columns
+
+
+def test_augment_accepts_the_old_booleans_and_rejects_unknown_names():
+    from raytrain.config.sections import Patches
+
+    assert Patches(augment=True).augment == "dihedral" and Patches(augment=False).augment == "none"
+    assert Patches().augment == "dihedral" and Patches(augment="flips").augment == "flips"
+    with pytest.raises(ValueError, match="augment"):
+        Patches(augment="rot90")
+
+
 def test_resampled_noise_is_fresh_per_patch():
     dom = _domain(noisy=False)
     model = noise_model(__import__("raytrain.config", fromlist=["AWGN"]).AWGN(sigma=25))

@@ -104,3 +104,52 @@ def test_channels_last_lays_out_the_batches_and_seeds_the_local_shuffle():
         batch = next(batch_stream(shard, "paired", cfg, torch.device("cpu"), rank=1))
         assert batch["clean"].is_contiguous(memory_format=torch.channels_last) == last
         assert shard.kw["local_shuffle_seed"] == (3 * 1009 + 1) * 7919  # pass 0 of rank 1
+
+
+def test_compile_compiles_every_net_in_place_and_trains_as_the_eager_nets():
+    """train.compile: each net goes through torch.compile (TorchInductor on CPU) in place: the same losses as the
+    eager nets, step for step, and the same state-dict keys (checkpoints are unchanged)."""
+    import shutil
+
+    from raytrain.train.loop import fast_nets
+
+    if not any(shutil.which(c) for c in ("g++", "clang++")):
+        pytest.skip("TorchInductor on CPU needs a C++ compiler")
+    runs = {}
+    for on in (False, True):
+        torch.manual_seed(0)
+        cfg = load_config(None, [*TINY["dncnn"], f"train.compile={str(on).lower()}"])
+        m = build_method(cfg, torch.device("cpu"))
+        compiled = []
+        real = torch.compile
+        spy = lambda fn, *a, _seen=compiled, _real=real, **kw: _seen.append(fn) or _real(fn, *a, **kw)  # noqa: E731
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(torch, "compile", spy)
+            fast_nets(cfg, m)
+        assert len(compiled) == (len(m.nets) if on else 0)
+        runs[on] = ([m.train_step(batches(m.domains), s).losses for s in (1, 2, 3)], m)
+    for eager, comp in zip(runs[False][0], runs[True][0], strict=True):
+        assert comp.keys() == eager.keys()
+        assert all(comp[k] == pytest.approx(eager[k], rel=1e-4) for k in eager), (comp, eager)
+    assert [list(n.state_dict()) for n in runs[True][1].nets.values()] == [
+        list(n.state_dict()) for n in runs[False][1].nets.values()
+    ]
+
+
+def test_compile_without_a_compiler_is_one_line_naming_the_key(monkeypatch):
+    import importlib.util
+    import shutil
+
+    from raytrain.errors import RaytrainError
+    from raytrain.train.preflight import check_compile
+
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    check_compile(load_config(None, []))  # off: nothing checked
+    with pytest.raises(RaytrainError, match=r"^train.compile: true needs a C\+\+ compiler"):
+        check_compile(load_config(None, ["train.compile=true"]))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    cfg = load_config(None, ["train.compile=true"])
+    cfg.scaling.use_gpu = True
+    with pytest.raises(RaytrainError, match=r"^train.compile: true needs Triton"):
+        check_compile(cfg)

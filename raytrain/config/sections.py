@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from raytrain.methods.registry import specs
 
@@ -115,9 +115,20 @@ class Paired(Strict):
         return self
 
 
+Augment = Literal["dihedral", "flips", "none"]
+
+
+def _augment(v: Any) -> Any:
+    """``augment: true`` / ``false`` as before: the 8 dihedral transforms / none."""
+    return {True: "dihedral", False: "none"}.get(v, v) if isinstance(v, bool) else v
+
+
 class Patches(Strict):
     size: Annotated[int, Field(ge=8, le=1024)] = 64
-    augment: bool = True  # the 8 dihedral transforms
+    # dihedral: the 8 rotations and flips; flips: the 4 that keep the image axes (identity, flips, 180 degrees), for
+    # noise tied to the sensor's rows and columns (a 90-degree turn moves row-correlated noise into the columns);
+    # none. true / false = dihedral / none
+    augment: Annotated[Augment, BeforeValidator(_augment)] = "dihedral"
     shuffle_buffer: Annotated[int, Field(ge=0)] = 256
 
 
@@ -219,6 +230,9 @@ class TrainConfig(Strict):
     # the training steps' arithmetic: fp32; bf16 (autocast, CPU or GPU); fp16 (autocast + a GradScaler, GPU only)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     channels_last: bool = False  # nets and batches in channels-last memory (faster convolutions on recent GPUs)
+    # torch.compile every net in place (TorchInductor: a C++ compiler on CPU, Triton on GPU; checkpoints unchanged);
+    # the first steps pay the compilation
+    compile: bool = False
     log_every: Annotated[int, Field(ge=1)] = 10
     val_every: Annotated[int, Field(ge=1)] = 200
     checkpoint_every: Annotated[int, Field(ge=1)] = 200

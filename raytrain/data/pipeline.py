@@ -130,6 +130,11 @@ def tile_images(clean: list[np.ndarray], noisy: list[np.ndarray], size: int) -> 
     return out_c, out_n
 
 
+#: the dihedral transforms (:func:`dihedral` indices) each ``data.patches.augment`` draws from: ``flips`` keeps the
+#: image axes (identity, 180 degrees, left-right and up-down flips), so row- or column-correlated noise stays so
+AUGMENT_TRANSFORMS = {"dihedral": (0, 1, 2, 3, 4, 5, 6, 7), "flips": (0, 2, 4, 6), "none": (0,)}
+
+
 def dihedral(img: np.ndarray, k: int) -> np.ndarray:
     """The k-th (0..7) of the 8 dihedral transforms of an (H, W, C) array: rotate by 90*(k%4), flip if k >= 4."""
     out = np.rot90(img, k % 4, axes=(0, 1))
@@ -149,12 +154,13 @@ def cut_patches(
     ids: np.ndarray,
     domain: DomainImages,
     size: int,
-    augment: bool,
+    augment: str | bool,
     seed: int,
     code: int,
     resample: NoiseModel | None = None,
 ) -> dict[str, np.ndarray]:
     """Patches for ``ids``: {"clean": (B, C, s, s), "noisy": (B, C, s, s)} (keys the domain has)."""
+    transforms = AUGMENT_TRANSFORMS[{True: "dihedral", False: "none"}.get(augment, augment)]
     keys = [k for k in ("clean", "noisy") if getattr(domain, k) is not None]
     if resample is not None and "noisy" not in keys:
         keys.append("noisy")
@@ -165,7 +171,7 @@ def cut_patches(
         ref = domain.clean[j] if domain.clean is not None else domain.noisy[j]
         h, w = ref.shape[:2]
         top, left = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
-        k = int(rng.integers(8)) if augment else 0
+        k = transforms[int(rng.integers(len(transforms)))] if len(transforms) > 1 else 0
         for key in keys:
             if key == "noisy" and resample is not None:
                 src = resample(domain.clean[j][top : top + size, left : left + size], rng)
@@ -179,7 +185,7 @@ def patch_dataset(
     domain: DomainImages,
     n_patches: int,
     size: int,
-    augment: bool,
+    augment: str | bool,
     seed: int,
     name: str,
     resample: NoiseModel | None = None,

@@ -26,7 +26,7 @@ from raytrain.errors import RaytrainError, first_line
 from raytrain.methods import method_class
 from raytrain.train.backend import torch_config
 from raytrain.train.loop import train_loop_per_worker
-from raytrain.train.preflight import check_rerun, check_resume, storage_path
+from raytrain.train.preflight import check_compile, check_rerun, check_resume, storage_path
 from raytrain.train.progress import DriverProgress, ProgressBoard
 
 
@@ -229,6 +229,7 @@ def run_training(cfg: RunConfig, parent_run_id: str | None = None) -> TrainResul
 
     check_weight_files(cfg)  # a missing VGG-19 / AlexNet file is one line here, not a traceback on every worker
     check_resume(cfg)
+    check_compile(cfg)
     rerun = check_rerun(cfg)
     if cfg.address is None:
         check_local_cpus(cfg)

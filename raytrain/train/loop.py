@@ -26,6 +26,7 @@ from raytrain.evaluate import image_grid
 from raytrain.layout import to_image, to_tensor
 from raytrain.methods import build_method
 from raytrain.methods.base import Method
+from raytrain.methods.collective import unwrap
 from raytrain.train import checkpoint as ckpt
 from raytrain.train.draw import PatchBuffer, batch_stream, draw_batches
 from raytrain.train.progress import BoardWriter
@@ -113,6 +114,16 @@ def fast_path(cfg: RunConfig, device: torch.device) -> None:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.train.precision == "fp32"
 
 
+def fast_nets(cfg: RunConfig, method: Method) -> None:
+    """``train.channels_last``: every net's weights in channels-last memory; ``train.compile``: every net compiled in
+    place (``nn.Module.compile``: the module under a DDP wrapper, so state-dict keys and checkpoints are unchanged)."""
+    for net in method.nets.values():
+        if cfg.train.channels_last:
+            net.to(memory_format=torch.channels_last)
+        if cfg.train.compile:
+            unwrap(net).compile()
+
+
 def train_loop_per_worker(config: dict) -> None:
     """The ``TorchTrainer`` entry point: :func:`run_loop` on this Ray Train worker."""
     from raytrain.train.session import TrainSession
@@ -131,9 +142,7 @@ def run_loop(config: dict, session) -> None:
         torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
     fast_path(cfg, device)
     method = build_method(cfg, device, prepare=session.prepare)
-    if cfg.train.channels_last:
-        for net in method.nets.values():
-            net.to(memory_format=torch.channels_last)
+    fast_nets(cfg, method)
     checkpoint = session.checkpoint()  # read once: later it returns what this attempt itself reported
     start = resume(method, cfg, rank, checkpoint)
     marks["nets"] = time.time()

@@ -4,6 +4,9 @@ silently continued old run."""
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import shutil
 from pathlib import Path
 
 from raytrain.config import RunConfig, flatten, validate
@@ -72,3 +75,19 @@ def check_rerun(cfg: RunConfig) -> str | None:
                 f"(train.steps {cfg.train.steps}): nothing to train; raise train.steps to go on, or remove that "
                 f"folder to start over")  # fmt: skip
     return f"[raytrain] {cfg.name}: resuming the stored run in {folder} at step {step} of {cfg.train.steps}"
+
+
+def check_compile(cfg: RunConfig) -> None:
+    """``train.compile: true`` where TorchInductor cannot build kernels is one line here, not a compile error on every
+    worker: on CPU it needs a C++ compiler (``CXX``, or g++ / clang++ on the PATH), on GPUs Triton."""
+    if not cfg.train.compile:
+        return
+    if cfg.scaling.use_gpu:
+        if importlib.util.find_spec("triton") is None:
+            raise RaytrainError("train.compile: true needs Triton for torch.compile on GPUs, which is not installed "
+                                "(pip install triton), or set train.compile: false")  # fmt: skip
+        return
+    cxx = os.environ.get("CXX")
+    if not (cxx and shutil.which(cxx)) and not any(shutil.which(c) for c in ("g++", "clang++")):
+        raise RaytrainError("train.compile: true needs a C++ compiler for torch.compile on CPU (CXX, g++ or "
+                            "clang++), none found: install g++, or set train.compile: false")  # fmt: skip

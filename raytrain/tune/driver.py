@@ -196,12 +196,13 @@ def run_sweep(cfg: RunConfig, space: Space, name: str, samples: int, concurrent:
 def check_sweep(cfg: RunConfig, space: Space, name: str, samples: int, concurrent: int, metrics: list[str],
                 modes: list[str], scheduler: str | None, resume: bool) -> tuple[dict, Path]:  # fmt: skip
     """Everything a sweep can check before it starts; returns the base config (paths absolute) and its folder."""
-    from raytrain.train.preflight import check_resume
+    from raytrain.train.preflight import check_compile, check_resume
 
     check_name(name, "sweep name")
     base_raw = absolute_paths(to_raw(cfg))
     check_weight_files(cfg)
     check_resume(cfg)
+    check_compile(cfg)
     check_space(space, base_raw, name)
     check_metric(cfg, metrics, modes)
     if concurrent < 1 or samples < 1:
