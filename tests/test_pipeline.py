@@ -53,6 +53,25 @@ def test_flips_keep_the_image_axes():
     assert any(np.ptp(p, axis=1).max() > 0 for p in turned)  # dihedral turns some into columns
 
 
+def test_auto_augment_turns_patches_only_when_the_paired_noise_is_isotropic():
+    from types import SimpleNamespace
+
+    from raytrain.data.pipeline import resolve_augment
+
+    rng = np.random.default_rng(0)
+    clean = [np.full((64, 64, 1), 0.5, np.float32) for _ in range(3)]
+    white = [c + 0.05 * rng.standard_normal(c.shape).astype(np.float32) for c in clean]
+    w = rng.standard_normal((3, 64, 66, 1))
+    rows = [c + 0.05 * (w[i, :, :-2] + 2 * w[i, :, 1:-1] + w[i, :, 2:]).astype(np.float32) for i, c in enumerate(clean)]
+    col = lambda noisy: SimpleNamespace(domains={"paired": DomainImages(clean, noisy)})  # noqa: E731
+    assert resolve_augment("auto", col(white))[0] == "dihedral"
+    pick, why = resolve_augment("auto", col(rows))
+    assert pick == "flips" and "along rows 0.6" in why, why  # [1, 2, 1] along rows: lag-1 4/6
+    assert resolve_augment("auto", col([np.swapaxes(r, 0, 1) for r in rows]))[0] == "flips"  # along columns
+    assert resolve_augment("auto", SimpleNamespace(domains={}))[0] == "dihedral"  # no pairs (LIR)
+    assert resolve_augment("flips", col(white)) == ("flips", "")  # anything else as given
+
+
 def test_augment_accepts_the_old_booleans_and_rejects_unknown_names():
     from raytrain.config.sections import Patches
 

@@ -115,7 +115,7 @@ class Paired(Strict):
         return self
 
 
-Augment = Literal["dihedral", "flips", "none"]
+Augment = Literal["dihedral", "flips", "none", "auto"]
 
 
 def _augment(v: Any) -> Any:
@@ -127,7 +127,8 @@ class Patches(Strict):
     size: Annotated[int, Field(ge=8, le=1024)] = 64
     # dihedral: the 8 rotations and flips; flips: the 4 that keep the image axes (identity, flips, 180 degrees), for
     # noise tied to the sensor's rows and columns (a 90-degree turn moves row-correlated noise into the columns);
-    # none. true / false = dihedral / none
+    # none; auto: dihedral when the paired noise is isotropic (its lag-1 correlation along rows and along columns
+    # within 0.1), flips when not, dihedral without paired data. true / false = dihedral / none
     augment: Annotated[Augment, BeforeValidator(_augment)] = "dihedral"
     shuffle_buffer: Annotated[int, Field(ge=0)] = 256
 

@@ -25,6 +25,7 @@ from raytrain.data.domains import Split, hold_out, make_split
 from raytrain.data.images import check_min_size, load_collection, load_pairs
 from raytrain.errors import DataError
 from raytrain.layout import Pair, chw
+from raytrain.metrics import noise_correlation
 
 DOMAIN_CODES = {"paired": 1, "source": 2, "target": 3}
 PATCHES_PER_BLOCK = 1024
@@ -133,6 +134,25 @@ def tile_images(clean: list[np.ndarray], noisy: list[np.ndarray], size: int) -> 
 #: the dihedral transforms (:func:`dihedral` indices) each ``data.patches.augment`` draws from: ``flips`` keeps the
 #: image axes (identity, 180 degrees, left-right and up-down flips), so row- or column-correlated noise stays so
 AUGMENT_TRANSFORMS = {"dihedral": (0, 1, 2, 3, 4, 5, 6, 7), "flips": (0, 2, 4, 6), "none": (0,)}
+
+
+ISOTROPY_GAP = 0.1  # augment: auto turns patches when |lag-1 corr. along rows - along columns| is at most this
+
+
+def resolve_augment(augment: str, collection: Collection) -> tuple[str, str]:
+    """``data.patches.augment`` as the run applies it, and why: ``auto`` -> ``dihedral`` when the paired noise's lag-1
+    correlation along rows and along columns differ by at most :data:`ISOTROPY_GAP` (a 90-degree turn is then a
+    symmetry of the noise), ``flips`` when they differ more (noise tied to the sensor's axes), ``dihedral`` without
+    paired images; any other value as given."""
+    if augment != "auto":
+        return augment, ""
+    paired = collection.domains.get("paired")
+    if paired is None or paired.clean is None or paired.noisy is None or len(paired) == 0:
+        return "dihedral", "no paired images with a fixed noisy one"
+    rho = [noise_correlation(np.asarray(n, np.float64) - c) for c, n in zip(paired.clean, paired.noisy, strict=True)]
+    h, v = float(np.mean([r["rho_h"] for r in rho])), float(np.mean([r["rho_v"] for r in rho]))
+    pick = "dihedral" if abs(h - v) <= ISOTROPY_GAP else "flips"
+    return pick, f"paired noise lag-1 correlation along rows {h:.2f}, along columns {v:.2f}"
 
 
 def dihedral(img: np.ndarray, k: int) -> np.ndarray:
@@ -246,6 +266,9 @@ def build_datasets(
     ray.data.DataContext.get_current().enable_progress_bars = False
     resample = noise_model(d.noise) if (d.resample_noise and not d.noisy_source) else None
     n = pass_size(cfg, num_workers)
+    augment, why = resolve_augment(d.patches.augment, collection)
+    if why:
+        print(f"[raytrain] data.patches.augment auto: {augment} ({why})", flush=True)
     out = {}
     for name in domains:
         dom = collection.domains[name]
@@ -254,6 +277,6 @@ def build_datasets(
                 f"the {name} domain is empty (split sizes {collection.split.sizes()}); "
                 f"check data.split, data.paired and data.val_images"
             )
-        out[name] = patch_dataset(dom, n, d.patches.size, d.patches.augment, cfg.seed, name,
+        out[name] = patch_dataset(dom, n, d.patches.size, augment, cfg.seed, name,
                                   resample if name == "paired" else None, counter=counter)  # fmt: skip
     return out

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from raytrain.data.degrade import noise_model
-from raytrain.data.pipeline import DOMAIN_CODES, cut_patches, load_domains
+from raytrain.data.pipeline import DOMAIN_CODES, cut_patches, load_domains, resolve_augment
 from raytrain.layout import hwc
 
 
@@ -28,11 +28,12 @@ def write_preview(cfg, out: Path, per_domain: int = 8) -> Path:
     d = cfg.data
     resample = noise_model(d.noise) if d.resample_noise and not d.noisy_source else None
     rows: list[tuple[str, np.ndarray]] = []
+    augment = resolve_augment(d.patches.augment, col)[0]
     for name, dom in col.domains.items():
         if len(dom) == 0:
             continue
-        got = cut_patches(np.arange(per_domain), dom, d.patches.size, d.patches.augment, cfg.seed,
-                          DOMAIN_CODES[name], resample if name == "paired" else None)  # fmt: skip
+        got = cut_patches(np.arange(per_domain), dom, d.patches.size, augment, cfg.seed, DOMAIN_CODES[name],
+                          resample if name == "paired" else None)  # fmt: skip
         for key, arr in got.items():
             rows.append((f"{name} ({len(dom)} img): {key}", arr))
     fig, axes = plt.subplots(len(rows), per_domain, figsize=(1.3 * per_domain, 1.45 * len(rows)), squeeze=False)
