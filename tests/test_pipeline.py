@@ -68,6 +68,8 @@ def test_auto_augment_turns_patches_only_when_the_paired_noise_is_isotropic():
     pick, why = resolve_augment("auto", col(rows))
     assert pick == "flips" and "along rows 0.6" in why, why  # [1, 2, 1] along rows: lag-1 4/6
     assert resolve_augment("auto", col([np.swapaxes(r, 0, 1) for r in rows]))[0] == "flips"  # along columns
+    mixed = DomainImages(clean + clean * 10, rows + white * 10, synthetic_from=3)  # a downstream arm: white synthetic
+    assert resolve_augment("auto", SimpleNamespace(domains={"paired": mixed}))[0] == "flips"  # the real pairs decide
     assert resolve_augment("auto", SimpleNamespace(domains={}))[0] == "dihedral"  # no pairs (LIR)
     assert resolve_augment("flips", col(white)) == ("flips", "")  # anything else as given
 

@@ -140,8 +140,8 @@ ISOTROPY_GAP = 0.1  # augment: auto turns patches when |lag-1 corr. along rows -
 
 
 def resolve_augment(augment: str, collection: Collection) -> tuple[str, str]:
-    """``data.patches.augment`` as the run applies it, and why: ``auto`` -> ``dihedral`` when the paired noise's lag-1
-    correlation along rows and along columns differ by at most :data:`ISOTROPY_GAP` (a 90-degree turn is then a
+    """``data.patches.augment`` as the run applies it, and why: ``auto`` -> ``dihedral`` when the real paired noise's
+    lag-1 correlation along rows and along columns differ by at most :data:`ISOTROPY_GAP` (a 90-degree turn is then a
     symmetry of the noise), ``flips`` when they differ more (noise tied to the sensor's axes), ``dihedral`` without
     paired images; any other value as given."""
     if augment != "auto":
@@ -149,7 +149,9 @@ def resolve_augment(augment: str, collection: Collection) -> tuple[str, str]:
     paired = collection.domains.get("paired")
     if paired is None or paired.clean is None or paired.noisy is None or len(paired) == 0:
         return "dihedral", "no paired images with a fixed noisy one"
-    rho = [noise_correlation(np.asarray(n, np.float64) - c) for c, n in zip(paired.clean, paired.noisy, strict=True)]
+    real = slice(0, paired.synthetic_from)  # the real pairs only: synthetic ones (a downstream arm's) do not count
+    rho = [noise_correlation(np.asarray(n, np.float64) - c)
+           for c, n in zip(paired.clean[real], paired.noisy[real], strict=True)]  # fmt: skip
     h, v = float(np.mean([r["rho_h"] for r in rho])), float(np.mean([r["rho_v"] for r in rho]))
     pick = "dihedral" if abs(h - v) <= ISOTROPY_GAP else "flips"
     return pick, f"paired noise lag-1 correlation along rows {h:.2f}, along columns {v:.2f}"
