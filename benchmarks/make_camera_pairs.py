@@ -36,7 +36,8 @@ def main(out: Path, axis: int = 1, gain: float = 0.006, seed: int = 2026) -> Non
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path, help="a new folder: OUT/clean, OUT/noisy")
-    ap.add_argument("--axis", type=int, choices=(0, 1), default=1, help="the correlation's axis: 1 rows (default), 0 columns")
+    ap.add_argument("--axis", type=int, choices=(0, 1), default=1,
+                    help="the correlation's axis: 1 rows (default), 0 columns")  # fmt: skip
     ap.add_argument("--gain", type=float, default=0.006, help="the Poisson part's variance per unit of linear light")
     ap.add_argument("--seed", type=int, default=2026)
     a = ap.parse_args()

@@ -72,3 +72,20 @@ def test_tiles_smaller_than_a_patch_are_rejected():
 
     with pytest.raises(ConfigError, match="data.tiles=16 is smaller than data.patches.size=32"):
         load_config(None, ["data.tiles=16", "data.patches.size=32"])
+
+
+def test_split_seed_keeps_the_split_and_the_noise_while_the_seed_varies():
+    import numpy as np
+
+    from raytrain.config import load_config
+    from raytrain.data.pipeline import load_domains
+
+    base = ["data.max_size=64", "data.patches.size=32", "data.val_images=3", "data.val_crop=48"]
+    a = load_domains(load_config(None, [*base, "seed=0"]))
+    b = load_domains(load_config(None, [*base, "seed=1", "data.split_seed=0"]))
+    c = load_domains(load_config(None, [*base, "seed=1"]))
+    assert a.split == b.split and a.val_names == b.val_names
+    assert all(np.array_equal(p.noisy, q.noisy) for p, q in zip(a.val, b.val, strict=True))
+    assert c.split != a.split  # without it the run's seed draws another split
+    with pytest.raises(Exception, match="split_seed"):
+        load_config(None, ["data.split_seed=-1"])

@@ -74,7 +74,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from raytrain.config import apply_overrides, to_raw, validate
     from raytrain.data.degrade import noise_model, rng_for
     from raytrain.data.images import load_collection, load_pairs
-    from raytrain.data.pipeline import centre_crop
+    from raytrain.data.pipeline import centre_crop, split_seed
     from raytrain.evaluate import evaluate_pairs, tiled
     from raytrain.inference import load_restorer
     from raytrain.metrics import format_mean_std
@@ -88,7 +88,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         col = load_domains(cfg)
         pairs = col.val
         names = col.val_names
-        print(f"held-out validation images of the run (split seed {cfg.seed}): {', '.join(names)}")
+        print(f"held-out validation images of the run (split seed {split_seed(cfg)}): {', '.join(names)}")
     elif args.noisy:
         real = load_pairs(args.data, args.noisy, color)
         pairs = [(c.pixels, n.pixels) for c, n in real]
@@ -96,7 +96,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         model = noise_model(cfg.data.noise)
         imgs = load_collection(args.data, color, args.max_size)  # as given (the run's max_size is for training)
-        pairs = [(im.pixels, model(im.pixels, rng_for(cfg.seed, 0, i))) for i, im in enumerate(imgs)]
+        pairs = [(im.pixels, model(im.pixels, rng_for(split_seed(cfg), 0, i))) for i, im in enumerate(imgs)]
         names = [im.name for im in imgs]
     pairs = [(centre_crop(clean, args.crop), centre_crop(noisy, args.crop)) for clean, noisy in pairs]
     rows = evaluate_pairs(tiled(method.restore, args.tile), pairs)

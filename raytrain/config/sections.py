@@ -152,6 +152,9 @@ class DataConfig(Strict):
     # synthetic noise every time (unlimited synthetic pairs, the usual DnCNN recipe). Ignored for real pairs.
     resample_noise: bool = False
     split: Literal["semi", "two_domain"] = "semi"  # semi: paired/source/target; two_domain: LIR's disjoint halves
+    # which images are held out, paired or unpaired, and their fixed noise realisations; null: the run's seed (set it
+    # to keep one split while the seed varies only the training: nets' init, patch order)
+    split_seed: Annotated[int, Field(ge=0)] | None = None
     paired: Paired = Field(default_factory=Paired)
     val_images: Annotated[int, Field(ge=1)] = 2
     val_crop: Annotated[int, Field(ge=16)] | None = 128  # centre crop of each validation image; null = whole image

@@ -77,7 +77,12 @@ def read_collection(cfg) -> tuple[list, list[np.ndarray], list | None]:
         return [c for c, _ in pairs], [n.pixels for _, n in pairs], None
     images = load_collection(d.source, d.color, d.max_size)
     model = noise_model(d.noise)
-    return images, [model(im.pixels, rng_for(cfg.seed, 0, i)) for i, im in enumerate(images)], None
+    return images, [model(im.pixels, rng_for(split_seed(cfg), 0, i)) for i, im in enumerate(images)], None
+
+
+def split_seed(cfg) -> int:
+    """The seed of the data's split and fixed noise realisations: ``data.split_seed``, else the run's seed."""
+    return cfg.seed if cfg.data.split_seed is None else cfg.data.split_seed
 
 
 def load_domains(cfg) -> Collection:
@@ -88,14 +93,14 @@ def load_domains(cfg) -> Collection:
     check_min_size(images, d.patches.size, d.source)
     clean = [im.pixels for im in images]
     if d.tiles:  # the training images become tiles, and the domains are split by tile (validation stays whole)
-        val_idx, rest = hold_out(len(images), d.val_images, cfg.seed, groups)
+        val_idx, rest = hold_out(len(images), d.val_images, split_seed(cfg), groups)
         val = [(clean[i], noisy[i]) for i in val_idx]
         keep = sorted(rest)
         clean, noisy = tile_images([clean[i] for i in keep], [noisy[i] for i in keep], d.tiles)
-        split = make_split(len(clean), d, cfg.seed, tiles=True)
+        split = make_split(len(clean), d, split_seed(cfg), tiles=True)
         split.val = val_idx  # the held-out images (indices into the collection, not into the tiles)
     else:
-        split = make_split(len(images), d, cfg.seed, groups=groups)
+        split = make_split(len(images), d, split_seed(cfg), groups=groups)
         val = [(clean[i], noisy[i]) for i in split.val]
     val = [Pair(centre_crop(c, d.val_crop), centre_crop(n, d.val_crop)) for c, n in val]
     domains = {
