@@ -118,8 +118,8 @@ class Paired(Strict):
 Augment = Literal["dihedral", "flips", "none", "auto"]
 
 
-def _augment(v: Any) -> Any:
-    """``augment: true`` / ``false`` as before: the 8 dihedral transforms / none."""
+def augment_name(v: Any) -> Any:
+    """``augment: true`` / ``false`` as before: the 8 dihedral transforms / none (names pass through)."""
     return {True: "dihedral", False: "none"}.get(v, v) if isinstance(v, bool) else v
 
 
@@ -129,7 +129,7 @@ class Patches(Strict):
     # noise tied to the sensor's rows and columns (a 90-degree turn moves row-correlated noise into the columns);
     # none; auto: dihedral when the paired noise is isotropic (its lag-1 correlation along rows and along columns
     # within 0.1), flips when not, dihedral without paired data. true / false = dihedral / none
-    augment: Annotated[Augment, BeforeValidator(_augment)] = "dihedral"
+    augment: Annotated[Augment, BeforeValidator(augment_name)] = "dihedral"
     shuffle_buffer: Annotated[int, Field(ge=0)] = 256
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import ray
 
+from raytrain.config.sections import augment_name
 from raytrain.data.datasets import dataset_kind, load_dataset
 from raytrain.data.degrade import NoiseModel, noise_model, rng_for
 from raytrain.data.domains import Split, hold_out, make_split
@@ -187,7 +188,7 @@ def cut_patches(
     resample: NoiseModel | None = None,
 ) -> dict[str, np.ndarray]:
     """Patches for ``ids``: {"clean": (B, C, s, s), "noisy": (B, C, s, s)} (keys the domain has)."""
-    transforms = AUGMENT_TRANSFORMS[{True: "dihedral", False: "none"}.get(augment, augment)]
+    transforms = AUGMENT_TRANSFORMS[augment_name(augment)]
     keys = [k for k in ("clean", "noisy") if getattr(domain, k) is not None]
     if resample is not None and "noisy" not in keys:
         keys.append("noisy")
