@@ -12,6 +12,10 @@ figure as ``patches_used_fraction``.
 
 from __future__ import annotations
 
+from raytrain import localray
+
+localray.prefer_loopback()  # before Ray is imported: this benchmark's local Ray listens on 127.0.0.1 only
+
 import argparse
 import os
 import time

@@ -14,6 +14,10 @@ the split and the held-out images stay those of seed 0, the seed varies the nets
 
 from __future__ import annotations
 
+from raytrain import localray
+
+localray.prefer_loopback()  # before Ray is imported: this benchmark's local Ray listens on 127.0.0.1 only
+
 import argparse
 import os
 import tempfile

@@ -16,6 +16,10 @@ Ray Data's executor spinning beside training).
 
 from __future__ import annotations
 
+from raytrain import localray
+
+localray.prefer_loopback()  # before Ray is imported: this benchmark's local Ray listens on 127.0.0.1 only
+
 import argparse
 import os
 import statistics

@@ -13,6 +13,10 @@ step done (``startup_s``).
 
 from __future__ import annotations
 
+from raytrain import localray
+
+localray.prefer_loopback()  # before Ray is imported: this benchmark's local Ray listens on 127.0.0.1 only
+
 import argparse
 import tempfile
 import time
