@@ -127,6 +127,25 @@ def test_progress_lines_for_logs_report_step_and_time_left(capsys, monkeypatch):
     ]
 
 
+def test_progress_lines_of_a_time_budgeted_run_count_down_the_budget(capsys, monkeypatch):
+    """train.max_minutes with train.steps as a cap: the time left is what remains of the budget, not the steps' ETA."""
+    from raytrain.train import progress as L
+
+    clock = iter([0.0, 0.0, 40.0, 40.0, 41.0, 200.0])  # construction, each update, each line
+    monkeypatch.setattr(L.time, "perf_counter", lambda: next(clock))
+    bar = L.ProgressLines(1_000_000, "run (lir)", every_s=30, budget_s=180)
+    bar.update(1)  # the first step: no line
+    bar.update(9)  # 40 s: 9 steps in 40 s would leave ~4.4e6 s; the budget leaves 140 s
+    bar.set_description("run (lir) val PSNR 21.00 dB")  # 41 s: 139 s
+    bar.set_description("run (lir) val PSNR 22.00 dB")  # 200 s: past the budget (the final validation): 0 s
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        "run (lir) | step 10/1000000 | 40 s | 140 s left",
+        "run (lir) val PSNR 21.00 dB | step 10/1000000 | 41 s | 139 s left",
+        "run (lir) val PSNR 22.00 dB | step 10/1000000 | 200 s | 0 s left",
+    ]
+
+
 def test_ema_averages_the_inference_nets_and_is_what_validation_and_export_see(tiny):
     """train.ema = 0.75, known answers: the first update copies the live weights; after the live weights move by +1,
     the average is old + 0.25 (0.75 * old + 0.25 * (old + 1); a swapped decay would give old + 0.75); inside

@@ -245,7 +245,8 @@ def run_training(cfg: RunConfig, parent_run_id: str | None = None) -> TrainResul
         tags["warning"] = "SCM uses a RANDOM VGG-19 (method.scm_backbone=random): test/demo only"
     with store.run(cfg.name, parent_run_id, tags, flatten(cfg)) as run:  # ends FINISHED / FAILED / KILLED
         board = ProgressBoard.remote()
-        result = fit(make_trainer(cfg, collection, run.info, board=board), board)
+        budget = cfg.train.max_minutes * 60 if cfg.train.max_minutes else None
+        result = fit(make_trainer(cfg, collection, run.info, board=board), board, budget)
         history = result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
         ckpt_path = result.checkpoint.path if result.checkpoint else None
         if ckpt_path and Path(ckpt_path, "model.pt").is_file():
@@ -253,11 +254,12 @@ def run_training(cfg: RunConfig, parent_run_id: str | None = None) -> TrainResul
     return TrainResult(result.metrics or {}, ckpt_path, run.run_id, storage_path(cfg), history)
 
 
-def fit(trainer, board):
-    """``trainer.fit()`` with the driver's progress display; a failure becomes one RaytrainError line."""
+def fit(trainer, board, budget_s: float | None = None):
+    """``trainer.fit()`` with the driver's progress display (``budget_s``: the run's time budget, for the time left);
+    a failure becomes one RaytrainError line."""
     try:
         # a live bar in a terminal; a line per validation and every 30 s where the output is a log (jobs, CI, pipes)
-        with DriverProgress(board, "bar" if sys.stderr.isatty() else "lines"):
+        with DriverProgress(board, "bar" if sys.stderr.isatty() else "lines", budget_s=budget_s):
             return trainer.fit()
     except (KeyboardInterrupt, SystemExit):
         raise

@@ -59,11 +59,12 @@ class BoardWriter:
 
 class ProgressLines:
     """The progress bar's interface for logs: a line per description change (each validation) and at least every
-    ``every_s`` seconds while steps advance (with the rate and the time left), instead of a bar redrawn in place."""
+    ``every_s`` seconds while steps advance (with the rate and the time left), instead of a bar redrawn in place.
+    ``budget_s`` (``train.max_minutes``): the time left is at most what remains of it."""
 
-    def __init__(self, total: int, desc: str, every_s: float = 30.0, file=None):
+    def __init__(self, total: int, desc: str, every_s: float = 30.0, file=None, budget_s: float | None = None):
         self.total, self.n, self.desc, self.t0 = total, 0, desc, time.perf_counter()
-        self.every_s, self.last, self.file = every_s, self.t0, file
+        self.every_s, self.last, self.file, self.budget_s = every_s, self.t0, file, budget_s
         self.n_first: int | None = None  # the step the first update reached (the resume step): the rate counts from it
 
     def update(self, n: int = 1) -> None:
@@ -81,22 +82,33 @@ class ProgressLines:
         now = time.perf_counter()
         self.last, el = now, now - self.t0
         done = self.n - (self.n_first or 0)
-        left = f" | {el / done * (self.total - self.n):.0f} s left" if 0 < done and self.n < self.total else ""
+        est = el / done * (self.total - self.n) if 0 < done and self.n < self.total else None
+        if self.budget_s is not None and self.n < self.total:
+            est = budget_left(self.budget_s, el) if est is None else min(est, budget_left(self.budget_s, el))
+        left = f" | {est:.0f} s left" if est is not None else ""
         print(f"{self.desc} | step {self.n}/{self.total} | {el:.0f} s{left}", file=self.file or sys.stdout, flush=True)
 
     def close(self) -> None:
         pass
 
 
+def budget_left(budget_s: float, elapsed_s: float) -> float:
+    """Seconds left of a time budget (never negative)."""
+    return max(budget_s - elapsed_s, 0.0)
+
+
 class DriverProgress:
     """Follows a :class:`ProgressBoard` from a daemon thread while ``fit`` runs and draws it: ``mode`` ``bar`` (a
     ``tqdm`` bar on stderr) or ``lines`` (:class:`ProgressLines` on stdout). A context manager around ``fit``: on
-    exit it draws the board's last state and closes the bar."""
+    exit it draws the board's last state and closes the bar. ``budget_s``: the run's time budget
+    (``train.max_minutes``), shown as the time left where the step count alone would mislead (``train.steps`` is then
+    a cap)."""
 
-    def __init__(self, board, mode: str = "bar", every_s: float = 0.5, file=None):
+    def __init__(self, board, mode: str = "bar", every_s: float = 0.5, file=None, budget_s: float | None = None):
         if mode not in ("bar", "lines"):
             raise ValueError(f"progress mode {mode!r}: bar or lines")
         self.board, self.mode, self.every_s, self.file = board, mode, every_s, file
+        self.budget_s, self._t0 = budget_s, time.perf_counter()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._follow, name="raytrain-progress", daemon=True)
         self._bar = None
@@ -123,7 +135,10 @@ class DriverProgress:
 
                 self._bar = tqdm(total=total, desc=desc, dynamic_ncols=True, file=self.file)
             else:  # no description yet: the first draw prints a line
-                self._bar = ProgressLines(total, "", file=self.file)
+                self._bar = ProgressLines(total, "", file=self.file, budget_s=self.budget_s)
+        if self.mode == "bar" and self.budget_s is not None:
+            left = budget_left(self.budget_s, time.perf_counter() - self._t0)
+            self._bar.set_postfix_str(f"time budget: {left:.0f} s left", refresh=False)
         if n != self._bar.n:
             self._bar.update(n - self._bar.n)
         if desc != self._bar.desc:
