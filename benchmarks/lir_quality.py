@@ -54,12 +54,13 @@ def row(name: str, rows: list[dict], extra: str = "") -> str:
     return f"| {name} | {psnr} | {ssim} | {extra} |"
 
 
-def lir_row(name: str, runs: list[tuple[int, int, list[dict]]], minutes: float) -> str:
-    """One LIR variant's row: over the held-out images for one seed, over the seeds' means for several."""
-    steps = "/".join(str(n) for _, n, _ in runs)
+def lir_row(name: str, runs: list[tuple[int, list[dict]]], minutes: float) -> str:
+    """One LIR variant's row from its runs' (steps, per-image rows): over the held-out images for one seed, over the
+    seeds' means for several."""
+    steps = "/".join(str(n) for n, _ in runs)
     if len(runs) == 1:
-        return row(f"LIR {name}", runs[0][2], f"{steps} steps, {minutes:g} min, 2 workers")
-    means = [{k: float(np.mean([r[k] for r in rows])) for k in ("psnr", "ssim")} for _, _, rows in runs]
+        return row(f"LIR {name}", runs[0][1], f"{steps} steps, {minutes:g} min, 2 workers")
+    means = [{k: float(np.mean([r[k] for r in rows])) for k in ("psnr", "ssim")} for _, rows in runs]
     per_seed = ", ".join(f"{m['psnr']:.2f}" for m in means)
     return row(f"LIR {name} ({len(runs)} seeds: {per_seed})", means, f"{steps} steps, {minutes:g} min, 2 workers")
 
@@ -92,7 +93,7 @@ def main() -> None:
     pairs = None
     seeds = [int(x) for x in a.seeds.split(",")]
     for name in a.variants.split(","):
-        runs = []  # (seed, steps, per-image rows)
+        runs = []  # (steps, per-image rows) per seed
         for seed in seeds:
             cfg = load_config(None, [*base, f"name=lir-{name}-s{seed}", f"seed={seed}", *VARIANTS[name]])
             pairs = pairs or load_domains(cfg).val
@@ -102,11 +103,11 @@ def main() -> None:
             for k in method.inference_nets:
                 method.nets[k].load_state_dict(payload["nets"][k])
             method.train(False)
-            runs.append((seed, int(res.metrics["step"]), evaluate_pairs(method.restore, pairs)))
+            runs.append((int(res.metrics["step"]), evaluate_pairs(method.restore, pairs)))
             vals = [h for h in res.history if np.isfinite(h.get("val_psnr", np.nan))]  # the validation reports
             print(f"LIR {name} seed {seed} validation curve (step: PSNR dB / SSIM): "
                   + ", ".join(f"{int(h['step'])}: {h['val_psnr']:.2f}/{h['val_ssim']:.3f}" for h in vals)
-                  + f"; held-out {np.mean([r['psnr'] for r in runs[-1][2]]):.2f} dB", flush=True)  # fmt: skip
+                  + f"; held-out {np.mean([r['psnr'] for r in runs[-1][1]]):.2f} dB", flush=True)  # fmt: skip
         lines.append(lir_row(name, runs, a.minutes))
         print(lines[-1], flush=True)
     lines[2:2] = classical(pairs, a.sigma)

@@ -45,8 +45,12 @@ def plot(rows: dict[int, dict], out: str) -> None:
         for arm, style, name in (("gaussian", "--", "Gaussian + real pairs"), ("real_pairs", ":", "real pairs only")):
             if arm in first and first[arm][key] not in ("", "nan"):
                 a.axhline(float(first[arm][key]), ls=style, color="gray", label=name)
-        a.set_xscale("log"), a.set_xticks(steps, [str(n) for n in steps]), a.minorticks_off()
-        a.set_xlabel("noise-model steps"), a.set_ylabel(label), a.legend(fontsize=7)
+        a.set_xscale("log")
+        a.set_xticks(steps, [str(n) for n in steps])
+        a.minorticks_off()
+        a.set_xlabel("noise-model steps")
+        a.set_ylabel(label)
+        a.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
 

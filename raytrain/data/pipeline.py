@@ -92,16 +92,17 @@ def load_domains(cfg) -> Collection:
     d = cfg.data
     images, noisy, groups = read_collection(cfg)
     check_min_size(images, d.patches.size, d.source)
+    seed = split_seed(cfg)
     clean = [im.pixels for im in images]
     if d.tiles:  # the training images become tiles, and the domains are split by tile (validation stays whole)
-        val_idx, rest = hold_out(len(images), d.val_images, split_seed(cfg), groups)
+        val_idx, rest = hold_out(len(images), d.val_images, seed, groups)
         val = [(clean[i], noisy[i]) for i in val_idx]
         keep = sorted(rest)
         clean, noisy = tile_images([clean[i] for i in keep], [noisy[i] for i in keep], d.tiles)
-        split = make_split(len(clean), d, split_seed(cfg), tiles=True)
+        split = make_split(len(clean), d, seed, tiles=True)
         split.val = val_idx  # the held-out images (indices into the collection, not into the tiles)
     else:
-        split = make_split(len(images), d, split_seed(cfg), groups=groups)
+        split = make_split(len(images), d, seed, groups=groups)
         val = [(clean[i], noisy[i]) for i in split.val]
     val = [Pair(centre_crop(c, d.val_crop), centre_crop(n, d.val_crop)) for c, n in val]
     domains = {

@@ -84,7 +84,8 @@ class ProgressLines:
         done = self.n - (self.n_first or 0)
         est = el / done * (self.total - self.n) if 0 < done and self.n < self.total else None
         if self.budget_s is not None and self.n < self.total:
-            est = budget_left(self.budget_s, el) if est is None else min(est, budget_left(self.budget_s, el))
+            rest = budget_left(self.budget_s, el)
+            est = rest if est is None else min(est, rest)
         left = f" | {est:.0f} s left" if est is not None else ""
         print(f"{self.desc} | step {self.n}/{self.total} | {el:.0f} s{left}", file=self.file or sys.stdout, flush=True)
 
@@ -108,7 +109,7 @@ class DriverProgress:
         if mode not in ("bar", "lines"):
             raise ValueError(f"progress mode {mode!r}: bar or lines")
         self.board, self.mode, self.every_s, self.file = board, mode, every_s, file
-        self.budget_s, self._t0 = budget_s, time.perf_counter()
+        self.budget_s = budget_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._follow, name="raytrain-progress", daemon=True)
         self._bar = None
@@ -134,6 +135,7 @@ class DriverProgress:
                 from tqdm import tqdm
 
                 self._bar = tqdm(total=total, desc=desc, dynamic_ncols=True, file=self.file)
+                self._t0 = time.perf_counter()  # the budget's clock starts with the first report, as ProgressLines's
             else:  # no description yet: the first draw prints a line
                 self._bar = ProgressLines(total, "", file=self.file, budget_s=self.budget_s)
         if self.mode == "bar" and self.budget_s is not None:
