@@ -151,8 +151,12 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--method", default="dncnn")
-    ap.add_argument("--config", default=None, help="a run config to start from (its method and widths), e.g. "
-                    "configs/lir_awgn_blind.yaml or configs/senm_pipeline.yaml (the CPU recipes)")
+    ap.add_argument(
+        "--config",
+        default=None,
+        help="a run config to start from (its method and widths), e.g. "
+        "configs/lir_awgn_blind.yaml or configs/senm_pipeline.yaml (the CPU recipes)",
+    )
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--minutes", type=float, default=None, help="size the Ray run as 1e6 steps stopped after M minutes")
     ap.add_argument("--in-trainer", action="store_true", help="also time the plain loop in a TorchTrainer worker")

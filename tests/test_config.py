@@ -20,6 +20,15 @@ def test_yaml_and_overrides_are_typed(tmp_path):
     assert cfg.data.noise.sigma == (1.0, 2.0)
 
 
+def test_one_mix_weight_is_set_without_zeroing_the_others(tmp_path):
+    """data.mix weighs a domain it does not name 0: an override of one weight starts from the default mix when the
+    config sets none (SeNM-VAE's no_source / no_target variants), and from the config's own mix when it does."""
+    assert load_config(None, ["data.mix.source=0"]).data.mix == {"paired": 1.0, "source": 0.0, "target": 1.0}
+    f = tmp_path / "c.yaml"
+    f.write_text("data:\n  mix: {paired: 2, target: 1}\n")
+    assert load_config(f, ["data.mix.target=0.5"]).data.mix == {"paired": 2.0, "target": 0.5}
+
+
 @pytest.mark.parametrize(
     "override, named",
     [
@@ -31,6 +40,7 @@ def test_yaml_and_overrides_are_typed(tmp_path):
         ("method.name=foo", "method"),
         ("data.noise.kind=speckle", "data.noise"),
         ("scaling.num_workers=0", "scaling.num_workers"),
+        ("data.unpaired.count=-1", "data.unpaired.count"),
     ],
 )
 def test_bad_values_name_the_key(override, named):

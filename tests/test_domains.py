@@ -89,3 +89,50 @@ def test_split_seed_keeps_the_split_and_the_noise_while_the_seed_varies():
     assert c.split != a.split  # without it the run's seed draws another split
     with pytest.raises(Exception, match="split_seed"):
         load_config(None, ["data.split_seed=-1"])
+
+
+def test_unpaired_caps_keep_nested_subsets_and_drop_a_domain_at_zero():
+    """data.unpaired (SeNM-VAE Table 7): each unpaired domain keeps the first images of the split's seeded order, so
+    a smaller cap's images are within a larger one's; paired and validation images do not move; 0 empties a domain
+    (the launcher then drops it from data.mix); a cap over what the split leaves is one line naming the key."""
+    from raytrain.config import load_config
+    from raytrain.data.domains import make_split
+
+    def split(*sets):
+        return make_split(40, load_config(None, ["data.val_images=4", "data.paired.count=6", *sets]).data, seed=3)
+
+    full = split()
+    small, large = split("data.unpaired.count=3"), split("data.unpaired.count=10")
+    one_sided = split("data.unpaired.source=0", "data.unpaired.count=5")
+    assert (len(full.source), len(full.target)) == (15, 15)
+    assert (len(small.source), len(small.target), len(large.source), len(large.target)) == (3, 3, 10, 10)
+    assert set(small.source) < set(large.source) < set(full.source)
+    assert set(small.target) < set(large.target) < set(full.target)
+    assert small.val == full.val and small.paired == full.paired and small.source == sorted(small.source)
+    assert one_sided.source == [] and len(one_sided.target) == 5
+    with pytest.raises(DataError, match=r"data.unpaired.target=16 is larger than the 15 noisy-only"):
+        split("data.unpaired.count=2", "data.unpaired.target=16")
+    with pytest.raises(DataError, match=r"data.unpaired.count=16 is larger than the 15 clean-only"):
+        split("data.unpaired.count=16")
+
+
+def test_table7_rows_reach_the_domains_senm_draws():
+    """SeNM-VAE Table 7: the two-domain rows are the no_source / no_target variants (a 0 in data.mix), and a domain
+    capped to 0 by data.unpaired is dropped by the launcher the same way; the others keep all three domains."""
+    from raytrain.config import load_config
+    from raytrain.config.loading import to_raw, validate
+    from raytrain.data.pipeline import load_domains
+    from raytrain.methods import method_class
+    from raytrain.train.launch import without_empty_domains
+    from raytrain.tune.space import trial_raw
+
+    senm = method_class("senm")
+    base = to_raw(load_config(None, ["method.name=senm", "data.max_size=96", "data.patches.size=32",
+                                     "data.val_images=2", "data.paired.count=2"]))  # fmt: skip
+    for variant, left in (("full", ("paired", "source", "target")), ("no_source", ("paired", "target")),
+                          ("no_target", ("paired", "source"))):  # fmt: skip
+        assert senm.domains_for(validate(trial_raw(base, {"variant": variant}), "t")) == left
+    capped = validate(trial_raw(base, {"data.unpaired.target": 0, "data.unpaired.count": 3}), "t")
+    col = load_domains(capped)
+    assert (len(col.domains["source"]), len(col.domains["target"])) == (3, 0)
+    assert senm.domains_for(without_empty_domains(capped, col)) == ("paired", "source")

@@ -15,6 +15,7 @@ from raytrain.config.run import (
     DEFAULT_METHOD,
     RunConfig,
 )
+from raytrain.config.sections import DataConfig
 from raytrain.errors import ConfigError
 from raytrain.methods.registry import specs
 
@@ -56,16 +57,21 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return path, value
 
 
+def default_mix() -> dict[str, float]:
+    return DataConfig.model_fields["mix"].default_factory()
+
+
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """Return a copy of ``raw`` with each ``a.b=c`` applied; the result is validated by :func:`load_config`."""
     out = copy.deepcopy(raw)
     for item in overrides:
         path, value = parse_override(item)
         node = out
-        for part in path[:-1]:
+        for i, part in enumerate(path[:-1]):
             nxt = node.get(part)
-            if nxt is None:
-                nxt = node[part] = {}
+            if nxt is None:  # a section not given yet; data.mix starts from its default weights, so that one
+                # domain's weight can be set without zeroing the others (the mix weighs unnamed domains 0)
+                nxt = node[part] = default_mix() if tuple(path[: i + 1]) == ("data", "mix") else {}
             if not isinstance(nxt, dict):
                 raise ConfigError(f"--set {item!r}: {part!r} is a value, not a section")
             node = nxt

@@ -115,6 +115,21 @@ class Paired(Strict):
         return self
 
 
+class Unpaired(Strict):
+    """How many of the split's unpaired images (tiles) each unpaired domain keeps (SeNM-VAE Table 7: 0 / 96 / 960):
+    ``count`` for both the clean-only source and the noisy-only target, ``source`` / ``target`` for one of them;
+    null keeps all. A domain capped to 0 is dropped from the run (as a 0 in ``data.mix``)."""
+
+    count: Annotated[int, Field(ge=0)] | None = None
+    source: Annotated[int, Field(ge=0)] | None = None
+    target: Annotated[int, Field(ge=0)] | None = None
+
+    def cap(self, domain: str) -> int | None:
+        """The cap of ``source`` or ``target``: its own key, else ``count``."""
+        own = getattr(self, domain)
+        return own if own is not None else self.count
+
+
 Augment = Literal["dihedral", "flips", "none", "auto"]
 
 
@@ -156,6 +171,7 @@ class DataConfig(Strict):
     # to keep one split while the seed varies only the training: nets' init, patch order)
     split_seed: Annotated[int, Field(ge=0)] | None = None
     paired: Paired = Field(default_factory=Paired)
+    unpaired: Unpaired = Field(default_factory=Unpaired)  # caps on the clean-only / noisy-only domains' sizes
     val_images: Annotated[int, Field(ge=1)] = 2
     val_crop: Annotated[int, Field(ge=16)] | None = 128  # centre crop of each validation image; null = whole image
     mix: dict[Literal["paired", "source", "target"], Annotated[float, Field(ge=0)]] = Field(

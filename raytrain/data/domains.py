@@ -78,7 +78,7 @@ def split_semi(
         k = max(1, round((fraction if fraction is not None else 1.0) * len(rest)))
     remaining = rest[k:]
     half = len(remaining) // 2
-    return Split(val, sorted(rest[:k]), sorted(remaining[:half]), sorted(remaining[half:]))
+    return Split(val, sorted(rest[:k]), remaining[:half], remaining[half:])  # unpaired: seeded order (make_split)
 
 
 def split_two_domain(n: int, val_images: int, seed: int, groups: list[str] | None = None) -> Split:
@@ -87,14 +87,28 @@ def split_two_domain(n: int, val_images: int, seed: int, groups: list[str] | Non
     if len(rest) < 2:
         raise DataError(f"collection has {n} images; two domains need at least 2 besides validation")
     half = len(rest) // 2
-    return Split(val, [], sorted(rest[:half]), sorted(rest[half:]))
+    return Split(val, [], rest[:half], rest[half:])  # seeded order: make_split caps and sorts
 
 
 def make_split(n: int, data_cfg, seed: int, tiles: bool = False, groups: list[str] | None = None) -> Split:
     """Split from a validated ``DataConfig``; ``tiles``: ``n`` training tiles, validation already held out;
-    ``groups``: the scene of each image (datasets), kept whole across validation and training."""
+    ``groups``: the scene of each image (datasets), kept whole across validation and training. ``data.unpaired``
+    caps the clean-only and noisy-only domains to their first images in the split's seeded order, so a smaller cap
+    keeps a subset of a larger one's images (Table 7's 96 within its 960)."""
     v = 0 if tiles else data_cfg.val_images
     if data_cfg.split == "two_domain":
-        return split_two_domain(n, v, seed, groups)
-    return split_semi(n, v, seed, data_cfg.paired.fraction, data_cfg.paired.count, "tiles" if tiles else "images",
-                      groups)  # fmt: skip
+        split = split_two_domain(n, v, seed, groups)
+    else:
+        split = split_semi(n, v, seed, data_cfg.paired.fraction, data_cfg.paired.count, "tiles" if tiles else "images",
+                           groups)  # fmt: skip
+    unpaired = getattr(data_cfg, "unpaired", None)
+    for domain, what in (("source", "clean-only"), ("target", "noisy-only")):
+        order = getattr(split, domain)
+        cap = unpaired.cap(domain) if unpaired is not None else None
+        if cap is not None and cap > len(order):
+            key = f"data.unpaired.{domain if getattr(unpaired, domain) is not None else 'count'}"
+            unit = "tiles" if tiles else "images"
+            raise DataError(f"{key}={cap} is larger than the {len(order)} {what} training {unit} the split leaves "
+                            f"({n} in the collection)")  # fmt: skip
+        setattr(split, domain, sorted(order if cap is None else order[:cap]))
+    return split
