@@ -22,7 +22,14 @@ Weight = Annotated[float, Field(ge=0, le=1000)]
 
 
 # The paper's Table 6 ablation: without the reconstruction of x (the clean image) vs the full objective
-VARIANTS = {"full": (), "no_rec_x": ("method.rec_x=false",)}
+# Table 6: without the clean image's reconstruction; Table 7's two-domain rows: without the clean-only source (its
+# "0 / 100%" row) or the noisy-only target ("100% / 0"); its 0 / 96 / 960 rows are a grid on data.unpaired.count
+VARIANTS = {
+    "full": (),
+    "no_rec_x": ("method.rec_x=false",),
+    "no_source": ("data.mix.source=0",),
+    "no_target": ("data.mix.target=0",),
+}
 
 # The train section's defaults for SeNM-VAE (keys the run's config does not set): the paper / official SIDD recipe,
 # Adam lr 1e-4 without weight decay, halved at 150k, 225k, 270k and 285k of 300k steps
