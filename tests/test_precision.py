@@ -56,6 +56,31 @@ def test_a_step_runs_its_convolutions_at_the_precision_and_keeps_fp32_weights(me
     assert changed, "no net was updated"
 
 
+@pytest.mark.parametrize("method", sorted(TINY))
+def test_channels_last_lays_out_every_4d_weight_and_trains_as_the_default_layout(method):
+    """train.channels_last on every method's nets (SeNM-VAE holds a 5-D z_n colour filter, which stays as it is):
+    the optimisers keep the same parameters and a step gives the default layout's losses."""
+    from raytrain.train.loop import fast_nets
+
+    losses = {}
+    for last in (False, True):
+        torch.manual_seed(0)
+        cfg = load_config(None, [*TINY[method], f"train.channels_last={str(last).lower()}"])
+        m = build_method(cfg, torch.device("cpu"))
+        params = {id(p) for o in m.optimizers.values() for g in o.param_groups for p in g["params"]}
+        fast_nets(cfg, m)
+        four = [t for net in m.nets.values() for t in [*net.parameters(), *net.buffers()] if t.dim() == 4]
+        assert four and all(t.is_contiguous(memory_format=torch.channels_last) == last for t in four if t.shape[1] > 1
+                            and t.shape[2] * t.shape[3] > 1)  # fmt: skip
+        assert params <= {id(p) for net in m.nets.values() for p in net.parameters()}
+        fmt = torch.channels_last if last else torch.contiguous_format
+        data = {d: {k: v.contiguous(memory_format=fmt) for k, v in b.items()} for d, b in batches(m.domains).items()}
+        losses[last] = m.train_step(data, 1).losses
+    assert losses[True].keys() == losses[False].keys()
+    for k in losses[False]:
+        assert losses[True][k] == pytest.approx(losses[False][k], rel=1e-4, abs=1e-6), k
+
+
 def test_fp16_without_a_gpu_is_refused_naming_the_key():
     with pytest.raises(ConfigError, match=r"train.precision=fp16 needs a GPU"):
         load_config(None, ["train.precision=fp16"])

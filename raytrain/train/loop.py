@@ -114,12 +114,25 @@ def fast_path(cfg: RunConfig, device: torch.device) -> None:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.train.precision == "fp32"
 
 
+def channels_last_(net: torch.nn.Module) -> None:
+    """The 4-D weights and buffers of ``net`` in channels-last memory, in place (the same Parameter objects, so the
+    optimisers keep them). ``Module.to(memory_format=...)`` would also take 5-D tensors (SeNM-VAE's colour filters
+    of z_n), which channels-last cannot lay out."""
+    for mod in net.modules():
+        for p in mod.parameters(recurse=False):
+            if p.dim() == 4:
+                p.data = p.data.contiguous(memory_format=torch.channels_last)
+        for name, b in mod.named_buffers(recurse=False):
+            if b is not None and b.dim() == 4:
+                mod._buffers[name] = b.contiguous(memory_format=torch.channels_last)
+
+
 def fast_nets(cfg: RunConfig, method: Method) -> None:
     """``train.channels_last``: every net's weights in channels-last memory; ``train.compile``: every net compiled in
     place (``nn.Module.compile``: the module under a DDP wrapper, so state-dict keys and checkpoints are unchanged)."""
     for net in method.nets.values():
         if cfg.train.channels_last:
-            net.to(memory_format=torch.channels_last)
+            channels_last_(net)
         if cfg.train.compile:
             unwrap(net).compile()
 
