@@ -316,3 +316,61 @@ def test_ldct_bad_slices_are_one_line_naming_the_file(tmp_path):
         load_dataset(f"ldct:{tmp_path / 'B'}", "gray")
     with pytest.raises(ConfigError, match=r"hu_window: low 100 must be below high 100"):
         load_config(None, ["data.hu_window=[100,100]"])
+
+
+def write_png(path, arr: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(path, arr)
+
+
+def sr_image(rng, h: int, w: int) -> np.ndarray:
+    return rng.integers(0, 256, (h, w), dtype=np.uint8)
+
+
+def test_sr_pairs_read_hr_lr_folders_and_realsr_side_by_side_files(tmp_path):
+    """Both SR layouts: HR/ and LR/ folders (DRealSR: train_HR / train_LR, _x1 / _x4 names) and RealSR V3's files
+    side by side (NAME_HR beside NAME_LR2 / NAME_LR4: only this scale's LR pairs); each pair is (HR, LR), the LR
+    image HR's size / scale, its group the folder without its HR/LR part."""
+    from raytrain.data.datasets import sr_pairs
+
+    rng = np.random.default_rng(0)
+    want = {}
+    for i in range(2):
+        hr, lr = sr_image(rng, 32, 24), sr_image(rng, 8, 6)
+        write_png(tmp_path / "dreal" / "x4" / "train_HR" / f"img{i}_x1.png", hr)
+        write_png(tmp_path / "dreal" / "x4" / "train_LR" / f"img{i}_x4.png", lr)
+        want[f"x4/img{i}"] = (hr, lr)
+    pairs, groups = sr_pairs(tmp_path / "dreal", 4, "gray")
+    assert [h.name for h, _ in pairs] == sorted(want) and groups == ["x4", "x4"]
+    for h, lo in pairs:
+        assert np.array_equal((h.pixels[..., 0] * 255).round(), want[h.name][0])
+        assert np.array_equal((lo.pixels[..., 0] * 255).round(), want[h.name][1])
+    for cam in ("Canon", "Nikon"):
+        write_png(tmp_path / "realsr" / cam / "Train" / "4" / f"{cam}_001_HR.png", sr_image(rng, 16, 16))
+        write_png(tmp_path / "realsr" / cam / "Train" / "4" / f"{cam}_001_LR4.png", sr_image(rng, 4, 4))
+        write_png(tmp_path / "realsr" / cam / "Train" / "4" / f"{cam}_001_LR2.png", sr_image(rng, 8, 8))
+    pairs, groups = sr_pairs(tmp_path / "realsr", 4, "gray")
+    assert groups == ["Canon/Train/4", "Nikon/Train/4"] and [lo.pixels.shape for _, lo in pairs] == [(4, 4, 1)] * 2
+    assert [h.pixels.shape for h, _ in pairs] == [(16, 16, 1)] * 2
+
+
+def test_bad_sr_sets_are_one_line_naming_the_file(tmp_path):
+    from raytrain.data.datasets import sr_pairs
+
+    rng = np.random.default_rng(1)
+    with pytest.raises(DataError, match="SR dataset path not found"):
+        sr_pairs(tmp_path / "nope", 4, "gray")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no SR images"):
+        sr_pairs(tmp_path / "empty", 4, "gray")
+    write_png(tmp_path / "a" / "HR" / "p.png", sr_image(rng, 16, 16))
+    write_png(tmp_path / "a" / "LR" / "p.png", sr_image(rng, 8, 8))
+    with pytest.raises(DataError, match=r"LR[/\\]p.png: the HR image is 2x its LR image, data.sr_scale is 4"):
+        sr_pairs(tmp_path / "a", 4, "gray")
+    write_png(tmp_path / "a" / "LR" / "p.png", sr_image(rng, 4, 5))
+    with pytest.raises(DataError, match=r"p.png: LR 4x5 x 4 is not its HR image's 16x16"):
+        sr_pairs(tmp_path / "a", 4, "gray")
+    write_png(tmp_path / "a" / "LR" / "p.png", sr_image(rng, 4, 4))
+    write_png(tmp_path / "a" / "HR" / "q.png", sr_image(rng, 16, 16))
+    with pytest.raises(DataError, match=r"HR[/\\]q\.png: no matching LR image \(x4\) for this HR one"):
+        sr_pairs(tmp_path / "a", 4, "gray")

@@ -18,6 +18,12 @@ RescaleSlope / RescaleIntercept) or of 16-bit PNG/TIFF slices (HU = value - ``da
 InstanceNumber (DICOM) or file order; a pair is (full, quarter) dose, its group the patient. HU are mapped to [0, 1]
 through ``data.hu_window`` (clipped), so PSNR / SSIM use the window as their data range.
 
+Super-resolution pairs (RealSR / DRealSR, for SeNM-VAE's SR tables): :func:`sr_pairs` reads ``PATH`` with HR and
+LR folders (``HR`` / ``LR``, ``train_HR`` / ``train_LR``, ...; a file pairs with the same name in the other folder,
+``_x1`` / ``_x4`` suffixes aside) or files side by side (RealSR V3: ``Canon_001_HR.png`` beside
+``Canon_001_LR4.png``), at any depth; a pair is (HR, LR), its group the folder (the camera). The LR image must be
+the HR image's size divided by the scale. (The SR training pipeline that consumes them is issue 16's next part.)
+
 DND (sRGB benchmark; no ground truth, so no training source): :func:`dnd_crops` reads ``info.mat`` (MATLAB v7.3:
 ``info.boundingboxes``, one 20 x 4 array of 1-based inclusive [row0, col0, row1, col1] per image) and
 ``images_srgb/NNNN.mat`` (``InoisySRGB``, float in [0, 1]) and yields each image's crops, as the benchmark's devkit
@@ -141,6 +147,68 @@ def sidd_blocks(root: Path, color: str) -> tuple[list[tuple[Image, Image]], list
             c, n = (to_color(to_float(arrays[r][i, b], name), color, name) for r in ("clean", "noisy"))
             pairs.append((Image(name, c), Image(name, n)))
             groups.append(f"val_{i + 1:02d}")
+    return pairs, groups
+
+
+# ------------------------------------------------------------------------------------------------ SR pairs
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+_SR_DIR = re.compile(r"(?i)(^|[_-])(?P<role>hr|lr)($|[_-])")
+_SR_STEM = re.compile(r"(?i)[_-](?P<role>hr|lr(?P<lr>\d+)|x(?P<x>\d+))$")
+
+
+def _sr_role(rel: Path, scale: int) -> tuple[str, tuple[str, ...], str] | None:
+    """(role, the folder with its HR/LR part blanked, the stem without its HR/LR suffix) of a file, or None."""
+    role, parts = None, list(rel.parent.parts)
+    for i, part in enumerate(parts):
+        m = _SR_DIR.search(part)
+        if m:
+            role, parts[i] = m["role"].upper(), _SR_DIR.sub(r"\1*\3", part, count=1)
+    stem, m = rel.stem, _SR_STEM.search(rel.stem)
+    if m:
+        tag = m["role"].lower()
+        if tag == "hr" or (m["x"] is not None and int(m["x"]) == 1):
+            role = "HR"
+        elif (m["lr"] is not None and int(m["lr"]) == scale) or (m["x"] is not None and int(m["x"]) == scale):
+            role = "LR"
+        else:
+            return None  # another scale's LR image (RealSR keeps x2 / x3 / x4 side by side)
+        stem = stem[: m.start()]
+    return (role, tuple(parts), stem) if role else None
+
+
+def sr_pairs(root: str | Path, scale: int, color: str) -> tuple[list[tuple[Image, Image]], list[str]]:
+    """(HR, LR) pairs of a super-resolution set at ``scale`` and each pair's group (its folder), sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: SR dataset path not found")
+    found: dict[tuple[tuple[str, ...], str], dict[str, Path]] = {}
+    for f in sorted(root.rglob("*")):
+        if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file():
+            got = _sr_role(f.relative_to(root), scale)
+            if got:
+                found.setdefault(got[1:], {})[got[0]] = f
+    if not found:
+        raise DataError(
+            f"{root}: no SR images (expected HR/ and LR/ folders, or NAME_HR.png beside NAME_LR{scale}.png)"
+        )
+    pairs, groups = [], []
+    for (folder, stem), got in sorted(found.items()):
+        if len(got) < 2:
+            ((role, path),) = got.items()
+            other = "LR" if role == "HR" else "HR"
+            raise DataError(f"{path}: no matching {other} image (x{scale}) for this {role} one")
+        hr, lr = read_image(got["HR"], color), read_image(got["LR"], color)
+        (big_h, big_w), (h, w) = hr.shape[:2], lr.shape[:2]
+        if (big_h, big_w) != (h * scale, w * scale):
+            ratio = big_h / h if h else 0.0
+            why = (f"the HR image is {ratio:g}x its LR image, data.sr_scale is {scale}"
+                   if h and big_h % h == 0 and w and big_w % w == 0 and big_h // h == big_w // w
+                   else f"LR {h}x{w} x {scale} is not its HR image's {big_h}x{big_w}")  # fmt: skip
+            raise DataError(f"{got['LR']}: {why}")
+        group = "/".join(p for p in folder if "*" not in p) or "."
+        name = f"{group}/{stem}" if group != "." else stem
+        pairs.append((Image(name, hr), Image(name, lr)))
+        groups.append(group)
     return pairs, groups
 
 
