@@ -27,6 +27,7 @@ from raytrain import localray
 localray.prefer_loopback()  # before Ray is imported: this benchmark's local Ray listens on 127.0.0.1 only
 
 import argparse
+import itertools
 import os
 import statistics
 import tempfile
@@ -46,17 +47,27 @@ def fake_batch(domains: tuple[str, ...], n: int, c: int, s: int) -> dict:
 
 
 def plain_step_time(cfg, steps: int, threads: int) -> float:
+    """Seconds per step of a plain loop over in-memory batches, each step drawing what the Ray loop's step draws
+    (the loop's own ``draw_batches``: one domain per step for SeNM-VAE's ``domain_sampling: batch``, all for LIR)."""
+    from raytrain.train.draw import PatchBuffer, draw_batches
+
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     method = build_method(cfg, torch.device("cpu"))
     c = 1 if cfg.data.color == "gray" else 3
     batches = [fake_batch(method.domains, cfg.train.batch_size, c, cfg.data.patches.size) for _ in range(4)]
+
+    def stream(domain: str):
+        for i in itertools.count():
+            yield batches[i % 4][domain]
+
+    buffers = {d: PatchBuffer(stream(d)) for d in method.domains}
     warm = min(3, max(1, steps // 3))
-    for i in range(warm):
-        method.train_step(batches[i % 4], i)
+    for step in range(1, warm + 1):
+        method.train_step(draw_batches(method, cfg, buffers, step), step)
     t0 = time.perf_counter()
-    for i in range(steps):
-        method.train_step(batches[i % 4], i)
+    for step in range(warm + 1, warm + steps + 1):
+        method.train_step(draw_batches(method, cfg, buffers, step), step)
         method.end_step()
     return (time.perf_counter() - t0) / steps
 
