@@ -124,7 +124,7 @@ def channels_last_(net: torch.nn.Module) -> None:
                 p.data = p.data.contiguous(memory_format=torch.channels_last)
         for name, b in mod.named_buffers(recurse=False):
             if b is not None and b.dim() == 4:
-                mod._buffers[name] = b.contiguous(memory_format=torch.channels_last)
+                setattr(mod, name, b.contiguous(memory_format=torch.channels_last))  # a buffer stays a buffer
 
 
 def fast_nets(cfg: RunConfig, method: Method) -> None:
