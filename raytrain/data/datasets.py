@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from raytrain.data.images import Image, read_image, to_color, to_float
+from raytrain.data.images import EXTENSIONS, Image, read_image, to_color, to_float
 from raytrain.errors import DataError, first_line
 
 KINDS = ("sidd", "ldct")
@@ -151,7 +151,6 @@ def sidd_blocks(root: Path, color: str) -> tuple[list[tuple[Image, Image]], list
 
 
 # ------------------------------------------------------------------------------------------------ SR pairs
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 _SR_DIR = re.compile(r"(?i)(^|[_-])(?P<role>hr|lr)($|[_-])")
 _SR_STEM = re.compile(r"(?i)[_-](?P<role>hr|lr(?P<lr>\d+)|x(?P<x>\d+))$")
 
@@ -183,7 +182,7 @@ def sr_pairs(root: str | Path, scale: int, color: str) -> tuple[list[tuple[Image
         raise DataError(f"{root}: SR dataset path not found")
     found: dict[tuple[tuple[str, ...], str], dict[str, Path]] = {}
     for f in sorted(root.rglob("*")):
-        if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file():
+        if f.suffix.lower() in EXTENSIONS and f.is_file():
             got = _sr_role(f.relative_to(root), scale)
             if got:
                 found.setdefault(got[1:], {})[got[0]] = f

@@ -101,10 +101,10 @@ def make_split(n: int, data_cfg, seed: int, tiles: bool = False, groups: list[st
     else:
         split = split_semi(n, v, seed, data_cfg.paired.fraction, data_cfg.paired.count, "tiles" if tiles else "images",
                            groups)  # fmt: skip
-    unpaired = getattr(data_cfg, "unpaired", None)
+    unpaired = data_cfg.unpaired
     for domain, what in (("source", "clean-only"), ("target", "noisy-only")):
         order = getattr(split, domain)
-        cap = unpaired.cap(domain) if unpaired is not None else None
+        cap = unpaired.cap(domain)
         if cap is not None and cap > len(order):
             key = f"data.unpaired.{domain if getattr(unpaired, domain) is not None else 'count'}"
             unit = "tiles" if tiles else "images"
