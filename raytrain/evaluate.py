@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from raytrain.data.images import quantize8
+from raytrain.data.resize import bicubic_up
 from raytrain.layout import chw, to_image, to_tensor
 from raytrain.metrics import (
     akld,
@@ -39,16 +40,19 @@ def tiled(restore: Restorer, tile: int = 512, overlap: int = 32) -> Restorer:
         h, w = x.shape[-2:]
         if h <= tile and w <= tile:
             return restore(x)
-        out = None
+        out, r = None, 1  # r: the output's scale (a super-resolution net's output is r times its input)
         for y0 in starts(h):
             for x0 in starts(w):
-                piece = restore(x[..., y0 : y0 + tile, x0 : x0 + tile])
+                inp = x[..., y0 : y0 + tile, x0 : x0 + tile]
+                piece = restore(inp)
                 if out is None:
-                    out = piece.new_zeros((*piece.shape[:-2], h, w))
-                th, tw = piece.shape[-2:]
+                    r = piece.shape[-1] // inp.shape[-1]
+                    out = piece.new_zeros((*piece.shape[:-2], h * r, w * r))
+                th, tw = inp.shape[-2:]
                 a, b = (m if y0 else 0), th - (m if y0 + th < h else 0)
                 c, d = (m if x0 else 0), tw - (m if x0 + tw < w else 0)
-                out[..., y0 + a : y0 + b, x0 + c : x0 + d] = piece[..., a:b, c:d]
+                out[..., (y0 + a) * r : (y0 + b) * r, (x0 + c) * r : (x0 + d) * r] = piece[..., a * r : b * r,
+                                                                                          c * r : d * r]  # fmt: skip
         return out
 
     return run
@@ -60,17 +64,26 @@ def evaluate_pairs(
     pairs: list[tuple[np.ndarray, np.ndarray]],
     device: torch.device | str = "cpu",
     data_range: float = 1.0,
+    lpips: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> list[dict[str, float]]:
-    """Per-image PSNR/SSIM of the noisy input and of the restored output against clean; (clean, noisy) HWC pairs with
-    values in [0, data_range]."""
+    """Per-image PSNR/SSIM (and ``lpips`` distance, when given an LPIPS net) of the noisy input and of the restored
+    output against clean; (clean, noisy) HWC pairs with values in [0, data_range]. An (HR, LR) pair (super-resolution)
+    scores the LR input bicubic-upscaled to the HR size as its ``*_noisy`` baseline."""
     rows = []
     for clean, noisy in pairs:
         x, y = to_tensor(noisy, device), to_tensor(clean, device)
         xc, out = x.clamp(0, data_range), restore(x).clamp(0, data_range)
-        rows.append({
+        if xc.shape[-2:] != y.shape[-2:]:
+            xc = bicubic_up(xc / data_range, y.shape[-2:]) * data_range
+        row = {
             "psnr_noisy": float(psnr(xc, y, data_range)), "ssim_noisy": float(ssim(xc, y, data_range)),
             "psnr": float(psnr(out, y, data_range)), "ssim": float(ssim(out, y, data_range)),
-        })  # fmt: skip
+        }  # fmt: skip
+        if lpips is not None:
+            to3 = (lambda t: t.expand(-1, 3, -1, -1) / data_range) if y.shape[1] == 1 else (lambda t: t / data_range)
+            row["lpips_noisy"] = float(lpips(to3(xc), to3(y)).mean())
+            row["lpips"] = float(lpips(to3(out), to3(y)).mean())
+        rows.append(row)
     return rows
 
 

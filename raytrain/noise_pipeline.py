@@ -1,6 +1,12 @@
 """``raytrain pipeline``: SeNM-VAE noise model -> synthetic pairs -> downstream denoisers -> evaluation (Sec. 4 of the
 SeNM-VAE paper), with the baselines of its Table 1 in the same table.
 
+Super-resolution (``data.scale`` > 1, Sec. 4.6, Tables 4-5): the pairs are (HR, LR). The noise models learn the LR
+camera's y = B(x) + n' on (B(HR), LR) pairs (B: bicubic down-sampling; the noise model's run sets
+``data.downscale_clean``), synthesis turns each clean-only HR image x into (x, noise(B(x))), the downstream model is
+an RRDB, and the ``bicubic`` arm adds (x, B(x)) pairs without noise. Noise quality is measured on the held-out
+(B(HR), LR) pairs, SR quality (PSNR, SSIM, LPIPS when ``pipeline.lpips`` is set) on the held-out (HR, LR) pairs.
+
 Every stage is an MLflow run under one parent run (tags ``raytrain.stage``, ``raytrain.arm``, the run ids it used), so
 each number of the final table can be traced back to the runs and files that made it. Every arm uses the same split of
 the same collection (same seed), so all denoisers are scored on the same held-out real pairs, and the noise models on
@@ -21,7 +27,8 @@ import numpy as np
 from raytrain.config import RunConfig, apply_overrides, to_raw, validate
 from raytrain.data.degrade import fit_gaussian, fit_heteroscedastic
 from raytrain.data.images import Image
-from raytrain.data.pipeline import Collection, centre_crop, load_domains
+from raytrain.data.pipeline import Collection, DomainImages, centre_crop, load_domains
+from raytrain.data.resize import bicubic_down
 from raytrain.errors import RaytrainError
 from raytrain.evaluate import evaluate_pairs, noise_fid, noise_rows
 from raytrain.inference import load_restorer
@@ -30,7 +37,7 @@ from raytrain.synthesis import FittedSource, VAESource, as_synthesizer, write_pa
 from raytrain.tables import markdown_table
 from raytrain.tracking import Run
 
-SYNTHETIC_ARMS = ("senm", "gaussian", "heteroscedastic")
+SYNTHETIC_ARMS = ("senm", "gaussian", "heteroscedastic", "bicubic")
 NOISE_COLUMNS = [("kld", "KLD (residual)"), ("kld_noisy", "KLD (noisy image)"), ("akld", "AKLD"),
                  ("rho", "noise corr."), ("noise_std", "noise std")]  # fmt: skip
 
@@ -42,6 +49,37 @@ class PipelineResult:
     parent_run_id: str | None
     runs: dict[str, str] = field(default_factory=dict)  # "stage/arm" -> MLflow run id
     wall_s: float = 0.0
+
+
+def lr_view(collection: Collection, scale: int) -> Collection:
+    """An SR collection's LR view: every clean (HR) image bicubic-downscaled by ``scale`` (the B(x) of y = B(x) + n'),
+    what the noise models are fitted on and scored against; the collection itself when ``scale`` is 1."""
+    if scale == 1:
+        return collection
+
+    def down(images):
+        return None if images is None else [bicubic_down(c, scale) for c in images]
+
+    domains = {k: DomainImages(down(d.clean), d.noisy, d.synthetic_from, d.synthetic_fraction)
+               for k, d in collection.domains.items()}  # fmt: skip
+    val = [type(p)(bicubic_down(p.clean, scale), p.noisy) for p in collection.val]
+    return Collection(domains, val, collection.val_names, collection.split)
+
+
+class Downscaled:
+    """A noise source for super-resolution pairs: HR x -> ``source``(B(x)) at 1/``scale`` of the size (SeNM-VAE's
+    synthetic LR images); without a source, B(x) itself (the bicubic-only arm)."""
+
+    def __init__(self, source, scale: int):
+        self.source, self.scale = source, scale
+
+    def describe(self) -> dict:
+        inner = self.source.describe() if self.source is not None else {"kind": "none"}
+        return {**inner, "downscale": f"bicubic x{self.scale}"}
+
+    def __call__(self, clean: np.ndarray, index: int) -> np.ndarray:
+        low = bicubic_down(clean, self.scale)
+        return low if self.source is None else self.source(low, index)
 
 
 def fitted_sources(collection: Collection, seed: int) -> dict[str, FittedSource]:
@@ -60,6 +98,16 @@ def source_images(collection: Collection) -> list[Image]:
     if not clean:
         raise RaytrainError("pipeline: the split has no clean-only (source) images to synthesise from")
     return [Image(f"source_{i:05d}", c) for i, c in enumerate(clean)]
+
+
+def sr_sources(sources: dict[str, object], scale: int, arms) -> dict[str, object]:
+    """Each arm's noise source for ``scale`` > 1: applied to the bicubic-downscaled HR image; plus the bicubic arm."""
+    if scale == 1:
+        return sources
+    out: dict[str, object] = {arm: Downscaled(src, scale) for arm, src in sources.items()}
+    if "bicubic" in arms:
+        out["bicubic"] = Downscaled(None, scale)
+    return out
 
 
 def downstream_config(cfg: RunConfig, arm: str, name: str, synthetic: Path | None) -> RunConfig:
@@ -109,15 +157,17 @@ def run_pipeline(cfg: RunConfig, parent_run_id: str | None = None) -> PipelineRe
 
     if cfg.pipeline is None:
         raise RaytrainError("this config has no pipeline: section (see configs/senm_pipeline.yaml)")
+    build_lpips(cfg.pipeline.lpips)  # its files are checked now, not after the training stages
     t0 = time.perf_counter()
     with Store.of(cfg).run(f"{cfg.name}-pipeline", parent_run_id, {"raytrain.stage": "pipeline"}) as parent:
         stages = Stages(cfg, parent, (parent.run_id or time.strftime("%Y%m%d-%H%M%S"))[:8])
         collection = load_domains(cfg)
         print(f"[pipeline] split {collection.split.sizes()}, held-out real pairs: {', '.join(collection.val_names)}")
-        sources = stages.noise_model(collection)
-        folders = stages.synthesize(collection, sources)
+        low = lr_view(collection, cfg.data.scale)
+        sources = stages.noise_model(low)
+        folders = stages.synthesize(collection, sr_sources(sources, cfg.data.scale, cfg.pipeline.arms))
         trained = stages.downstream(folders)
-        return stages.evaluate(collection, sources, trained, t0)
+        return stages.evaluate(collection, low, sources, trained, t0)
 
 
 class Stages:
@@ -130,13 +180,15 @@ class Stages:
         self.runs: dict[str, str] = {}
 
     def noise_model(self, collection: Collection) -> dict[str, object]:
-        """1. Train SeNM-VAE; returns the noise sources of the arms (the trained model, the fitted baselines)."""
+        """1. Train SeNM-VAE; returns the noise sources of the arms (the trained model, the fitted baselines).
+        ``collection``: the pairs the noise models learn from (an SR run's LR view)."""
         from raytrain.train.launch import run_training
 
         cfg, p = self.cfg, self.cfg.pipeline
         raw = to_raw(cfg)
         raw.pop("pipeline")
-        noise_cfg = validate(apply_overrides(raw, [f"name={cfg.name}-{self.tag}-noise"]), "pipeline")
+        sets = [f"name={cfg.name}-{self.tag}-noise"] + (["data.downscale_clean=true"] if cfg.data.scale > 1 else [])
+        noise_cfg = validate(apply_overrides(raw, sets), "pipeline")
         print("[pipeline] 1/4 noise model (SeNM-VAE)")
         res = run_training(noise_cfg, parent_run_id=self.parent.run_id)
         if not res.checkpoint:
@@ -157,7 +209,7 @@ class Stages:
         print(f"[pipeline] 2/4 synthesis: {len(images)} clean source tiles x {copies} -> {', '.join(sources)}")
         folders: dict[str, Path] = {}
         for arm, src in sources.items():
-            made_by = self.runs["noise_model"] if arm == "senm" else "fitted on paired"
+            made_by = {"senm": self.runs["noise_model"], "bicubic": "none"}.get(arm, "fitted on paired")
             tags = {"raytrain.stage": "synthesize", "raytrain.arm": arm, "raytrain.noise_model_run": made_by}
             run = self.parent.child(f"{cfg.name}-{self.tag}-synth-{arm}", tags,
                                     {f"source.{k}": v for k, v in src.describe().items()})  # fmt: skip
@@ -188,16 +240,18 @@ class Stages:
             trained[arm] = r.checkpoint
         return trained
 
-    def evaluate(self, collection: Collection, sources: dict, trained: dict[str, str], t0: float) -> PipelineResult:
-        """4. Every arm on the held-out real pairs: the table, its files and a picture of the noise."""
+    def evaluate(self, collection: Collection, low: Collection, sources: dict, trained: dict[str, str], t0: float
+                 ) -> PipelineResult:  # fmt: skip
+        """4. Every arm on the held-out real pairs: the table, its files and a picture of the noise. ``low``: the
+        pairs the noise is scored on (an SR run's LR view; else ``collection``)."""
         print("[pipeline] 4/4 evaluation on the held-out real pairs")
         tags = {"raytrain.stage": "evaluate", "raytrain.val_images": ",".join(collection.val_names)}
         run = self.parent.child(f"{self.cfg.name}-{self.tag}-eval",
                                 tags | {f"raytrain.used.{k}": v for k, v in self.runs.items()})  # fmt: skip
         samples: dict[str, list[np.ndarray]] = {}
-        rows = evaluate(self.cfg, sources, trained, collection.val, samples)
+        rows = evaluate(self.cfg, sources, trained, collection.val, samples, low.val)
         result = PipelineResult(rows, self.out, self.parent.run_id, self.runs, time.perf_counter() - t0)
-        plot_noise_samples(collection.val, samples, self.out / "noise_samples.png")
+        plot_noise_samples(low.val, samples, self.out / "noise_samples.png")
         write_tables(result, self.cfg, [run, self.parent])
         run.end()
         if run:
@@ -205,10 +259,13 @@ class Stages:
         return result
 
 
-def evaluate(cfg: RunConfig, sources: dict, trained: dict[str, str], pairs, samples: dict | None = None
-             ) -> dict[str, dict]:  # fmt: skip
-    """Every arm's row: its noise model's quality (synthetic arms) and its denoiser's PSNR/SSIM on ``pairs``.
-    ``samples`` receives each noise model's synthetic noisy images (arm -> list, in the order of ``pairs``)."""
+def evaluate(cfg: RunConfig, sources: dict, trained: dict[str, str], pairs, samples: dict | None = None,
+             noise_pairs=None) -> dict[str, dict]:  # fmt: skip
+    """Every arm's row: its noise model's quality (synthetic arms, on ``noise_pairs``, default ``pairs``) and its
+    denoiser's (SR net's) PSNR/SSIM on ``pairs``, with LPIPS when ``pipeline.lpips`` is set. ``samples`` receives
+    each noise model's synthetic noisy images (arm -> list, in the order of ``noise_pairs``)."""
+    noise_pairs = pairs if noise_pairs is None else noise_pairs
+    lpips = build_lpips(cfg.pipeline.lpips)
     rows: dict[str, dict] = {}
     for arm in cfg.pipeline.arms:
         row: dict = {}
@@ -216,14 +273,39 @@ def evaluate(cfg: RunConfig, sources: dict, trained: dict[str, str], pairs, samp
             src = sources[arm]
             synth = src.synthesize if arm == "senm" else as_synthesizer(src)
             keep = samples.setdefault(arm, []) if samples is not None else None  # an empty dict is falsy: no `or`
-            row.update(noise_quality(arm, synth, pairs, keep=keep))
+            row.update(noise_quality(arm, synth, noise_pairs, keep=keep))
         _, denoiser = load_restorer(trained[arm])
-        scores = evaluate_pairs(denoiser.restore, pairs)
+        scores = evaluate_pairs(denoiser.restore, pairs, lpips=lpips)
         row["psnr"], row["psnr_std"] = mean_std([s["psnr"] for s in scores])
         row["ssim"], _ = mean_std([s["ssim"] for s in scores])
         row["psnr_noisy"], _ = mean_std([s["psnr_noisy"] for s in scores])
+        row["ssim_noisy"], _ = mean_std([s["ssim_noisy"] for s in scores])
+        if lpips is not None:
+            row["lpips"], _ = mean_std([s["lpips"] for s in scores])
+            row["lpips_noisy"], _ = mean_std([s["lpips_noisy"] for s in scores])
         rows[arm] = row
     return rows
+
+
+def build_lpips(spec):
+    """The LPIPS net of ``pipeline.lpips`` (None when unset): torchvision AlexNet + LPIPS v0.1 lin layers from local
+    files, or ``backbone: random`` (tests: an untrained AlexNet with equal lin weights, numbers without meaning)."""
+    if spec is None:
+        return None
+    import torch
+
+    from raytrain.losses.perceptual import build_perceptual
+
+    random = spec.backbone == "random"
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            return build_perceptual("lpips", None if random else spec.backbone, spec.lin, random).eval()
+    except FileNotFoundError as exc:
+        key = "lin" if str(exc) == str(spec.lin) else "backbone"
+        raise RaytrainError(
+            f"pipeline.lpips.{key}: {exc} not found; put the weight file there (no downloads)"
+        ) from None
 
 
 def plot_noise_samples(pairs, samples: dict[str, list[np.ndarray]], path: Path, crop: int = 96) -> Path | None:
@@ -253,25 +335,34 @@ def plot_noise_samples(pairs, samples: dict[str, list[np.ndarray]], path: Path, 
     return path
 
 
-SHORT = {"senm": "SeNM-VAE", "gaussian": "Gaussian", "heteroscedastic": "heteroscedastic"}
+SHORT = {"senm": "SeNM-VAE", "gaussian": "Gaussian", "heteroscedastic": "heteroscedastic", "bicubic": "bicubic"}
 LABELS = {"senm": "SeNM-VAE synthetic + real pairs", "gaussian": "Gaussian (paired std) + real pairs",
           "heteroscedastic": "heteroscedastic (fitted) + real pairs", "real_pairs": "real pairs only",
-          "all_real": "all real pairs (upper bound)"}  # fmt: skip
+          "all_real": "all real pairs (upper bound)", "bicubic": "bicubic-only synthetic + real pairs"}  # fmt: skip
 
 
 def markdown(result: PipelineResult, cfg: RunConfig) -> str:
     down = cfg.pipeline.downstream.method.name
+    has_lpips = all("lpips" in r for r in result.rows.values())
     head = ["training data", *(h for _, h in NOISE_COLUMNS), f"{down} PSNR (dB)", f"{down} SSIM"]
+    head += [f"{down} LPIPS"] if has_lpips else []
     rows = []
     for arm, r in result.rows.items():
         noise = [f"{r[k]:.4f}" if k in r else "–" for k, _ in NOISE_COLUMNS[:4]]
         noise.append(f"{r['noise_std']:.2f}" if "noise_std" in r else "–")
-        rows.append([LABELS[arm], *noise, f"{r['psnr']:.2f} ± {r['psnr_std']:.2f}", f"{r['ssim']:.4f}"])
+        cells = [LABELS[arm], *noise, f"{r['psnr']:.2f} ± {r['psnr_std']:.2f}", f"{r['ssim']:.4f}"]
+        rows.append(cells + ([f"{r['lpips']:.4f}"] if has_lpips else []))
     lines = markdown_table(head, rows)
     any_row = next(iter(result.rows.values()))
     real = next((r["rho_real"] for r in result.rows.values() if "rho_real" in r), float("nan"))
+    first = f"Noisy input: {any_row['psnr_noisy']:.2f} dB. "
+    if cfg.data.scale > 1:
+        cut = f", LPIPS {any_row['lpips_noisy']:.4f}" if has_lpips else ""
+        first = (f"Super-resolution x{cfg.data.scale}, scored on the held-out (HR, LR) pairs: the LR input bicubic-"
+                 f"upscaled scores {any_row['psnr_noisy']:.2f} dB, SSIM {any_row['ssim_noisy']:.4f}{cut}. The noise "
+                 "columns compare each noise model's LR images with the real LR ones, on B(HR). ")  # fmt: skip
     lines.append(
-        f"\nNoisy input: {any_row['psnr_noisy']:.2f} dB. Real noise correlation {real:.3f}. KLD (residual): histograms"
+        f"\n{first}Real noise correlation {real:.3f}. KLD (residual): histograms"
         " of noisy - clean, KL(real || synthetic); KLD (noisy image): the official SeNM-VAE script's uint8 noisy-image"
         " histograms, KL(synthetic || real); AKLD: DANet's average KL of the local noise variances (7 x 7 Gaussian"
         " window). All at each real pair's own noise level."
@@ -291,7 +382,7 @@ def write_tables(result: PipelineResult, cfg: RunConfig, runs: list[Run]) -> Non
         w.writerow([arm, *(r.get(k, "") for k in keys)])
     (result.out / "table.csv").write_text(buf.getvalue())
     (result.out / "runs.json").write_text(json.dumps({"parent": result.parent_run_id, **result.runs}, indent=2))
-    keys = ("psnr", "ssim", "kld", "kld_noisy", "akld", "rho")
+    keys = ("psnr", "ssim", "lpips", "kld", "kld_noisy", "akld", "rho")
     metrics = {f"{arm}_{k}": r[k] for arm, r in result.rows.items() for k in keys if k in r}
     for run in runs:
         for f in ("table.md", "table.csv", "runs.json", "noise_samples.png"):

@@ -365,7 +365,7 @@ def test_bad_sr_sets_are_one_line_naming_the_file(tmp_path):
         sr_pairs(tmp_path / "empty", 4, "gray")
     write_png(tmp_path / "a" / "HR" / "p.png", sr_image(rng, 16, 16))
     write_png(tmp_path / "a" / "LR" / "p.png", sr_image(rng, 8, 8))
-    with pytest.raises(DataError, match=r"LR[/\\]p.png: the HR image is 2x its LR image, data.sr_scale is 4"):
+    with pytest.raises(DataError, match=r"LR[/\\]p.png: the HR image is 2x its LR image, data.scale is 4"):
         sr_pairs(tmp_path / "a", 4, "gray")
     write_png(tmp_path / "a" / "LR" / "p.png", sr_image(rng, 4, 5))
     with pytest.raises(DataError, match=r"p.png: LR 4x5 x 4 is not its HR image's 16x16"):

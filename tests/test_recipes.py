@@ -117,9 +117,19 @@ def test_every_paper_table_job_runs_a_paper_config_at_the_official_recipe(spec):
     cfg = jobs.effective_config(s, root)
     assert cfg.train.steps == 300_000 and (s.recipe == "official" or "ablate" in s.entrypoint)
     assert lr_factor(cfg.train.schedule, cfg.train.steps, cfg.train.steps // 2) >= MIN_LR_FACTOR_AT_HALF
-    if cfg.pipeline is not None:  # the downstream denoiser at the paper's 300k iterations, lr halved every 100k
+    if cfg.pipeline is not None and cfg.data.scale == 1:  # the downstream denoiser: 300k iterations, lr halved / 100k
         down = cfg.pipeline.downstream.train
         assert (down.steps, down.lr, down.schedule.step_size) == (300_000, 1e-4, 100_000)
+    elif cfg.pipeline is not None:  # Tables 4-5: ESRGAN (RRDB 64 x 23, its three loss weights), 60k iterations
+        from raytrain.methods.sr.config import OFFICIAL_RECIPE
+
+        down = cfg.pipeline.downstream
+        assert (down.train.steps, down.train.lr, cfg.data.scale) == (60_000, 1e-4, 4)
+        for key, want in OFFICIAL_RECIPE.items():
+            section, _, name = key.partition(".")
+            got = getattr(down.method if section == "method" else down.train, name)
+            assert got == want, key
+        assert cfg.pipeline.lpips is not None and "bicubic" in cfg.pipeline.arms
 
 
 @pytest.mark.parametrize("path", PAPER_CONFIGS, ids=lambda p: p.stem)
@@ -128,7 +138,7 @@ def test_every_paper_config_loads_and_names_what_to_fill_in_and_the_reported_fig
     text = path.read_text()
     assert "Fill in:" in text and "reports" in text  # the dataset key to set, the paper's figure
     assert cfg.train.steps == 300_000 and cfg.data.patches.size == 64
-    assert cfg.data.source.startswith(("/", "ldct:/", "sidd:/"))
+    assert cfg.data.source.startswith(("/", "ldct:/", "sidd:/", "sr:/"))
 
 
 def test_the_official_specs_are_the_official_recipes():
@@ -171,7 +181,7 @@ def test_an_official_spec_that_is_not_is_refused_naming_each_difference(tmp_path
                                     "entrypoint": "raytrain train configs/lir_paper.yaml"}))  # fmt: skip
     with pytest.raises(ConfigError, match=r"global_batch: 8 \(official 16\)"):
         jobs.command(*jobs.load_spec(spec))
-    assert set(OFFICIAL_RECIPES) == {"lir", "senm"}
+    assert set(OFFICIAL_RECIPES) == {"lir", "senm", "rrdb"}
 
 
 def test_a_missing_weight_file_is_refused_before_any_worker_starts(tmp_path):

@@ -32,7 +32,7 @@ def add_parsers(sub) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from raytrain.config import ARMS
+    from raytrain.config import DEFAULT_ARMS as ARMS  # the demo denoises: no SR arm
     from raytrain.demo import run_demo
     from raytrain.errors import ConfigError
 

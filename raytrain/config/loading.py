@@ -171,6 +171,9 @@ def check_weight_files(cfg: RunConfig) -> None:
     for key, path in weight_files(cfg).items():
         if not Path(path).is_file():
             raise ConfigError(f"{key}: {path} not found (a local file; no download happens)")
+    start = getattr(cfg.method, "init_from", None)
+    if start and not Path(start).exists():
+        raise ConfigError(f"method.init_from: {start} not found (a checkpoint folder or exported model.pt)")
 
 
 def recipe_deviations(cfg: RunConfig, recipe: dict[str, Any]) -> list[str]:

@@ -37,7 +37,9 @@ MethodConfig = Annotated[
 ]
 
 
-ARMS = ("senm", "gaussian", "heteroscedastic", "real_pairs", "all_real")
+ARMS = ("senm", "gaussian", "heteroscedastic", "real_pairs", "all_real", "bicubic")
+DEFAULT_ARMS = ARMS[:5]  # bicubic: super-resolution only
+SR_METHODS = ("rrdb",)  # methods that train on (HR, LR) pairs (data.scale > 1)
 
 
 def with_method_train_defaults(data: Any, method_key: str = "method", train_key: str = "train") -> Any:
@@ -64,8 +66,23 @@ class Downstream(Strict):
 
     @model_validator(mode="after")
     def _denoiser(self) -> Downstream:
-        if self.method.name not in ("dncnn", "drunet"):
-            raise ValueError(f"pipeline.downstream.method.name must be dncnn or drunet (got {self.method.name})")
+        if self.method.name not in ("dncnn", "drunet", *SR_METHODS):
+            raise ValueError(f"pipeline.downstream.method.name must be dncnn, drunet or rrdb (got {self.method.name})")
+        return self
+
+
+class LPIPSFiles(Strict):
+    """LPIPS for the pipeline's evaluation table (SeNM-VAE Tables 4-5 report it): local files, no downloads."""
+
+    backbone: str  # torchvision AlexNet .pth (alexnet-owt-7be5be79.pth), or "random" (tests only: meaningless numbers)
+    lin: str | None = None  # the LPIPS v0.1 linear layers (alex.pth of the lpips package); needed unless random
+
+    @model_validator(mode="after")
+    def _files(self) -> LPIPSFiles:
+        if self.backbone != "random" and self.lin is None:
+            raise ValueError(
+                "pipeline.lpips.lin: the LPIPS v0.1 linear layers (alex.pth) are needed beside the backbone"
+            )
         return self
 
 
@@ -75,10 +92,12 @@ class PipelineSection(Strict):
     Arms (each a downstream denoiser trained on the same split, scored on the same held-out real pairs):
     ``senm`` the real pairs + pairs synthesised by the trained SeNM-VAE; ``gaussian`` / ``heteroscedastic`` the real
     pairs + pairs from AWGN with the paired set's std / variance a*x+b fitted on the paired set; ``real_pairs`` only the
-    few real pairs; ``all_real`` every training tile paired (the upper bound).
+    few real pairs; ``all_real`` every training tile paired (the upper bound). Super-resolution (``data.scale`` > 1,
+    downstream rrdb): the noise models learn the LR camera on (B(HR), LR) pairs and synthesise LR = noise(B(HR)) from
+    the clean-only HR images; ``bicubic`` the real pairs + (HR, B(HR)) pairs without noise (the bicubic-only arm).
     """
 
-    arms: tuple[Literal[ARMS], ...] = ARMS  # type: ignore[valid-type]
+    arms: tuple[Literal[ARMS], ...] = DEFAULT_ARMS  # type: ignore[valid-type]
     level: Literal["prior"] | Annotated[float, Field(gt=0, le=255)] = "prior"  # synthesis level (0..255) or sampled
     # of z_n's prior draws (0: the prior means; auto: calibrated on the training pairs); null: the noise model's
     # method.temperature
@@ -89,6 +108,7 @@ class PipelineSection(Strict):
     # full synthesis from a noise model over method.max_content_floor is refused unless this is true
     allow_content_floor: bool = False
     downstream: Downstream = Field(default_factory=Downstream)
+    lpips: LPIPSFiles | None = None  # an LPIPS column in the table (null: PSNR and SSIM only)
 
     @model_validator(mode="after")
     def _arms(self) -> PipelineSection:
@@ -143,6 +163,23 @@ class RunConfig(Strict):
         if self.train.precision == "fp16" and not self.scaling.use_gpu:
             raise ValueError("train.precision=fp16 needs a GPU (scaling.use_gpu=true: its GradScaler and kernels are "
                              "CUDA's); on CPU use train.precision=bf16")  # fmt: skip
+        sr = self.method.name in SR_METHODS
+        if self.data.scale > 1 and not (sr or self.data.downscale_clean or self.pipeline is not None):
+            raise ValueError(f"data.scale={self.data.scale}: method {self.method.name} trains on same-size pairs; "
+                             "use method.name=rrdb (super-resolution) or data.downscale_clean=true (a noise model of "
+                             "the LR camera)")  # fmt: skip
+        if sr and self.data.downscale_clean:
+            raise ValueError("data.downscale_clean: an SR net trains on (HR, LR) pairs; drop it for method rrdb")
+        if self.pipeline is not None:
+            down_sr = self.pipeline.downstream.method.name in SR_METHODS
+            if down_sr != (self.data.scale > 1):
+                raise ValueError("pipeline.downstream.method.name: rrdb goes with data.scale > 1 and dncnn / drunet "
+                                 f"with data.scale 1 (got {self.pipeline.downstream.method.name}, scale "
+                                 f"{self.data.scale})")  # fmt: skip
+            if "bicubic" in self.pipeline.arms and self.data.scale == 1:
+                raise ValueError("pipeline.arms: bicubic is the super-resolution baseline (data.scale > 1)")
+            if self.data.downscale_clean:
+                raise ValueError("data.downscale_clean: the pipeline sets it for its noise model; drop it")
         if self.method.name == "senm" and not self.data.mix.get("paired", 0) > 0:
             raise ValueError("data.mix.paired: SeNM-VAE needs its paired domain (eq. 11); give it a probability > 0")
         return self
@@ -153,8 +190,11 @@ __all__ = [
     "default_method",
     "MethodConfig",
     "ARMS",
+    "DEFAULT_ARMS",
+    "SR_METHODS",
     "with_method_train_defaults",
     "Downstream",
+    "LPIPSFiles",
     "PipelineSection",
     "NAME_PATTERN",
     "check_name",

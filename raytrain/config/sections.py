@@ -152,7 +152,7 @@ class DataConfig(Strict):
     """Where images come from, how they are degraded, split into domains and cut into patches."""
 
     # "samples" (bundled, offline), a local folder, any URI Ray Data reads, or a paper dataset as distributed:
-    # sidd:PATH, ldct:PATH (raytrain/data/datasets.py)
+    # sidd:PATH, ldct:PATH, sr:PATH (RealSR / DRealSR / AIM19-style HR and LR folders; raytrain/data/datasets.py)
     source: str = "samples"
     noisy_source: str | None = None  # folder of real noisy images with the same names as ``source`` (real pairs)
     # a folder written by `raytrain synthesize` (clean/ and noisy/ with the same names): its pairs join the paired
@@ -170,6 +170,16 @@ class DataConfig(Strict):
     # which images are held out, paired or unpaired, and their fixed noise realisations; null: the run's seed (set it
     # to keep one split while the seed varies only the training: nets' init, patch order)
     split_seed: Annotated[int, Field(ge=0)] | None = None
+    # seeded: validation and paired images drawn in a seeded order; listed: in the collection's (name) order, the
+    # last val_images held out and the first paired.count paired (SeNM-VAE on AIM19 / NTIRE20: the first 10 of the
+    # 100 validation pairs paired, the other 90 scored)
+    split_order: Literal["seeded", "listed"] = "seeded"
+    # folders of unpaired images that join the split's clean-only (source) and noisy-only (target) domains: a
+    # dataset's own unpaired sets (AIM19: DIV2K's clean HR images and the degraded LR ones). Read as they are (no
+    # resizing; data.unpaired's caps do not apply to them); with data.tiles they are tiled too (clean_only at tiles x
+    # scale)
+    clean_only: str | None = None
+    noisy_only: str | None = None
     paired: Paired = Field(default_factory=Paired)
     unpaired: Unpaired = Field(default_factory=Unpaired)  # caps on the clean-only / noisy-only domains' sizes
     val_images: Annotated[int, Field(ge=1)] = 2
@@ -186,6 +196,13 @@ class DataConfig(Strict):
     # their data range) and the offset of 16-bit PNG/TIFF slices (HU = value - offset)
     hu_window: tuple[float, float] = (-160.0, 240.0)
     hu_offset: float = 1024.0
+    # super-resolution (SeNM-VAE Tables 4-5): each pair is (HR, LR) with the LR image 1/scale of the HR one's size;
+    # patches.size, tiles and val_crop count LR pixels (HR patches are scale x larger). An image source with a noise
+    # model degrades as y = noise(B(x)) (B: bicubic down-sampling), sr:PATH reads real HR/LR pairs. 1: denoising
+    scale: Annotated[int, Field(ge=1, le=8)] = 1
+    # with scale > 1: every pair's clean image becomes its HR image bicubic-downscaled to the LR size, the paper's
+    # B(x) in y = B(x) + n': the pairs a noise model of the LR camera learns from (SeNM-VAE's SR noise model)
+    downscale_clean: bool = False
 
     @model_validator(mode="after")
     def _dataset(self) -> DataConfig:
@@ -193,9 +210,20 @@ class DataConfig(Strict):
             raise ValueError(f"hu_window: low {self.hu_window[0]:g} must be below high {self.hu_window[1]:g}")
         from raytrain.data.datasets import dataset_kind
 
-        if dataset_kind(self.source) and (self.noisy_source or self.synthetic):
+        kind = dataset_kind(self.source)
+        if kind and (self.noisy_source or self.synthetic):
             key = "noisy_source" if self.noisy_source else "synthetic"
             raise ValueError(f"{key}: data.source {self.source!r} is a dataset with its own noisy images; drop {key}")
+        if kind and (kind[0] == "sr") != (self.scale > 1):
+            raise ValueError(
+                f"scale: data.source {self.source!r} needs data.scale > 1 (the LR images' factor)"
+                if kind[0] == "sr"
+                else f"scale: {self.scale} is for SR sources (sr:PATH, an image folder), not {kind[0]}:"
+            )
+        if self.downscale_clean and self.scale == 1:
+            raise ValueError("downscale_clean: only with data.scale > 1 (super-resolution pairs)")
+        if self.resample_noise and self.scale > 1:
+            raise ValueError("resample_noise: not with data.scale > 1 (each LR image has one fixed realisation)")
         return self
 
 

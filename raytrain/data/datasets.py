@@ -18,11 +18,12 @@ RescaleSlope / RescaleIntercept) or of 16-bit PNG/TIFF slices (HU = value - ``da
 InstanceNumber (DICOM) or file order; a pair is (full, quarter) dose, its group the patient. HU are mapped to [0, 1]
 through ``data.hu_window`` (clipped), so PSNR / SSIM use the window as their data range.
 
-Super-resolution pairs (RealSR / DRealSR, for SeNM-VAE's SR tables): :func:`sr_pairs` reads ``PATH`` with HR and
+``data.source: sr:PATH`` with ``data.scale`` - super-resolution pairs (RealSR / DRealSR, AIM19 / NTIRE20
+validation sets, for SeNM-VAE's SR tables): :func:`sr_pairs` reads ``PATH`` with HR and
 LR folders (``HR`` / ``LR``, ``train_HR`` / ``train_LR``, ...; a file pairs with the same name in the other folder,
 ``_x1`` / ``_x4`` suffixes aside) or files side by side (RealSR V3: ``Canon_001_HR.png`` beside
 ``Canon_001_LR4.png``), at any depth; a pair is (HR, LR), its group the folder (the camera). The LR image must be
-the HR image's size divided by the scale. (The SR training pipeline that consumes them is issue 16's next part.)
+the HR image's size divided by the scale.
 
 DND (sRGB benchmark; no ground truth, so no training source): :func:`dnd_crops` reads ``info.mat`` (MATLAB v7.3:
 ``info.boundingboxes``, one 20 x 4 array of 1-based inclusive [row0, col0, row1, col1] per image) and
@@ -43,7 +44,7 @@ import numpy as np
 from raytrain.data.images import EXTENSIONS, Image, read_image, to_color, to_float
 from raytrain.errors import DataError, first_line
 
-KINDS = ("sidd", "ldct")
+KINDS = ("sidd", "ldct", "sr")
 SIDD_MAT = {"ValidationGtBlocksSrgb": "clean", "ValidationNoisyBlocksSrgb": "noisy"}
 _SIDD_FILE = re.compile(r"^(?P<pre>(\d+_)?)(?P<kind>GT|NOISY)_SRGB_(?P<id>\d+)\.png$", re.IGNORECASE)
 
@@ -57,11 +58,16 @@ def dataset_kind(source: str) -> tuple[str, str] | None:
 
 
 def load_dataset(source: str, color: str, hu_window: tuple[float, float] = (-160.0, 240.0),
-                 hu_offset: float = 1024.0) -> tuple[list[tuple[Image, Image]], list[str]]:  # fmt: skip
-    """(pairs, group of each pair) of a ``KIND:PATH`` source, sorted by group then name."""
+                 hu_offset: float = 1024.0, scale: int = 1) -> tuple[list[tuple[Image, Image]], list[str]]:  # fmt: skip
+    """(pairs, group of each pair) of a ``KIND:PATH`` source, sorted by group then name (``scale``: sr:PATH's)."""
     kind, path = dataset_kind(source) or (None, source)
     if kind is None:
         raise DataError(f"{source}: not a dataset source (one of {', '.join(k + ':PATH' for k in KINDS)})")
+    if kind == "sr":
+        pairs, groups = sr_pairs(path, scale, color)
+        if len(set(groups)) == 1:  # one folder (AIM19 / NTIRE20 validation): each image is its own scene
+            groups = [hr.name for hr, _ in pairs]
+        return pairs, groups
     if kind == "ldct":
         return ldct_pairs(Path(path), color, hu_window, hu_offset)
     root = Path(path)
@@ -200,7 +206,7 @@ def sr_pairs(root: str | Path, scale: int, color: str) -> tuple[list[tuple[Image
         (big_h, big_w), (h, w) = hr.shape[:2], lr.shape[:2]
         if (big_h, big_w) != (h * scale, w * scale):
             ratio = big_h / h if h else 0.0
-            why = (f"the HR image is {ratio:g}x its LR image, data.sr_scale is {scale}"
+            why = (f"the HR image is {ratio:g}x its LR image, data.scale is {scale}"
                    if h and big_h % h == 0 and w and big_w % w == 0 and big_h // h == big_w // w
                    else f"LR {h}x{w} x {scale} is not its HR image's {big_h}x{big_w}")  # fmt: skip
             raise DataError(f"{got['LR']}: {why}")

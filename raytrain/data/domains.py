@@ -32,13 +32,17 @@ class Split:
         return sorted(self.paired + self.source + self.target)
 
 
-def hold_out(n: int, val_images: int, seed: int, groups: list[str] | None = None) -> tuple[list[int], list[int]]:
+def hold_out(n: int, val_images: int, seed: int, groups: list[str] | None = None, order: str = "seeded"
+             ) -> tuple[list[int], list[int]]:  # fmt: skip
     """(validation indices, sorted; the rest in a seeded order). Depends only on n, val_images and seed, so every run of
     an ablation over paired fractions validates on the same images. With ``groups`` (a dataset's scene per image),
     whole groups are drawn in a seeded order until at least ``val_images`` images are held out, and the rest keeps
-    each group together (so the paired set is whole scenes too)."""
+    each group together (so the paired set is whole scenes too). ``order="listed"``: the last ``val_images`` images
+    are held out and the rest keeps the collection's order (no seed, no groups)."""
     if val_images >= n and n:
         raise DataError(f"collection has {n} images; data.val_images={val_images} leaves none to train on")
+    if order == "listed":
+        return list(range(n - val_images, n)), list(range(n - val_images))
     if groups is None:
         perm = np.random.default_rng([seed, 7919]).permutation(n).tolist()
         return sorted(perm[:val_images]), perm[val_images:]
@@ -63,10 +67,11 @@ def split_semi(
     count: int | None = None,
     unit: str = "images",
     groups: list[str] | None = None,
+    order: str = "seeded",
 ) -> Split:
     """Held-out val, a paired set of ``count`` images (or ``round(fraction * rest)``, at least 1), and the rest
     halved into clean-only source and noisy-only target."""
-    val, rest = hold_out(n, val_images, seed, groups)
+    val, rest = hold_out(n, val_images, seed, groups, order)
     if count is not None:
         if count > len(rest):
             raise DataError(
@@ -81,9 +86,10 @@ def split_semi(
     return Split(val, sorted(rest[:k]), remaining[:half], remaining[half:])  # unpaired: seeded order (make_split)
 
 
-def split_two_domain(n: int, val_images: int, seed: int, groups: list[str] | None = None) -> Split:
+def split_two_domain(n: int, val_images: int, seed: int, groups: list[str] | None = None, order: str = "seeded"
+                     ) -> Split:  # fmt: skip
     """LIR's setting: disjoint halves, one clean (source) and one noisy (target); no pairs."""
-    val, rest = hold_out(n, val_images, seed, groups)
+    val, rest = hold_out(n, val_images, seed, groups, order)
     if len(rest) < 2:
         raise DataError(f"collection has {n} images; two domains need at least 2 besides validation")
     half = len(rest) // 2
@@ -95,12 +101,12 @@ def make_split(n: int, data_cfg, seed: int, tiles: bool = False, groups: list[st
     ``groups``: the scene of each image (datasets), kept whole across validation and training. ``data.unpaired``
     caps the clean-only and noisy-only domains to their first images in the split's seeded order, so a smaller cap
     keeps a subset of a larger one's images (Table 7's 96 within its 960)."""
-    v = 0 if tiles else data_cfg.val_images
+    v, order = (0 if tiles else data_cfg.val_images), data_cfg.split_order
     if data_cfg.split == "two_domain":
-        split = split_two_domain(n, v, seed, groups)
+        split = split_two_domain(n, v, seed, groups, order)
     else:
         split = split_semi(n, v, seed, data_cfg.paired.fraction, data_cfg.paired.count, "tiles" if tiles else "images",
-                           groups)  # fmt: skip
+                           groups, order)  # fmt: skip
     unpaired = data_cfg.unpaired
     for domain, what in (("source", "clean-only"), ("target", "noisy-only")):
         order = getattr(split, domain)

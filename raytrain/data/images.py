@@ -170,19 +170,19 @@ def shrink(img: np.ndarray, max_size: int | None) -> np.ndarray:
     return np.ascontiguousarray(np.clip(out, 0, 1), dtype=np.float32)
 
 
-def load_pairs(clean_source: str, noisy_source: str, color: str) -> list[tuple[Image, Image]]:
-    """Real pairs: two folders whose images share names and sizes. Not resized (that would alter the noise)."""
+def load_pairs(clean_source: str, noisy_source: str, color: str, scale: int = 1) -> list[tuple[Image, Image]]:
+    """Real pairs: two folders whose images share names and sizes (with ``scale`` > 1: each noisy image is its clean
+    one's size / scale, an (HR, LR) pair). Not resized (that would alter the noise)."""
     clean = {im.name: im for im in load_collection(clean_source, color)}
     noisy = {im.name: im for im in load_collection(noisy_source, color)}
     only_c, only_n = sorted(set(clean) - set(noisy)), sorted(set(noisy) - set(clean))
     if only_c or only_n:
         raise DataError(f"{noisy_source}: pairs do not match by name: clean-only {only_c[:5]}, noisy-only {only_n[:5]}")
     for name in sorted(clean):
-        if clean[name].pixels.shape != noisy[name].pixels.shape:
-            raise DataError(
-                f"{noisy_source}/{name}: size {noisy[name].pixels.shape[:2]} differs from the clean image's "
-                f"{clean[name].pixels.shape[:2]}"
-            )
+        (h, w), (nh, nw) = clean[name].pixels.shape[:2], noisy[name].pixels.shape[:2]
+        if (nh * scale, nw * scale) != (h, w):
+            want = "differs from the clean image's" if scale == 1 else f"x {scale} is not the clean (HR) image's"
+            raise DataError(f"{noisy_source}/{name}: size {(nh, nw)} {want} {(h, w)}")
     return [(clean[n], noisy[n]) for n in sorted(clean)]
 
 

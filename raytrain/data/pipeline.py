@@ -23,7 +23,8 @@ from raytrain.config.sections import augment_name
 from raytrain.data.datasets import dataset_kind, load_dataset
 from raytrain.data.degrade import NoiseModel, noise_model, rng_for
 from raytrain.data.domains import Split, hold_out, make_split
-from raytrain.data.images import check_min_size, load_collection, load_pairs
+from raytrain.data.images import Image, check_min_size, load_collection, load_pairs
+from raytrain.data.resize import bicubic_down, centre_crop_pair, mod_crop
 from raytrain.errors import DataError
 from raytrain.layout import Pair, chw
 from raytrain.metrics import noise_correlation
@@ -35,13 +36,15 @@ PASS_BYTES = 2**27  # one pass of a domain's stream holds at most this many byte
 
 @dataclass
 class DomainImages:
-    """Images of one domain: ``clean`` and/or ``noisy`` lists (same order), float32 (H, W, C)."""
+    """Images of one domain: ``clean`` and/or ``noisy`` lists (same order), float32 (H, W, C); with ``scale`` > 1 the
+    clean images are HR, ``scale`` times the noisy (LR) ones' size."""
 
     clean: list[np.ndarray] | None = None
     noisy: list[np.ndarray] | None = None
     # images from this index on are synthetic pairs; ``synthetic_fraction`` of the patches come from them
     synthetic_from: int | None = None
     synthetic_fraction: float | None = None
+    scale: int = 1
 
     def __len__(self) -> int:
         return len(self.clean if self.clean is not None else self.noisy or [])
@@ -68,17 +71,22 @@ def centre_crop(img: np.ndarray, size: int | None) -> np.ndarray:
 
 def read_collection(cfg) -> tuple[list, list[np.ndarray], list | None]:
     """The images ``cfg.data`` names (``Image`` objects), their noisy counterparts (real, or a fixed seeded
-    realisation of the noise model per image) and, for a paper dataset, each image's scene (None otherwise)."""
+    realisation of the noise model per image) and, for a paper dataset, each image's scene (None otherwise). With
+    ``data.scale`` > 1 the images are HR and the noisy ones LR: real (sr:PATH, ``noisy_source``) or the noise model
+    applied to the bicubic-downscaled image (SeNM-VAE's y = B(x) + n)."""
     d = cfg.data
     if dataset_kind(d.source):  # a paper dataset as distributed (SIDD, ...): real pairs with their scenes
-        pairs, groups = load_dataset(d.source, d.color, d.hu_window, d.hu_offset)
+        pairs, groups = load_dataset(d.source, d.color, d.hu_window, d.hu_offset, d.scale)
         return [c for c, _ in pairs], [n.pixels for _, n in pairs], groups
     if d.noisy_source:  # real pairs: noise comes from the camera, not from a model
-        pairs = load_pairs(d.source, d.noisy_source, d.color)
+        pairs = load_pairs(d.source, d.noisy_source, d.color, d.scale)
         return [c for c, _ in pairs], [n.pixels for _, n in pairs], None
     images = load_collection(d.source, d.color, d.max_size)
+    if d.scale > 1:
+        images = [Image(im.name, mod_crop(im.pixels, d.scale)) for im in images]
     model = noise_model(d.noise)
-    return images, [model(im.pixels, rng_for(split_seed(cfg), 0, i)) for i, im in enumerate(images)], None
+    return images, [model(bicubic_down(im.pixels, d.scale), rng_for(split_seed(cfg), 0, i))
+                    for i, im in enumerate(images)], None  # fmt: skip
 
 
 def split_seed(cfg) -> int:
@@ -91,47 +99,86 @@ def load_domains(cfg) -> Collection:
     Validation and training never share a scene of a paper dataset."""
     d = cfg.data
     images, noisy, groups = read_collection(cfg)
-    check_min_size(images, d.patches.size, d.source)
+    check_min_size(images, d.patches.size * d.scale, d.source)
     seed = split_seed(cfg)
     clean = [im.pixels for im in images]
+    scale = data_scale(d)
+    if scale != d.scale:  # downscale_clean: the noise model's pairs (B(HR), LR)
+        clean = [bicubic_down(c, d.scale) for c in clean]
     if d.tiles:  # the training images become tiles, and the domains are split by tile (validation stays whole)
-        val_idx, rest = hold_out(len(images), d.val_images, seed, groups)
+        val_idx, rest = hold_out(len(images), d.val_images, seed, groups, d.split_order)
         val = [(clean[i], noisy[i]) for i in val_idx]
         keep = sorted(rest)
-        clean, noisy = tile_images([clean[i] for i in keep], [noisy[i] for i in keep], d.tiles)
+        clean, noisy = tile_images([clean[i] for i in keep], [noisy[i] for i in keep], d.tiles, scale)
         split = make_split(len(clean), d, seed, tiles=True)
         split.val = val_idx  # the held-out images (indices into the collection, not into the tiles)
     else:
         split = make_split(len(images), d, seed, groups=groups)
         val = [(clean[i], noisy[i]) for i in split.val]
-    val = [Pair(centre_crop(c, d.val_crop), centre_crop(n, d.val_crop)) for c, n in val]
+    val = [Pair(*centre_crop_pair(c, n, d.val_crop, scale)) for c, n in val]
+    paired = DomainImages([clean[i] for i in split.paired], [noisy[i] for i in split.paired], scale=scale)
+    extra_clean, extra_noisy = unpaired_folders(d)
     domains = {
-        "paired": with_synthetic(DomainImages([clean[i] for i in split.paired], [noisy[i] for i in split.paired]), d),
-        "source": DomainImages(clean=[clean[i] for i in split.source]),
-        "target": DomainImages(noisy=[noisy[i] for i in split.target]),
+        "paired": with_synthetic(paired, d),
+        "source": DomainImages(clean=[clean[i] for i in split.source] + extra_clean, scale=scale),
+        "target": DomainImages(noisy=[noisy[i] for i in split.target] + extra_noisy, scale=scale),
     }
     return Collection(domains, val, [images[i].name for i in split.val], split)
+
+
+def unpaired_folders(d) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The images of ``data.clean_only`` and ``data.noisy_only`` (empty lists when unset), as the run uses them: clean
+    ones cropped to a multiple of the scale and bicubic-downscaled with ``downscale_clean``, both tiled with
+    ``data.tiles``."""
+    out: list[list[np.ndarray]] = [[], []]
+    for k, folder in enumerate((d.clean_only, d.noisy_only)):
+        if not folder:
+            continue
+        images = load_collection(folder, d.color)
+        s = d.scale if k == 0 else 1
+        check_min_size(images, d.patches.size * s, folder)
+        imgs = [mod_crop(im.pixels, d.scale) for im in images] if k == 0 else [im.pixels for im in images]
+        if k == 0 and d.downscale_clean:
+            imgs, s = [bicubic_down(c, d.scale) for c in imgs], 1
+        if d.tiles:
+            imgs = tile_single(imgs, d.tiles * s)
+        out[k] = imgs
+    return out[0], out[1]
+
+
+def tile_single(images: list[np.ndarray], size: int) -> list[np.ndarray]:
+    """Non-overlapping ``size`` x ``size`` tiles of every image, in image then raster order."""
+    h_w = [(im, range(0, im.shape[0] - size + 1, size), range(0, im.shape[1] - size + 1, size)) for im in images]
+    return [im[t : t + size, u : u + size] for im, tops, lefts in h_w for t in tops for u in lefts]
+
+
+def data_scale(d) -> int:
+    """The scale between a run's clean and noisy images: ``data.scale``, or 1 when ``downscale_clean`` brings the
+    clean images to the LR size."""
+    return 1 if d.downscale_clean else d.scale
 
 
 def with_synthetic(paired: DomainImages, d) -> DomainImages:
     """The real pairs, plus the synthetic pairs of ``data.synthetic`` (e.g. from a noise model) when it is set."""
     if not d.synthetic:
         return paired
-    synth = load_pairs(f"{d.synthetic}/clean", f"{d.synthetic}/noisy", d.color)
-    check_min_size([c for c, _ in synth], d.patches.size, f"{d.synthetic}/clean")
+    scale = data_scale(d)
+    synth = load_pairs(f"{d.synthetic}/clean", f"{d.synthetic}/noisy", d.color, scale)
+    check_min_size([c for c, _ in synth], d.patches.size * scale, f"{d.synthetic}/clean")
     return DomainImages(paired.clean + [c.pixels for c, _ in synth], paired.noisy + [n.pixels for _, n in synth],
-                        len(paired.clean), d.synthetic_fraction)  # fmt: skip
+                        len(paired.clean), d.synthetic_fraction, scale)  # fmt: skip
 
 
-def tile_images(clean: list[np.ndarray], noisy: list[np.ndarray], size: int) -> tuple[list, list]:
+def tile_images(clean: list[np.ndarray], noisy: list[np.ndarray], size: int, scale: int = 1) -> tuple[list, list]:
     """Non-overlapping ``size`` x ``size`` tiles of every (clean, noisy) image, in image then raster order (the
-    paper's setting: paired *samples* are crops, e.g. 10 of SIDD's 96,000 patches)."""
-    out_c, out_n = [], []
+    paper's setting: paired *samples* are crops, e.g. 10 of SIDD's 96,000 patches); with ``scale`` > 1 the noisy
+    (LR) tiles are ``size`` and the clean (HR) ones the ``size * scale`` tiles they cover."""
+    out_c, out_n, s = [], [], scale
     for c, n in zip(clean, noisy, strict=True):
-        h, w = c.shape[:2]
+        h, w = n.shape[:2]
         for top in range(0, h - size + 1, size):
             for left in range(0, w - size + 1, size):
-                out_c.append(c[top : top + size, left : left + size])
+                out_c.append(c[top * s : (top + size) * s, left * s : (left + size) * s])
                 out_n.append(n[top : top + size, left : left + size])
     if not out_c:
         raise DataError(f"data.tiles={size}: every training image is smaller than one tile")
@@ -157,7 +204,7 @@ def resolve_augment(augment: str, collection: Collection) -> tuple[str, str]:
     if paired is None or paired.clean is None or paired.noisy is None or len(paired) == 0:
         return "dihedral", "no paired images with a fixed noisy one"
     real = slice(0, paired.synthetic_from)  # the real pairs only: synthetic ones (a downstream arm's) do not count
-    rho = [noise_correlation(np.asarray(n, np.float64) - c)
+    rho = [noise_correlation(np.asarray(n, np.float64) - bicubic_down(c, paired.scale))
            for c, n in zip(paired.clean[real], paired.noisy[real], strict=True)]  # fmt: skip
     h, v = float(np.mean([r["rho_h"] for r in rho])), float(np.mean([r["rho_v"] for r in rho]))
     pick = "dihedral" if abs(h - v) <= ISOTROPY_GAP else "flips"
@@ -188,24 +235,30 @@ def cut_patches(
     code: int,
     resample: NoiseModel | None = None,
 ) -> dict[str, np.ndarray]:
-    """Patches for ``ids``: {"clean": (B, C, s, s), "noisy": (B, C, s, s)} (keys the domain has)."""
+    """Patches for ``ids``: {"clean": (B, C, s, s), "noisy": (B, C, s, s)} (keys the domain has); with the domain's
+    ``scale`` > 1 the clean (HR) patches are ``s * scale`` and cover their noisy (LR) patch exactly."""
     transforms = AUGMENT_TRANSFORMS[augment_name(augment)]
     keys = [k for k in ("clean", "noisy") if getattr(domain, k) is not None]
     if resample is not None and "noisy" not in keys:
         keys.append("noisy")
     out: dict[str, list[np.ndarray]] = {k: [] for k in keys}
+    sc = domain.scale
     for pid in ids:
         rng = rng_for(seed, code, int(pid))
         j = pick_image(domain, rng)
         ref = domain.clean[j] if domain.clean is not None else domain.noisy[j]
         h, w = ref.shape[:2]
+        if domain.clean is not None:
+            h, w = h // sc, w // sc  # the LR grid the patch's corner is drawn on
         top, left = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
         k = transforms[int(rng.integers(len(transforms)))] if len(transforms) > 1 else 0
         for key in keys:
             if key == "noisy" and resample is not None:
                 src = resample(domain.clean[j][top : top + size, left : left + size], rng)
+            elif key == "clean":
+                src = domain.clean[j][top * sc : (top + size) * sc, left * sc : (left + size) * sc]
             else:
-                src = getattr(domain, key)[j][top : top + size, left : left + size]
+                src = domain.noisy[j][top : top + size, left : left + size]
             out[key].append(chw(dihedral(src, k)))
     return {k: np.stack(v).astype(np.float32) for k, v in out.items()}
 
@@ -236,9 +289,9 @@ def patch_dataset(
 
 
 def patch_bytes(cfg) -> int:
-    """Bytes of one patch in the stream: float32 clean and noisy."""
+    """Bytes of one patch in the stream: float32 clean (HR: ``scale`` x the side) and noisy."""
     channels = 3 if cfg.data.color == "rgb" else 1
-    return channels * cfg.data.patches.size**2 * 4 * 2
+    return channels * cfg.data.patches.size**2 * 4 * (1 + data_scale(cfg.data) ** 2)
 
 
 def pass_size(cfg, num_workers: int) -> int:

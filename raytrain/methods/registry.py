@@ -18,7 +18,7 @@ from typing import Any
 from raytrain.errors import ConfigError, first_line
 
 #: the method packages, in the order the configuration reference lists them
-PACKAGES = ("raytrain.methods.denoiser", "raytrain.methods.lir", "raytrain.methods.senm")
+PACKAGES = ("raytrain.methods.denoiser", "raytrain.methods.lir", "raytrain.methods.senm", "raytrain.methods.sr")
 #: more method packages, comma-separated (importable modules exporting ``SPECS``): methods kept outside raytrain.
 #: Set it where the runs start (the driver's environment; Ray workers started by the embedded Ray inherit it)
 PLUGINS_ENV = "RAYTRAIN_METHODS"

@@ -18,6 +18,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from raytrain.methods.perceptual_options import perceptual_problem
+
 Weight = Annotated[float, Field(ge=0, le=1000)]
 
 
@@ -133,14 +135,9 @@ class SeNMConfig(BaseModel):
 
     @model_validator(mode="after")
     def _sensible(self) -> SeNMConfig:
-        needs_file = self.perceptual != "none" and self.perceptual_backbone == "pretrained"
-        if needs_file and self.perceptual_weights is None:
-            raise ValueError(
-                f"perceptual={self.perceptual} needs method.perceptual_weights: a local torchvision "
-                f"{'VGG-19' if self.perceptual == 'vgg' else 'AlexNet'} .pth (no download happens); or perceptual=none"
-            )
-        if self.perceptual == "lpips" and self.perceptual_backbone == "pretrained" and self.lpips_weights is None:
-            raise ValueError("perceptual=lpips needs method.lpips_weights: the LPIPS v0.1 linear layers (alex.pth)")
+        problem = perceptual_problem(self)
+        if problem:
+            raise ValueError(problem)
         if self.color_size % 2 == 0:
             raise ValueError(f"color_size={self.color_size} must be odd (a centred kernel)")
         if self.width % 4:

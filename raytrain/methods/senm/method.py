@@ -25,12 +25,10 @@ from collections.abc import Callable
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import nn
 
-from raytrain.errors import ConfigError, RaytrainError
 from raytrain.losses.adversarial import lsgan_d, lsgan_target, ragan_d, ragan_g
-from raytrain.losses.perceptual import build_perceptual
 from raytrain.methods.base import Method, StepOutput, make_scheduler, mix_probabilities
+from raytrain.methods.perceptual_options import build_perceptual_loss
 from raytrain.methods.senm.levels import LevelStats
 from raytrain.methods.senm.nets import LevelNet, SeNMVAE
 from raytrain.methods.senm.synthesis import Synthesis
@@ -71,27 +69,12 @@ class SeNM(Synthesis, Method):
             return
         self.nets["level_net"] = self.replicate(LevelNet(self.channels, m.level_net_width))
         self.nets["disc"] = self.replicate(PatchDiscriminator(self.channels, m.disc_width, m.disc_layers))
-        self.perceptual = self._perceptual(m)
+        self.perceptual = build_perceptual_loss(m, cfg.seed, device)
         tc = cfg.train
         vae_params = [*self.nets["vae"].parameters(), *self.nets["level_net"].parameters()]
         self.optimizers["vae"] = torch.optim.Adam(vae_params, lr=tc.lr, weight_decay=tc.weight_decay)
         self.optimizers["disc"] = torch.optim.Adam(self.nets["disc"].parameters(), lr=tc.lr)
         self.schedulers = {k: make_scheduler(opt, tc) for k, opt in self.optimizers.items()}
-
-    def _perceptual(self, m) -> nn.Module | None:
-        if m.perceptual == "none" or m.perceptual_weight == 0:
-            return None
-        try:  # a random backbone is the same on every rank: seeded
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.cfg.seed)
-                net = build_perceptual(m.perceptual, m.perceptual_weights, m.lpips_weights,
-                                       m.perceptual_backbone == "random")  # fmt: skip
-        except FileNotFoundError as exc:
-            key = "lpips_weights" if str(exc) == str(m.lpips_weights) else "perceptual_weights"
-            raise ConfigError(f"method.{key}: {exc} not found; put the weight file there (no downloads)") from None
-        except RaytrainError as exc:
-            raise ConfigError(f"method.perceptual_weights: {exc}") from None
-        return net.to(self.device)
 
     # ------------------------------------------------------------------------------------------------ losses
     def domain_terms(self, domain: str, x: torch.Tensor | None, y: torch.Tensor | None) -> dict[str, torch.Tensor]:
