@@ -36,10 +36,16 @@ def _per_image(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[torch.Tensor
     return run
 
 
-def classical_rows(pairs: list, sigma: float | None) -> dict[str, list[dict[str, float]]]:
+def classical_rows(pairs: list, sigma: float | None, scale: int = 1) -> dict[str, list[dict[str, float]]]:
     """Per-image ``evaluate_pairs`` rows (psnr, ssim, ...) of each baseline on (clean, noisy) HWC pairs, keyed
-    by its label: the noisy input, TV (oracle weight), NLM, BM3D (if ``bm3d`` is installed)."""
+    by its label: the noisy input, TV (oracle weight), NLM, BM3D (if ``bm3d`` is installed). Super-resolution pairs
+    (``scale`` > 1, (HR, LR)): the bicubic up-sampling of the LR input only."""
     from skimage.restoration import denoise_nl_means, denoise_tv_chambolle, estimate_sigma
+
+    if scale > 1:
+        from raytrain.data.resize import bicubic_up
+
+        return {"bicubic": evaluate_pairs(lambda t: bicubic_up(t, (t.shape[-2] * scale, t.shape[-1] * scale)), pairs)}
 
     def s_of(img: np.ndarray) -> float:
         return sigma if sigma is not None else float(np.mean(estimate_sigma(img, channel_axis=-1)))

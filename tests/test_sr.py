@@ -358,3 +358,35 @@ def test_sr_pipeline_trains_the_noise_model_on_the_lr_view_and_rrdb_arms_on_hr_l
     assert noise.data.params["data.downscale_clean"] == "True" and noise.data.params["data.scale"] == "2"
     down = client.get_run(res.runs["downstream/senm"])
     assert down.data.params["method.name"] == "rrdb" and down.data.params["data.downscale_clean"] == "False"
+
+
+def test_the_classical_baseline_of_an_sr_table_is_the_bicubic_upsampling():
+    from raytrain.baselines import classical_rows
+
+    rng = np.random.default_rng(7)
+    hr = rng.random((32, 32, 1)).astype(np.float32)
+    rows = classical_rows([(hr, bicubic_down(hr, 2))], None, scale=2)
+    assert list(rows) == ["bicubic"]
+    (row,) = rows["bicubic"]
+    assert row["psnr"] == pytest.approx(row["psnr_noisy"]) and 5 < row["psnr"] < 60
+
+
+def test_eval_and_denoise_of_an_sr_model_score_and_write_hr_images(tmp_path, capsys):
+    import imageio.v3 as iio
+
+    from raytrain.cli import main
+    from raytrain.train.checkpoint import export_inference
+
+    method = _rrdb("data.noise.sigma=0", "method.residual=bicubic")
+    torch.nn.init.zeros_(method.nets["sr"].tail.weight), torch.nn.init.zeros_(method.nets["sr"].tail.bias)
+    export_inference(tmp_path / "model.pt", method, method.cfg.model_dump_json())  # = bicubic up-sampling
+    rng = np.random.default_rng(8)
+    (tmp_path / "imgs").mkdir()
+    for i in range(2):
+        iio.imwrite(tmp_path / "imgs" / f"a{i}.png", (rng.random((41, 50)) * 255).astype(np.uint8))
+    assert main(["eval", str(tmp_path / "model.pt"), "--data", str(tmp_path / "imgs"), "--crop", "16"]) == 0
+    out = capsys.readouterr().out
+    rows = [ln.split() for ln in out.splitlines() if ln.startswith("a")]
+    assert len(rows) == 2 and all(float(r[1]) == pytest.approx(float(r[2]), abs=0.01) for r in rows)
+    assert main(["denoise", str(tmp_path / "model.pt"), str(tmp_path / "imgs"), str(tmp_path / "sr")]) == 0
+    assert iio.imread(tmp_path / "sr" / "a0.png").shape == (82, 100)  # x2

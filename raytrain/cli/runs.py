@@ -25,7 +25,7 @@ def add_parsers(sub) -> None:
     )
     e.add_argument("--noisy", help="folder of real noisy images with the same names (else the run's noise model)")
     add_overrides(e, "override the checkpoint's data config, e.g. --set data.noise.sigma=50")
-    e.add_argument("--crop", type=int, help="evaluate a centre crop of this size")
+    e.add_argument("--crop", type=int, help="evaluate a centre crop of this size (LR pixels for an SR model)")
     e.add_argument("--max-size", type=int, help="shrink --data images to this longer side (default: score as given)")
     e.add_argument("--tile", type=int, default=512, help="restore larger images in overlapping tiles of this size")
     e.set_defaults(func=cmd_eval)
@@ -74,14 +74,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from raytrain.config import apply_overrides, to_raw, validate
     from raytrain.data.degrade import noise_model, rng_for
     from raytrain.data.images import load_collection, load_pairs
-    from raytrain.data.pipeline import centre_crop, split_seed
+    from raytrain.data.pipeline import data_scale, split_seed
+    from raytrain.data.resize import bicubic_down, centre_crop_pair, mod_crop
     from raytrain.evaluate import evaluate_pairs, tiled
     from raytrain.inference import load_restorer
     from raytrain.metrics import format_mean_std
 
     cfg, method = load_restorer(args.checkpoint)
     cfg = validate(apply_overrides(to_raw(cfg), args.overrides), "eval --set")
-    color = cfg.data.color
+    color, scale = cfg.data.color, data_scale(cfg.data)  # an SR model's pairs are (HR, LR)
     if args.data is None:
         from raytrain.data.pipeline import load_domains
 
@@ -90,15 +91,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
         names = col.val_names
         print(f"held-out validation images of the run (split seed {split_seed(cfg)}): {', '.join(names)}")
     elif args.noisy:
-        real = load_pairs(args.data, args.noisy, color)
+        real = load_pairs(args.data, args.noisy, color, scale)
         pairs = [(c.pixels, n.pixels) for c, n in real]
         names = [c.name for c, _ in real]
     else:
         model = noise_model(cfg.data.noise)
         imgs = load_collection(args.data, color, args.max_size)  # as given (the run's max_size is for training)
-        pairs = [(im.pixels, model(im.pixels, rng_for(split_seed(cfg), 0, i))) for i, im in enumerate(imgs)]
+        hr = [mod_crop(im.pixels, scale) for im in imgs]
+        pairs = [(c, model(bicubic_down(c, scale), rng_for(split_seed(cfg), 0, i))) for i, c in enumerate(hr)]
         names = [im.name for im in imgs]
-    pairs = [(centre_crop(clean, args.crop), centre_crop(noisy, args.crop)) for clean, noisy in pairs]
+    pairs = [centre_crop_pair(clean, noisy, args.crop, scale) for clean, noisy in pairs]
     rows = evaluate_pairs(tiled(method.restore, args.tile), pairs)
     w = max(len(n) for n in names)
     print(f"{'image':<{w}}  {'PSNR noisy':>10}  {'PSNR':>7}  {'SSIM noisy':>10}  {'SSIM':>7}")

@@ -183,7 +183,7 @@ def baseline_rows(cfg: RunConfig, rows: list[dict], axes: list[str], metric: str
         k = tuple(r.get(a) for a in data_axes)
         if k not in scored:
             c = validate(trial_raw(to_raw(cfg), {a: r[a] for a in data_axes if a in r}), "baseline config")
-            by_name = classical_rows(load_domains(c).val, known_sigma(c.data.noise))
+            by_name = classical_rows(load_domains(c).val, known_sigma(c.data.noise), c.data.scale)
             scored[k] = {name: float(np.mean([x[key] for x in vals])) for name, vals in by_name.items()}
         for name, value in scored[k].items():
             # with the trial's every grid value (its variant too): each table cell shows the baselines on the very
