@@ -390,3 +390,29 @@ def test_eval_and_denoise_of_an_sr_model_score_and_write_hr_images(tmp_path, cap
     assert len(rows) == 2 and all(float(r[1]) == pytest.approx(float(r[2]), abs=0.01) for r in rows)
     assert main(["denoise", str(tmp_path / "model.pt"), str(tmp_path / "imgs"), str(tmp_path / "sr")]) == 0
     assert iio.imread(tmp_path / "sr" / "a0.png").shape == (82, 100)  # x2
+
+
+def test_a_training_run_starts_from_an_sr_dataset_and_validates_against_bicubic(ray_local, tmp_path):
+    import imageio.v3 as iio
+
+    from raytrain.evaluate import evaluate_pairs
+    from raytrain.train.launch import run_training
+
+    rng = np.random.default_rng(9)
+    for cam in ("Canon", "Nikon", "Sony"):  # RealSR V3's layout: one folder per camera, HR beside LR2
+        for i in range(2):
+            hr = (rng.random((48, 40)) * 255).astype(np.uint8)
+            folder = tmp_path / "realsr" / cam / "Train" / "2"
+            folder.mkdir(parents=True, exist_ok=True)
+            iio.imwrite(folder / f"{cam}_{i:03d}_HR.png", hr)
+            iio.imwrite(folder / f"{cam}_{i:03d}_LR2.png", hr[::2, ::2])
+    cfg = load_config(None, [f"workdir={tmp_path}", "name=sr", *TINY_RRDB, f"data.source=sr:{tmp_path / 'realsr'}",
+                             "data.patches.size=8", "data.val_crop=16", "data.val_images=1", "train.steps=4",
+                             "train.val_every=4", "train.checkpoint_every=4", "scaling.num_workers=1",
+                             "tracking.enabled=false"])  # fmt: skip
+    res = run_training(cfg)
+    assert res.metrics["step"] == 4 and np.isfinite(res.metrics["val_psnr"])
+    val = load_domains(cfg).val  # one held-out camera: its 2 (HR, LR) pairs
+    assert len(val) == 2 and all(c.shape == (32, 32, 1) and n.shape == (16, 16, 1) for c, n in val)
+    want = np.mean([r["psnr_noisy"] for r in evaluate_pairs(lambda t: bicubic_up(t, (32, 32)), val)])
+    assert res.metrics["val_psnr_noisy"] == pytest.approx(want, abs=1e-3)
