@@ -32,6 +32,7 @@ from raytrain.data.resize import bicubic_down
 from raytrain.errors import RaytrainError
 from raytrain.evaluate import evaluate_pairs, noise_fid, noise_rows
 from raytrain.inference import load_restorer
+from raytrain.layout import to_image, to_tensor
 from raytrain.metrics import mean_std
 from raytrain.synthesis import FittedSource, VAESource, as_synthesizer, write_pairs
 from raytrain.tables import markdown_table
@@ -249,9 +250,12 @@ class Stages:
         run = self.parent.child(f"{self.cfg.name}-{self.tag}-eval",
                                 tags | {f"raytrain.used.{k}": v for k, v in self.runs.items()})  # fmt: skip
         samples: dict[str, list[np.ndarray]] = {}
-        rows = evaluate(self.cfg, sources, trained, collection.val, samples, low.val)
+        outputs: dict[str, list[np.ndarray]] = {}
+        rows = evaluate(self.cfg, sources, trained, collection.val, samples, low.val, outputs)
         result = PipelineResult(rows, self.out, self.parent.run_id, self.runs, time.perf_counter() - t0)
         plot_noise_samples(low.val, samples, self.out / "noise_samples.png")
+        if self.cfg.data.scale > 1:
+            plot_sr_samples(collection.val, outputs, self.out / "sr_samples.png", self.cfg.data.scale)
         write_tables(result, self.cfg, [run, self.parent])
         run.end()
         if run:
@@ -260,10 +264,11 @@ class Stages:
 
 
 def evaluate(cfg: RunConfig, sources: dict, trained: dict[str, str], pairs, samples: dict | None = None,
-             noise_pairs=None) -> dict[str, dict]:  # fmt: skip
+             noise_pairs=None, outputs: dict | None = None) -> dict[str, dict]:  # fmt: skip
     """Every arm's row: its noise model's quality (synthetic arms, on ``noise_pairs``, default ``pairs``) and its
     denoiser's (SR net's) PSNR/SSIM on ``pairs``, with LPIPS when ``pipeline.lpips`` is set. ``samples`` receives
-    each noise model's synthetic noisy images (arm -> list, in the order of ``noise_pairs``)."""
+    each noise model's synthetic noisy images (arm -> list, in the order of ``noise_pairs``), ``outputs`` each arm's
+    restored images (in the order of ``pairs``)."""
     noise_pairs = pairs if noise_pairs is None else noise_pairs
     lpips = build_lpips(cfg.pipeline.lpips)
     rows: dict[str, dict] = {}
@@ -275,7 +280,16 @@ def evaluate(cfg: RunConfig, sources: dict, trained: dict[str, str], pairs, samp
             keep = samples.setdefault(arm, []) if samples is not None else None  # an empty dict is falsy: no `or`
             row.update(noise_quality(arm, synth, noise_pairs, keep=keep))
         _, denoiser = load_restorer(trained[arm])
-        scores = evaluate_pairs(denoiser.restore, pairs, lpips=lpips)
+        restore = denoiser.restore
+        if outputs is not None:
+            kept = outputs.setdefault(arm, [])
+
+            def restore(x, net=denoiser.restore, kept=kept):
+                y = net(x)
+                kept.append(to_image(y.clamp(0, 1)))
+                return y
+
+        scores = evaluate_pairs(restore, pairs, lpips=lpips)
         row["psnr"], row["psnr_std"] = mean_std([s["psnr"] for s in scores])
         row["ssim"], _ = mean_std([s["ssim"] for s in scores])
         row["psnr_noisy"], _ = mean_std([s["psnr_noisy"] for s in scores])
@@ -335,7 +349,48 @@ def plot_noise_samples(pairs, samples: dict[str, list[np.ndarray]], path: Path, 
     return path
 
 
-SHORT = {"senm": "SeNM-VAE", "gaussian": "Gaussian", "heteroscedastic": "heteroscedastic", "bicubic": "bicubic"}
+def plot_sr_samples(pairs, outputs: dict[str, list[np.ndarray]], path: Path, scale: int, crop: int = 48
+                    ) -> Path | None:  # fmt: skip
+    """A picture of super-resolution: per held-out image (rows), the LR input's centre crop bicubic-upscaled, each
+    arm's SR output and the HR image over the same region (columns)."""
+    if not outputs or not pairs:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from raytrain.data.resize import bicubic_up
+
+    def up(lr: np.ndarray) -> np.ndarray:
+        return to_image(bicubic_up(to_tensor(lr), (lr.shape[0] * scale, lr.shape[1] * scale)))
+
+    cols = [(f"LR input (bicubic x{scale})", [up(lr) for _, lr in pairs])]
+    cols += [(SHORT.get(arm, LABELS.get(arm, arm)), imgs) for arm, imgs in outputs.items()]
+    cols.append(("HR", [hr for hr, _ in pairs]))
+    fig, axes = plt.subplots(len(pairs), len(cols), figsize=(2.4 * len(cols), 2.4 * len(pairs)), squeeze=False)
+    for j, (title, imgs) in enumerate(cols):
+        for i, img in enumerate(imgs):
+            ax = axes[i][j]
+            tile = np.clip(centre_crop(img, crop * scale), 0, 1)
+            ax.imshow(tile[..., 0] if tile.shape[-1] == 1 else tile, cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([]), ax.set_yticks([])
+            if i == 0:
+                ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+SHORT = {
+    "senm": "SeNM-VAE",
+    "gaussian": "Gaussian",
+    "heteroscedastic": "heteroscedastic",
+    "bicubic": "bicubic",
+    "real_pairs": "real pairs only",
+    "all_real": "all real pairs",
+}
 LABELS = {"senm": "SeNM-VAE synthetic + real pairs", "gaussian": "Gaussian (paired std) + real pairs",
           "heteroscedastic": "heteroscedastic (fitted) + real pairs", "real_pairs": "real pairs only",
           "all_real": "all real pairs (upper bound)", "bicubic": "bicubic-only synthetic + real pairs"}  # fmt: skip
@@ -385,7 +440,7 @@ def write_tables(result: PipelineResult, cfg: RunConfig, runs: list[Run]) -> Non
     keys = ("psnr", "ssim", "lpips", "kld", "kld_noisy", "akld", "rho")
     metrics = {f"{arm}_{k}": r[k] for arm, r in result.rows.items() for k in keys if k in r}
     for run in runs:
-        for f in ("table.md", "table.csv", "runs.json", "noise_samples.png"):
+        for f in ("table.md", "table.csv", "runs.json", "noise_samples.png", "sr_samples.png"):
             if (result.out / f).is_file():
                 run.log_artifact(result.out / f)
         run.log_metrics(metrics)

@@ -346,6 +346,7 @@ def test_sr_pipeline_trains_the_noise_model_on_the_lr_view_and_rrdb_arms_on_hr_l
     assert all(np.isfinite(r["psnr"]) and np.isfinite(r["lpips"]) for r in res.rows.values())
     table = (res.out / "table.md").read_text()
     assert "rrdb LPIPS" in table and "Super-resolution x2" in table and "bicubic-only synthetic" in table
+    assert (res.out / "sr_samples.png").stat().st_size > 1000  # LR | each arm's output | HR
     for arm in ("senm", "bicubic"):  # synthetic pairs: an HR clean image and its LR image at half the size
         folder = res.out / f"synthetic-{arm}"
         name = sorted((folder / "clean").iterdir())[0].name
