@@ -208,7 +208,7 @@ def test_noise_eval_prints_both_klds_and_the_baselines(senm_ckpt, capsys):
 def test_pipeline_section_validation(tmp_path):
     with pytest.raises(RaytrainError, match="needs method.name=senm"):
         load_config(None, ["pipeline.temperature=1.0"])
-    with pytest.raises(RaytrainError, match="must be dncnn or drunet"):
+    with pytest.raises(RaytrainError, match="must be dncnn, drunet or rrdb"):
         load_config(None, [*TINY_SENM, "pipeline.downstream.method.name=senm"])
     with pytest.raises(RaytrainError, match="pipeline.arms"):
         load_config(None, [*TINY_SENM, "pipeline.arms=[senm,bogus]"])
