@@ -327,14 +327,20 @@ def plot_noise_samples(pairs, samples: dict[str, list[np.ndarray]], path: Path, 
     synthetic one at the real noise level (columns), the same centre crop everywhere."""
     if not samples or not pairs:
         return None
+    cols = [("clean", [clean for clean, _ in pairs]), ("real noisy", [noisy for _, noisy in pairs])]
+    cols += [(f"{SHORT.get(arm, arm)} (synthetic)", imgs) for arm, imgs in samples.items()]
+    return save_grid(cols, path, crop, 2.2)
+
+
+def save_grid(cols: list[tuple[str, list[np.ndarray]]], path: Path, crop: int, inches: float) -> Path:
+    """A grid of images: one column per (title, images), the same centre crop of each image, gray or RGB."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cols = [("clean", [clean for clean, _ in pairs]), ("real noisy", [noisy for _, noisy in pairs])]
-    cols += [(f"{SHORT.get(arm, arm)} (synthetic)", imgs) for arm, imgs in samples.items()]
-    fig, axes = plt.subplots(len(pairs), len(cols), figsize=(2.2 * len(cols), 2.2 * len(pairs)), squeeze=False)
+    rows = len(cols[0][1])
+    fig, axes = plt.subplots(rows, len(cols), figsize=(inches * len(cols), inches * rows), squeeze=False)
     for j, (title, imgs) in enumerate(cols):
         for i, img in enumerate(imgs):
             ax = axes[i][j]
@@ -355,11 +361,6 @@ def plot_sr_samples(pairs, outputs: dict[str, list[np.ndarray]], path: Path, sca
     arm's SR output and the HR image over the same region (columns)."""
     if not outputs or not pairs:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from raytrain.data.resize import bicubic_up
 
     def up(lr: np.ndarray) -> np.ndarray:
@@ -368,19 +369,7 @@ def plot_sr_samples(pairs, outputs: dict[str, list[np.ndarray]], path: Path, sca
     cols = [(f"LR input (bicubic x{scale})", [up(lr) for _, lr in pairs])]
     cols += [(SHORT.get(arm, LABELS.get(arm, arm)), imgs) for arm, imgs in outputs.items()]
     cols.append(("HR", [hr for hr, _ in pairs]))
-    fig, axes = plt.subplots(len(pairs), len(cols), figsize=(2.4 * len(cols), 2.4 * len(pairs)), squeeze=False)
-    for j, (title, imgs) in enumerate(cols):
-        for i, img in enumerate(imgs):
-            ax = axes[i][j]
-            tile = np.clip(centre_crop(img, crop * scale), 0, 1)
-            ax.imshow(tile[..., 0] if tile.shape[-1] == 1 else tile, cmap="gray", vmin=0, vmax=1)
-            ax.set_xticks([]), ax.set_yticks([])
-            if i == 0:
-                ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_grid(cols, path, crop * scale, 2.4)
 
 
 SHORT = {

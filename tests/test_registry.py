@@ -19,12 +19,13 @@ from raytrain.tune.space import variants_of
 PLUGINS = Path(__file__).parent / "plugins"
 
 
-def test_the_registry_holds_the_four_methods_and_feeds_config_and_variants():
-    assert list(specs()) == ["dncnn", "drunet", "lir", "senm"]
-    assert list(TRAIN_DEFAULTS) == list(specs()) and set(OFFICIAL_RECIPES) == {"lir", "senm"}
+def test_the_registry_holds_the_five_methods_and_feeds_config_and_variants():
+    assert list(specs()) == ["dncnn", "drunet", "lir", "senm", "rrdb"]
+    assert list(TRAIN_DEFAULTS) == list(specs()) and set(OFFICIAL_RECIPES) == {"lir", "senm", "rrdb"}
     assert method_class("lir").__name__ == "LIR" and method_class("drunet").__name__ == "SupervisedDenoiser"
+    assert method_class("rrdb").__name__ == "RRDBSR"
     assert "no_rec_x" in variants_of("senm") and variants_of("dncnn") == {"full": ()}
-    with pytest.raises(ConfigError, match="unknown method 'nope' \\(known: dncnn, drunet, lir, senm\\)"):
+    with pytest.raises(ConfigError, match="unknown method 'nope' \\(known: dncnn, drunet, lir, senm, rrdb\\)"):
         method_class("nope")
     with pytest.raises(ConfigError, match="method"):
         load_config(None, ["method.name=toy"])  # not registered in this process
