@@ -39,6 +39,7 @@ from raytrain.tables import markdown_table
 from raytrain.tracking import Run
 
 SYNTHETIC_ARMS = ("senm", "gaussian", "heteroscedastic", "bicubic")
+PICTURE_ROWS = 4  # held-out images shown in sr_samples.png
 NOISE_COLUMNS = [("kld", "KLD (residual)"), ("kld_noisy", "KLD (noisy image)"), ("akld", "AKLD"),
                  ("rho", "noise corr."), ("noise_std", "noise std")]  # fmt: skip
 
@@ -255,7 +256,7 @@ class Stages:
         result = PipelineResult(rows, self.out, self.parent.run_id, self.runs, time.perf_counter() - t0)
         plot_noise_samples(low.val, samples, self.out / "noise_samples.png")
         if self.cfg.data.scale > 1:
-            plot_sr_samples(collection.val, outputs, self.out / "sr_samples.png", self.cfg.data.scale)
+            plot_sr_samples(collection.val[:PICTURE_ROWS], outputs, self.out / "sr_samples.png", self.cfg.data.scale)
         write_tables(result, self.cfg, [run, self.parent])
         run.end()
         if run:
@@ -268,7 +269,7 @@ def evaluate(cfg: RunConfig, sources: dict, trained: dict[str, str], pairs, samp
     """Every arm's row: its noise model's quality (synthetic arms, on ``noise_pairs``, default ``pairs``) and its
     denoiser's (SR net's) PSNR/SSIM on ``pairs``, with LPIPS when ``pipeline.lpips`` is set. ``samples`` receives
     each noise model's synthetic noisy images (arm -> list, in the order of ``noise_pairs``), ``outputs`` each arm's
-    restored images (in the order of ``pairs``)."""
+    restored images (the first :data:`PICTURE_ROWS`, in the order of ``pairs``)."""
     noise_pairs = pairs if noise_pairs is None else noise_pairs
     lpips = build_lpips(cfg.pipeline.lpips)
     rows: dict[str, dict] = {}
@@ -286,7 +287,8 @@ def evaluate(cfg: RunConfig, sources: dict, trained: dict[str, str], pairs, samp
 
             def restore(x, net=denoiser.restore, kept=kept):
                 y = net(x)
-                kept.append(to_image(y.clamp(0, 1)))
+                if len(kept) < PICTURE_ROWS:  # only what the picture shows (90 HR images would be gigabytes)
+                    kept.append(to_image(y.clamp(0, 1)))
                 return y
 
         scores = evaluate_pairs(restore, pairs, lpips=lpips)
