@@ -27,8 +27,9 @@ import numpy as np
 from raytrain.config import RunConfig, apply_overrides, to_raw, validate
 from raytrain.data.degrade import fit_gaussian, fit_heteroscedastic
 from raytrain.data.images import Image
-from raytrain.data.pipeline import Collection, DomainImages, centre_crop, load_domains
+from raytrain.data.pipeline import Collection, DomainImages, centre_crop, load_domains, scale_down
 from raytrain.data.resize import bicubic_down
+from raytrain.data.stored import pixels
 from raytrain.errors import RaytrainError
 from raytrain.evaluate import evaluate_pairs, noise_fid, noise_rows
 from raytrain.inference import load_restorer
@@ -60,9 +61,10 @@ def lr_view(collection: Collection, scale: int) -> Collection:
         return collection
 
     def down(images):
-        return None if images is None else [bicubic_down(c, scale) for c in images]
+        return None if images is None else [scale_down(c, scale) for c in images]
 
-    domains = {k: DomainImages(down(d.clean), d.noisy, d.synthetic_from, d.synthetic_fraction)
+    domains = {k: DomainImages(down(d.clean), d.noisy, d.synthetic_from, d.synthetic_fraction,
+                               patches_per_image=d.patches_per_image)
                for k, d in collection.domains.items()}  # fmt: skip
     val = [type(p)(bicubic_down(p.clean, scale), p.noisy) for p in collection.val]
     return Collection(domains, val, collection.val_names, collection.split)
@@ -87,7 +89,7 @@ class Downscaled:
 def fitted_sources(collection: Collection, seed: int) -> dict[str, FittedSource]:
     """The Gaussian and heteroscedastic baselines, fitted on the run's real paired set (the few pairs)."""
     paired = collection.domains["paired"]
-    pairs = list(zip(paired.clean, paired.noisy, strict=True))
+    pairs = [(pixels(c), pixels(n)) for c, n in zip(paired.clean, paired.noisy, strict=True)]  # the few pairs
     return {
         "gaussian": FittedSource(fit_gaussian(pairs), seed),
         "heteroscedastic": FittedSource(fit_heteroscedastic(pairs), seed),

@@ -22,6 +22,7 @@ import torch
 
 from raytrain.data.degrade import NoiseModel, rng_for
 from raytrain.data.images import to_uint8
+from raytrain.data.stored import load
 from raytrain.errors import DataError, RaytrainError
 from raytrain.files import write_error
 from raytrain.inference import load_noise_model
@@ -184,7 +185,7 @@ def write_pairs(images: Iterable, source: Source, out: str | Path, copies: int =
     tmp = staging(out)
     try:
         for n, (i, name) in enumerate(tqdm(jobs, desc="synthesize", unit="img", disable=None if progress else True)):
-            clean = images[i].pixels
+            clean = load(images[i].pixels)  # a stored image (data.stream) is read here
             write_png(clean, tmp / "clean" / f"{name}.png")
             write_png(source(clean, n), tmp / "noisy" / f"{name}.png")
     except BaseException as exc:

@@ -135,15 +135,18 @@ def test_a_dataset_source_splits_by_scene_and_brings_its_own_noise(tmp_path):
 
 @pytest.mark.slow
 def test_a_training_run_starts_from_a_sidd_folder(ray_local, tmp_path):
+    """Streamed (data.stream: true): Ray Data's crop tasks read the SIDD files themselves; validation is read."""
     from raytrain.train.launch import run_training
 
     sidd_folders(tmp_path / "S", size=48)
     cfg = load_config(None, [f"workdir={tmp_path}", "name=sidd", f"data.source=sidd:{tmp_path / 'S'}", "data.color=rgb",
                              "data.patches.size=16", "data.val_crop=32", "data.val_images=1", "method.width=8",
                              "method.depth=3", "train.steps=4", "train.val_every=4", "train.checkpoint_every=4",
-                             "train.batch_size=4", "scaling.num_workers=1", "tracking.enabled=false"])  # fmt: skip
+                             "train.batch_size=4", "scaling.num_workers=1", "tracking.enabled=false",
+                             "data.stream=true"])  # fmt: skip
     res = run_training(cfg)
     assert res.metrics["step"] == 4 and np.isfinite(res.metrics["val_psnr"])
+    assert res.metrics["patches_used_fraction"] == 1.0
     from raytrain.evaluate import evaluate_pairs
 
     val = load_domains(cfg).val  # the held-out scene's real SIDD pairs (2) are what validation scored

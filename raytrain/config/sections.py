@@ -203,6 +203,13 @@ class DataConfig(Strict):
     # with scale > 1: every pair's clean image becomes its HR image bicubic-downscaled to the LR size, the paper's
     # B(x) in y = B(x) + n': the pairs a noise model of the LR camera learns from (SeNM-VAE's SR noise model)
     downscale_clean: bool = False
+    # large sets (SIDD Medium, DIV2K-sized clean sets): true, the training images stay in their files and Ray Data's
+    # crop tasks read each one when they cut its patches (stream_patches patches per read, cached per process);
+    # auto: true when the images would take more than 4 GiB as float32 (from the files' headers); false: every image
+    # is read into memory first. Local folders, sidd: folders and sr: sets stream; samples, URIs, CT slices and
+    # SIDD's .mat blocks are always read (validation images too: they are few)
+    stream: Literal["auto"] | bool = "auto"
+    stream_patches: Annotated[int, Field(ge=1, le=1024)] = 64
 
     @model_validator(mode="after")
     def _dataset(self) -> DataConfig:

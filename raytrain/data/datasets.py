@@ -41,7 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
-from raytrain.data.images import EXTENSIONS, Image, read_image, to_color, to_float
+from raytrain.data.images import EXTENSIONS, Image, to_color, to_float
+from raytrain.data.stored import open_image
 from raytrain.errors import DataError, first_line
 
 KINDS = ("sidd", "ldct", "sr")
@@ -58,13 +59,16 @@ def dataset_kind(source: str) -> tuple[str, str] | None:
 
 
 def load_dataset(source: str, color: str, hu_window: tuple[float, float] = (-160.0, 240.0),
-                 hu_offset: float = 1024.0, scale: int = 1) -> tuple[list[tuple[Image, Image]], list[str]]:  # fmt: skip
-    """(pairs, group of each pair) of a ``KIND:PATH`` source, sorted by group then name (``scale``: sr:PATH's)."""
+                 hu_offset: float = 1024.0, scale: int = 1, lazy: bool = False
+                 ) -> tuple[list[tuple[Image, Image]], list[str]]:  # fmt: skip
+    """(pairs, group of each pair) of a ``KIND:PATH`` source, sorted by group then name (``scale``: sr:PATH's).
+    ``lazy``: the images of SIDD's folders and of SR sets are :class:`~raytrain.data.stored.StoredImage` (read when
+    used; the sizes checked from the files' headers); CT slices and SIDD's ``.mat`` blocks are small and read."""
     kind, path = dataset_kind(source) or (None, source)
     if kind is None:
         raise DataError(f"{source}: not a dataset source (one of {', '.join(k + ':PATH' for k in KINDS)})")
     if kind == "sr":
-        pairs, groups = sr_pairs(path, scale, color)
+        pairs, groups = sr_pairs(path, scale, color, lazy)
         if len(set(groups)) == 1:  # one folder (AIM19 / NTIRE20 validation): each image is its own scene
             groups = [hr.name for hr, _ in pairs]
         return pairs, groups
@@ -75,11 +79,11 @@ def load_dataset(source: str, color: str, hu_window: tuple[float, float] = (-160
         raise DataError(f"{root}: SIDD path not found")
     if (root / "ValidationGtBlocksSrgb.mat").exists() or (root / "ValidationNoisyBlocksSrgb.mat").exists():
         return sidd_blocks(root, color)
-    return sidd_folders(root, color)
+    return sidd_folders(root, color, lazy)
 
 
 # ------------------------------------------------------------------------------------------------ SIDD folders
-def sidd_folders(root: Path, color: str) -> tuple[list[tuple[Image, Image]], list[str]]:
+def sidd_folders(root: Path, color: str, lazy: bool = False) -> tuple[list[tuple[Image, Image]], list[str]]:
     data = root / "Data" if (root / "Data").is_dir() else root
     scenes = sorted(p for p in data.iterdir() if p.is_dir()) if data.is_dir() else []
     if not scenes:
@@ -98,7 +102,7 @@ def sidd_folders(root: Path, color: str) -> tuple[list[tuple[Image, Image]], lis
             if missing:
                 have = next(iter(got.values()))
                 raise DataError(f"{have}: no matching {missing.pop()}_SRGB_{ident} file in {scene.name}")
-            clean, noisy = read_image(got["GT"], color), read_image(got["NOISY"], color)
+            clean, noisy = open_image(got["GT"], color, lazy), open_image(got["NOISY"], color, lazy)
             if clean.shape != noisy.shape:
                 raise DataError(f"{got['NOISY']}: size {noisy.shape[:2]} differs from its GT's {clean.shape[:2]}")
             name = f"{scene.name}_{ident}"
@@ -181,7 +185,9 @@ def _sr_role(rel: Path, scale: int) -> tuple[str, tuple[str, ...], str] | None:
     return (role, tuple(parts), stem) if role else None
 
 
-def sr_pairs(root: str | Path, scale: int, color: str) -> tuple[list[tuple[Image, Image]], list[str]]:
+def sr_pairs(
+    root: str | Path, scale: int, color: str, lazy: bool = False
+) -> tuple[list[tuple[Image, Image]], list[str]]:
     """(HR, LR) pairs of a super-resolution set at ``scale`` and each pair's group (its folder), sorted."""
     root = Path(root)
     if not root.is_dir():
@@ -202,7 +208,7 @@ def sr_pairs(root: str | Path, scale: int, color: str) -> tuple[list[tuple[Image
             ((role, path),) = got.items()
             other = "LR" if role == "HR" else "HR"
             raise DataError(f"{path}: no matching {other} image (x{scale}) for this {role} one")
-        hr, lr = read_image(got["HR"], color), read_image(got["LR"], color)
+        hr, lr = open_image(got["HR"], color, lazy), open_image(got["LR"], color, lazy)
         (big_h, big_w), (h, w) = hr.shape[:2], lr.shape[:2]
         if (big_h, big_w) != (h * scale, w * scale):
             ratio = big_h / h if h else 0.0

@@ -143,15 +143,18 @@ def _read_uri(source: str, color: str) -> list[Image]:
     return [Image(Path(r["path"]).stem, decode(r["bytes"], r["path"], color)) for r in rows]
 
 
-def load_collection(source: str, color: str = "gray", max_size: int | None = None) -> list[Image]:
-    """Load a whole collection: ``samples``, a local folder, or a URI (``s3://...``, ``gs://...``) via Ray Data."""
+def load_collection(source: str, color: str = "gray", max_size: int | None = None, lazy: bool = False) -> list[Image]:
+    """Load a whole collection: ``samples``, a local folder, or a URI (``s3://...``, ``gs://...``) via Ray Data.
+    ``lazy``: a local folder's images are :class:`~raytrain.data.stored.StoredImage` (read when used)."""
     if source == "samples":
         images = load_samples(color)
     elif is_uri(source):
         images = _read_uri(source, color)
     else:
+        from raytrain.data.stored import open_image
+
         folder = source[len("file://") :] if source.startswith("file://") else source
-        images = [Image(p.stem, read_image(p, color)) for p in list_images(folder)]
+        images = [Image(p.stem, open_image(p, color, lazy)) for p in list_images(folder)]
     names = [im.name for im in images]
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
@@ -160,9 +163,18 @@ def load_collection(source: str, color: str = "gray", max_size: int | None = Non
 
 
 def shrink(img: np.ndarray, max_size: int | None) -> np.ndarray:
-    """Downscale (anti-aliased) so that the longer side is at most ``max_size``; smaller images are kept."""
+    """Downscale (anti-aliased) so that the longer side is at most ``max_size``; smaller images are kept (a stored
+    image gets the resize as a step)."""
     if max_size is None or max(img.shape[:2]) <= max_size:
         return img
+    from raytrain.data.stored import is_stored
+
+    if is_stored(img):
+        import functools
+
+        s = max_size / max(img.shape[:2])
+        shape = (*(max(1, int(np.round(s * n))) for n in img.shape[:2]), img.shape[2])
+        return img.then(functools.partial(shrink, max_size=max_size), shape, ("shrink", max_size))
     from skimage.transform import rescale
 
     scale = max_size / max(img.shape[:2])
@@ -170,11 +182,12 @@ def shrink(img: np.ndarray, max_size: int | None) -> np.ndarray:
     return np.ascontiguousarray(np.clip(out, 0, 1), dtype=np.float32)
 
 
-def load_pairs(clean_source: str, noisy_source: str, color: str, scale: int = 1) -> list[tuple[Image, Image]]:
+def load_pairs(clean_source: str, noisy_source: str, color: str, scale: int = 1, lazy: bool = False
+               ) -> list[tuple[Image, Image]]:  # fmt: skip
     """Real pairs: two folders whose images share names and sizes (with ``scale`` > 1: each noisy image is its clean
     one's size / scale, an (HR, LR) pair). Not resized (that would alter the noise)."""
-    clean = {im.name: im for im in load_collection(clean_source, color)}
-    noisy = {im.name: im for im in load_collection(noisy_source, color)}
+    clean = {im.name: im for im in load_collection(clean_source, color, lazy=lazy)}
+    noisy = {im.name: im for im in load_collection(noisy_source, color, lazy=lazy)}
     only_c, only_n = sorted(set(clean) - set(noisy)), sorted(set(noisy) - set(clean))
     if only_c or only_n:
         raise DataError(f"{noisy_source}: pairs do not match by name: clean-only {only_c[:5]}, noisy-only {only_n[:5]}")

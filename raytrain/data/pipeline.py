@@ -14,6 +14,8 @@ a run sized by ``train.max_minutes``: 6.5 s/step with one 2**20-patch pass, 1.05
 
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +26,8 @@ from raytrain.data.datasets import dataset_kind, load_dataset
 from raytrain.data.degrade import NoiseModel, noise_model, rng_for
 from raytrain.data.domains import Split, hold_out, make_split
 from raytrain.data.images import Image, check_min_size, load_collection, load_pairs
-from raytrain.data.resize import bicubic_down, centre_crop_pair, mod_crop
+from raytrain.data.resize import bicubic_down, centre_crop_pair
+from raytrain.data.stored import is_stored, lazy_crop, lazy_map, load, materialise, pixels, stored_bytes
 from raytrain.errors import DataError
 from raytrain.layout import Pair, chw
 from raytrain.metrics import noise_correlation
@@ -32,6 +35,8 @@ from raytrain.metrics import noise_correlation
 DOMAIN_CODES = {"paired": 1, "source": 2, "target": 3}
 PATCHES_PER_BLOCK = 1024
 PASS_BYTES = 2**27  # one pass of a domain's stream holds at most this many bytes of patches (128 MiB; pass_size)
+STREAM_ABOVE = 4 * 2**30  # data.stream auto: stream when the images would take more than this as float32
+AUGMENT_SAMPLE = 16  # augment auto on streamed images: the lag-1 correlations of at most this many pairs
 
 
 @dataclass
@@ -45,6 +50,8 @@ class DomainImages:
     synthetic_from: int | None = None
     synthetic_fraction: float | None = None
     scale: int = 1
+    # images read from their files (data.stream): each read serves this many patches (1: one image per patch)
+    patches_per_image: int = 1
 
     def __len__(self) -> int:
         return len(self.clean if self.clean is not None else self.noisy or [])
@@ -69,24 +76,49 @@ def centre_crop(img: np.ndarray, size: int | None) -> np.ndarray:
     return img[top : top + s_h, left : left + s_w]
 
 
-def read_collection(cfg) -> tuple[list, list[np.ndarray], list | None]:
+def read_collection(cfg, lazy: bool = False) -> tuple[list, list, list | None]:
     """The images ``cfg.data`` names (``Image`` objects), their noisy counterparts (real, or a fixed seeded
     realisation of the noise model per image) and, for a paper dataset, each image's scene (None otherwise). With
     ``data.scale`` > 1 the images are HR and the noisy ones LR: real (sr:PATH, ``noisy_source``) or the noise model
-    applied to the bicubic-downscaled image (SeNM-VAE's y = B(x) + n)."""
+    applied to the bicubic-downscaled image (SeNM-VAE's y = B(x) + n). ``lazy``: files stay unread
+    (:class:`~raytrain.data.stored.StoredImage`, every step applied when the pixels are used)."""
     d = cfg.data
     if dataset_kind(d.source):  # a paper dataset as distributed (SIDD, ...): real pairs with their scenes
-        pairs, groups = load_dataset(d.source, d.color, d.hu_window, d.hu_offset, d.scale)
+        pairs, groups = load_dataset(d.source, d.color, d.hu_window, d.hu_offset, d.scale, lazy)
         return [c for c, _ in pairs], [n.pixels for _, n in pairs], groups
     if d.noisy_source:  # real pairs: noise comes from the camera, not from a model
-        pairs = load_pairs(d.source, d.noisy_source, d.color, d.scale)
+        pairs = load_pairs(d.source, d.noisy_source, d.color, d.scale, lazy)
         return [c for c, _ in pairs], [n.pixels for _, n in pairs], None
-    images = load_collection(d.source, d.color, d.max_size)
+    images = load_collection(d.source, d.color, d.max_size, lazy)
     if d.scale > 1:
-        images = [Image(im.name, mod_crop(im.pixels, d.scale)) for im in images]
-    model = noise_model(d.noise)
-    return images, [model(bicubic_down(im.pixels, d.scale), rng_for(split_seed(cfg), 0, i))
-                    for i, im in enumerate(images)], None  # fmt: skip
+        images = [Image(im.name, scale_crop(im.pixels, d.scale)) for im in images]
+    model, noise_key = noise_model(d.noise), json.dumps(d.noise.model_dump(), sort_keys=True, default=str)
+    seed = split_seed(cfg)
+    noisy = []
+    for i, im in enumerate(images):
+        h, w, c = im.pixels.shape
+        step = functools.partial(degrade_one, model=model, scale=d.scale, seed=seed, index=i)
+        noisy.append(lazy_map(im.pixels, step, (h // d.scale, w // d.scale, c), ("noise", noise_key, seed, i)))
+    return images, noisy, None
+
+
+def degrade_one(clean: np.ndarray, model: NoiseModel, scale: int, seed: int, index: int) -> np.ndarray:
+    """Image ``index``'s fixed noisy realisation: the noise model on the bicubic-downscaled image."""
+    return model(bicubic_down(clean, scale), rng_for(seed, 0, index))
+
+
+def scale_crop(img, scale: int):
+    """:func:`~raytrain.data.resize.mod_crop` of an image, stored or not."""
+    h, w = img.shape[:2]
+    return lazy_crop(img, 0, 0, h - h % scale, w - w % scale)
+
+
+def scale_down(img, scale: int):
+    """:func:`~raytrain.data.resize.bicubic_down` of an image, stored or not."""
+    if scale == 1:
+        return img
+    h, w, c = img.shape
+    return lazy_map(img, functools.partial(bicubic_down, scale=scale), (h // scale, w // scale, c), ("down", scale))
 
 
 def split_seed(cfg) -> int:
@@ -94,17 +126,34 @@ def split_seed(cfg) -> int:
     return cfg.seed if cfg.data.split_seed is None else cfg.data.split_seed
 
 
+def streams(d, images: list, noisy: list) -> bool:
+    """Whether the run keeps its images in their files (``data.stream``); on ``auto``, when they would take more
+    than :data:`STREAM_ABOVE` bytes as float32."""
+    stored = any(is_stored(x) for x in (*images, *noisy))
+    if d.stream is False or not stored:
+        return False
+    return d.stream is True or stored_bytes([*images, *noisy]) > STREAM_ABOVE
+
+
 def load_domains(cfg) -> Collection:
     """Read the collection named by ``cfg.data``, degrade it (fixed, seeded realisation per image), split it.
-    Validation and training never share a scene of a paper dataset."""
+    Validation and training never share a scene of a paper dataset. With ``data.stream`` the training images stay
+    in their files (validation is read)."""
     d = cfg.data
-    images, noisy, groups = read_collection(cfg)
+    images, noisy, groups = read_collection(cfg, lazy=d.stream is not False)
     check_min_size(images, d.patches.size * d.scale, d.source)
-    seed = split_seed(cfg)
     clean = [im.pixels for im in images]
+    lazy = streams(d, clean, noisy)
+    if lazy:
+        gb = stored_bytes([*clean, *noisy]) / 2**30
+        print(f"[raytrain] data.stream: {len(clean)} images ({gb:.1f} GB as float32) are read from their files as "
+              f"their patches are cut, {d.stream_patches} patches per read", flush=True)  # fmt: skip
+    else:
+        clean, noisy = materialise(clean), materialise(noisy)
+    seed = split_seed(cfg)
     scale = data_scale(d)
     if scale != d.scale:  # downscale_clean: the noise model's pairs (B(HR), LR)
-        clean = [bicubic_down(c, d.scale) for c in clean]
+        clean = [scale_down(c, d.scale) for c in clean]
     if d.tiles:  # the training images become tiles, and the domains are split by tile (validation stays whole)
         val_idx, rest = hold_out(len(images), d.val_images, seed, groups, d.split_order)
         val = [(clean[i], noisy[i]) for i in val_idx]
@@ -115,41 +164,47 @@ def load_domains(cfg) -> Collection:
     else:
         split = make_split(len(images), d, seed, groups=groups)
         val = [(clean[i], noisy[i]) for i in split.val]
-    val = [Pair(*centre_crop_pair(c, n, d.val_crop, scale)) for c, n in val]
-    paired = DomainImages([clean[i] for i in split.paired], [noisy[i] for i in split.paired], scale=scale)
-    extra_clean, extra_noisy = unpaired_folders(d)
+    val = [Pair(*centre_crop_pair(load(c), load(n), d.val_crop, scale)) for c, n in val]
+    per_read = d.stream_patches if lazy else 1
+    paired = DomainImages([clean[i] for i in split.paired], [noisy[i] for i in split.paired], scale=scale,
+                          patches_per_image=per_read)  # fmt: skip
+    extra_clean, extra_noisy = unpaired_folders(d, lazy)
     domains = {
-        "paired": with_synthetic(paired, d),
-        "source": DomainImages(clean=[clean[i] for i in split.source] + extra_clean, scale=scale),
-        "target": DomainImages(noisy=[noisy[i] for i in split.target] + extra_noisy, scale=scale),
+        "paired": with_synthetic(paired, d, lazy),
+        "source": DomainImages(
+            clean=[clean[i] for i in split.source] + extra_clean, scale=scale, patches_per_image=per_read
+        ),  # fmt: skip
+        "target": DomainImages(
+            noisy=[noisy[i] for i in split.target] + extra_noisy, scale=scale, patches_per_image=per_read
+        ),  # fmt: skip
     }
     return Collection(domains, val, [images[i].name for i in split.val], split)
 
 
-def unpaired_folders(d) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def unpaired_folders(d, lazy: bool = False) -> tuple[list, list]:
     """The images of ``data.clean_only`` and ``data.noisy_only`` (empty lists when unset), as the run uses them: clean
     ones cropped to a multiple of the scale and bicubic-downscaled with ``downscale_clean``, both tiled with
-    ``data.tiles``."""
-    out: list[list[np.ndarray]] = [[], []]
+    ``data.tiles``; ``lazy``: left in their files."""
+    out: list[list] = [[], []]
     for k, folder in enumerate((d.clean_only, d.noisy_only)):
         if not folder:
             continue
-        images = load_collection(folder, d.color)
+        images = load_collection(folder, d.color, lazy=lazy)
         s = d.scale if k == 0 else 1
         check_min_size(images, d.patches.size * s, folder)
-        imgs = [mod_crop(im.pixels, d.scale) for im in images] if k == 0 else [im.pixels for im in images]
+        imgs = [scale_crop(im.pixels, d.scale) for im in images] if k == 0 else [im.pixels for im in images]
         if k == 0 and d.downscale_clean:
-            imgs, s = [bicubic_down(c, d.scale) for c in imgs], 1
+            imgs, s = [scale_down(c, d.scale) for c in imgs], 1
         if d.tiles:
             imgs = tile_single(imgs, d.tiles * s)
         out[k] = imgs
     return out[0], out[1]
 
 
-def tile_single(images: list[np.ndarray], size: int) -> list[np.ndarray]:
+def tile_single(images: list, size: int) -> list:
     """Non-overlapping ``size`` x ``size`` tiles of every image, in image then raster order."""
     h_w = [(im, range(0, im.shape[0] - size + 1, size), range(0, im.shape[1] - size + 1, size)) for im in images]
-    return [im[t : t + size, u : u + size] for im, tops, lefts in h_w for t in tops for u in lefts]
+    return [lazy_crop(im, t, u, size, size) for im, tops, lefts in h_w for t in tops for u in lefts]
 
 
 def data_scale(d) -> int:
@@ -158,15 +213,15 @@ def data_scale(d) -> int:
     return 1 if d.downscale_clean else d.scale
 
 
-def with_synthetic(paired: DomainImages, d) -> DomainImages:
+def with_synthetic(paired: DomainImages, d, lazy: bool = False) -> DomainImages:
     """The real pairs, plus the synthetic pairs of ``data.synthetic`` (e.g. from a noise model) when it is set."""
     if not d.synthetic:
         return paired
     scale = data_scale(d)
-    synth = load_pairs(f"{d.synthetic}/clean", f"{d.synthetic}/noisy", d.color, scale)
+    synth = load_pairs(f"{d.synthetic}/clean", f"{d.synthetic}/noisy", d.color, scale, lazy)
     check_min_size([c for c, _ in synth], d.patches.size * scale, f"{d.synthetic}/clean")
     return DomainImages(paired.clean + [c.pixels for c, _ in synth], paired.noisy + [n.pixels for _, n in synth],
-                        len(paired.clean), d.synthetic_fraction, scale)  # fmt: skip
+                        len(paired.clean), d.synthetic_fraction, scale, paired.patches_per_image)  # fmt: skip
 
 
 def tile_images(clean: list[np.ndarray], noisy: list[np.ndarray], size: int, scale: int = 1) -> tuple[list, list]:
@@ -178,8 +233,8 @@ def tile_images(clean: list[np.ndarray], noisy: list[np.ndarray], size: int, sca
         h, w = n.shape[:2]
         for top in range(0, h - size + 1, size):
             for left in range(0, w - size + 1, size):
-                out_c.append(c[top * s : (top + size) * s, left * s : (left + size) * s])
-                out_n.append(n[top : top + size, left : left + size])
+                out_c.append(lazy_crop(c, top * s, left * s, size * s, size * s))
+                out_n.append(lazy_crop(n, top, left, size, size))
     if not out_c:
         raise DataError(f"data.tiles={size}: every training image is smaller than one tile")
     return out_c, out_n
@@ -203,9 +258,13 @@ def resolve_augment(augment: str, collection: Collection) -> tuple[str, str]:
     paired = collection.domains.get("paired")
     if paired is None or paired.clean is None or paired.noisy is None or len(paired) == 0:
         return "dihedral", "no paired images with a fixed noisy one"
-    real = slice(0, paired.synthetic_from)  # the real pairs only: synthetic ones (a downstream arm's) do not count
-    rho = [noise_correlation(np.asarray(n, np.float64) - bicubic_down(c, paired.scale))
-           for c, n in zip(paired.clean[real], paired.noisy[real], strict=True)]  # fmt: skip
+    real = list(range(len(paired) if paired.synthetic_from is None else paired.synthetic_from))
+    if paired.patches_per_image > 1 and len(real) > AUGMENT_SAMPLE:  # streamed: read a spread of the pairs only
+        real = [real[int(i)] for i in np.linspace(0, len(real) - 1, AUGMENT_SAMPLE)]
+    # the real pairs only: synthetic ones (a downstream arm's) do not count
+    rho = [noise_correlation(pixels(paired.noisy[i]).astype(np.float64) - bicubic_down(pixels(paired.clean[i]),
+                                                                                        paired.scale))
+           for i in real]  # fmt: skip
     h, v = float(np.mean([r["rho_h"] for r in rho])), float(np.mean([r["rho_v"] for r in rho]))
     pick = "dihedral" if abs(h - v) <= ISOTROPY_GAP else "flips"
     return pick, f"paired noise lag-1 correlation along rows {h:.2f}, along columns {v:.2f}"
@@ -241,11 +300,18 @@ def cut_patches(
     keys = [k for k in ("clean", "noisy") if getattr(domain, k) is not None]
     if resample is not None and "noisy" not in keys:
         keys.append("noisy")
-    out: dict[str, list[np.ndarray]] = {k: [] for k in keys}
-    sc = domain.scale
-    for pid in ids:
+    out: dict[str, list] = {k: [None] * len(ids) for k in keys}
+    sc, m = domain.scale, domain.patches_per_image
+    if m > 1:  # images read from files: a visit's m patches come from its image; cut image by image (one read each)
+        visits = [image_visit(int(pid), m) for pid in ids]
+        images = [pick_image(domain, rng_for(seed, code + VISIT_KEY, v)) for v in visits]
+        order = sorted(range(len(ids)), key=lambda r: (images[r], r))
+    else:
+        order = list(range(len(ids)))
+    for row in order:
+        pid = ids[row]
         rng = rng_for(seed, code, int(pid))
-        j = pick_image(domain, rng)
+        j = images[row] if m > 1 else pick_image(domain, rng)
         ref = domain.clean[j] if domain.clean is not None else domain.noisy[j]
         h, w = ref.shape[:2]
         if domain.clean is not None:
@@ -259,8 +325,20 @@ def cut_patches(
                 src = domain.clean[j][top * sc : (top + size) * sc, left * sc : (left + size) * sc]
             else:
                 src = domain.noisy[j][top : top + size, left : left + size]
-            out[key].append(chw(dihedral(src, k)))
+            out[key][row] = chw(dihedral(src, k))
     return {k: np.stack(v).astype(np.float32) for k, v in out.items()}
+
+
+VISIT_KEY = 100  # rng key offset of the image a visit reads (patch positions use the domain's code)
+
+
+def image_visit(pid: int, m: int) -> int:
+    """The visit (one image read) patch ``pid`` belongs to, ``m`` patches per visit: consecutive ids go round the
+    ``PATCHES_PER_BLOCK // m`` visits of their group, so a training batch mixes images while one crop task of a
+    group reads each of its images once."""
+    per_group = max(1, PATCHES_PER_BLOCK // m)
+    group, pos = divmod(pid, per_group * m)
+    return group * per_group + pos % per_group
 
 
 def patch_dataset(
@@ -285,7 +363,9 @@ def patch_dataset(
 
     # Small blocks (<= PATCHES_PER_BLOCK rows): a map task's output block stays a few MB however long the run is.
     ds = ray.data.range(n_patches, override_num_blocks=blocks or max(1, -(-n_patches // PATCHES_PER_BLOCK)))
-    return ds.map_batches(to_patches, batch_size=128, batch_format="numpy")
+    # a streamed domain's task cuts a whole block, so it reads each image of the block's visits once
+    batch = PATCHES_PER_BLOCK if domain.patches_per_image > 1 else 128
+    return ds.map_batches(to_patches, batch_size=batch, batch_format="numpy")
 
 
 def patch_bytes(cfg) -> int:

@@ -26,7 +26,8 @@ def bicubic_down(img: np.ndarray, scale: int) -> np.ndarray:
     h, w = img.shape[:2]
     if h % scale or w % scale:
         raise ValueError(f"image {h}x{w} is not a multiple of the scale {scale} (mod_crop it first)")
-    x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32).transpose(2, 0, 1))[None]
+    arr = np.ascontiguousarray(img, dtype=np.float32)
+    x = torch.from_numpy(arr if arr.flags.writeable else arr.copy()).permute(2, 0, 1)[None]  # cached: read-only
     y = F.interpolate(x, size=(h // scale, w // scale), mode="bicubic", align_corners=False, antialias=True)
     return np.ascontiguousarray(y[0].clamp(0, 1).numpy().transpose(1, 2, 0))
 

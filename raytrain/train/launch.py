@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -201,26 +202,41 @@ def train_in_process(cfg: RunConfig, collection: Collection, tracking: dict | No
         session.close()
 
 
-def root_cause(exc: BaseException) -> BaseException:
-    """The innermost user-facing error of a Ray failure chain (TrainingFailedError -> worker error -> cause)."""
-    seen, todo = set(), [exc]
-    found: BaseException = exc
+def error_chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and every error behind it (causes, contexts, Ray's ``cause`` and ``worker_failures``), outside in."""
+    seen, todo, out = set(), [exc], []
     while todo:
         e = todo.pop()
         if id(e) in seen:
             continue
         seen.add(id(e))
+        out.append(e)
+        nxt = [getattr(e, attr, None) for attr in ("cause", "__cause__", "__context__")]
+        nxt += list((getattr(e, "worker_failures", None) or {}).values())
+        todo.extend(n for n in reversed(nxt) if isinstance(n, BaseException))
+    return out
+
+
+_RAISED = re.compile(r"^raytrain\.errors\.(?P<cls>\w+): (?P<msg>.+)$", re.MULTILINE)
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The innermost user-facing error of a Ray failure chain (TrainingFailedError -> worker error -> cause): a
+    raytrain error in the chain, else one Ray passed on only as text (a Ray Data task's error reaches the Train
+    worker as a ``UserCodeException`` whose message holds the task's traceback, e.g. a streamed image file that
+    turns out corrupt, data/stored.py), else the innermost error."""
+    from raytrain import errors
+
+    chain = error_chain(exc)
+    for e in chain:
         if isinstance(e, RaytrainError):
             return e
-        found = e
-        for attr in ("cause", "__cause__", "__context__"):
-            nxt = getattr(e, attr, None)
-            if isinstance(nxt, BaseException):
-                todo.append(nxt)
-        for nxt in getattr(e, "worker_failures", {}).values() if hasattr(e, "worker_failures") else []:
-            if isinstance(nxt, BaseException):
-                todo.append(nxt)
-    return found
+    for e in chain:
+        m = _RAISED.search(str(e))
+        cls = getattr(errors, m["cls"], None) if m else None
+        if isinstance(cls, type) and issubclass(cls, RaytrainError):
+            return cls(m["msg"].strip())
+    return chain[-1]
 
 
 def run_training(cfg: RunConfig, parent_run_id: str | None = None) -> TrainResult:

@@ -1,0 +1,173 @@
+"""Images read from their files when their pixels are needed: how a run streams a set too large to hold in memory
+(SIDD Medium's 320 pairs of 12 MP are ~90 GB as float32; AIM19's clean HR set ~27 GB).
+
+A :class:`StoredImage` knows its file, its shape (from the file's header) and the steps that turn the file into the
+run's pixels (colour conversion, a crop to a multiple of the scale, bicubic down-sampling, a fixed noise realisation,
+a tile): the steps run when the pixels are asked for (``np.asarray(img)`` or slicing), in whatever process asks, and
+the result stays in that process's small least-recently-used cache (:data:`CACHE_BYTES`). Pickling one carries the
+path and the steps, never the pixels, so a domain of thousands of images is a few kilobytes in Ray's object store and
+the crop tasks of Ray Data read the images they cut patches from (``data.stream``; data/pipeline.py).
+
+Plain arrays and stored images mix: :func:`lazy_map` and :func:`lazy_crop` apply a step to either, eagerly to an array
+and as one more step to a stored image; :func:`pixels` gives the array.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from raytrain.errors import DataError
+
+CACHE_BYTES = 2**29  # decoded images a process keeps (512 MiB: a 12 MP RGB pair as float32 and its steps)
+CACHE_KEEP = 4  # ... and at least this many, whatever their size (a pair's two images and their parents)
+
+_cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+class StoredImage:
+    """An (H, W, C) float32 image in [0, 1] read from ``path`` when needed (a root), or ``step`` (a picklable
+    callable array -> array) applied to a ``parent`` stored image; ``shape`` is its shape. Every level is cached, so
+    the tiles of one file share one read."""
+
+    ndim = 3
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, path: str | Path, color: str, shape: tuple[int, ...], key: tuple = (),
+                 parent: StoredImage | None = None, step: Callable | None = None):  # fmt: skip
+        self.path, self.color, self.shape = str(path), color, tuple(shape)
+        self.key, self.parent, self.step = key, parent, step
+
+    def then(self, step: Callable[[np.ndarray], np.ndarray], shape: tuple[int, ...], key: object) -> StoredImage:
+        """This image with one more step; ``key`` names the step in the cache (equal keys, equal results)."""
+        return StoredImage(self.path, self.color, shape, self.key + (key,), self, step)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        arr = _cached((self.path, self.color, *self.key), lambda: self.read(cached=True))
+        return arr if dtype is None else arr.astype(dtype)
+
+    def __getitem__(self, index) -> np.ndarray:
+        return np.asarray(self)[index]
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        return f"StoredImage({self.path!r}, shape={self.shape}, steps={len(self.key) - 1})"
+
+    def read(self, cached: bool = False) -> np.ndarray:
+        """The pixels, computed now (a new, writable array); ``cached``: the parent's from the cache."""
+        if self.parent is None:
+            from raytrain.data.images import read_image
+
+            arr = read_image(self.path, self.color)
+        else:
+            parent = np.asarray(self.parent) if cached else self.parent.read()
+            arr = np.array(self.step(parent), dtype=np.float32, order="C")  # a copy: never a view of the parent
+        if arr.shape != self.shape:  # the header or a step's shape rule disagrees with the pixels: say which file
+            raise DataError(f"{self.path}: read as {arr.shape}, expected {self.shape} (from its header)")
+        return arr
+
+
+def _cached(key: tuple, read: Callable[[], np.ndarray]) -> np.ndarray:
+    with _cache_lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+    arr = read()
+    arr.setflags(write=False)  # shared by every caller: nobody may change it in place
+    with _cache_lock:
+        _cache[key] = arr
+        total = sum(a.nbytes for a in _cache.values())
+        while len(_cache) > CACHE_KEEP and total > CACHE_BYTES:
+            _, old = _cache.popitem(last=False)
+            total -= old.nbytes
+    return arr
+
+
+def clear_cache() -> None:
+    with _cache_lock:
+        _cache.clear()
+
+
+def header_size(path: Path) -> tuple[int, int] | None:
+    """(H, W) of an image file from its header (PIL reads no pixels), or None when PIL cannot say."""
+    from PIL import Image as PILImage
+
+    try:
+        with PILImage.open(path) as im:
+            if getattr(im, "n_frames", 1) != 1:
+                return None  # a multi-page TIFF: the decoder decides what it holds
+            w, h = im.size
+    except Exception:  # not an image PIL knows (or a corrupt one): the full decode says what is wrong
+        return None
+    return h, w
+
+
+def open_image(path: str | Path, color: str, lazy: bool):
+    """The image at ``path``: its pixels (``lazy`` False), else a :class:`StoredImage` when the header gives its size
+    (the pixels otherwise, so a corrupt file fails here with the decoder's message)."""
+    from raytrain.data.images import read_image
+
+    p = Path(path)
+    if not lazy:
+        return read_image(p, color)
+    if not p.is_file():
+        raise DataError(f"{p}: no such image file")
+    size = header_size(p)
+    if size is None:
+        return read_image(p, color)
+    if 0 in size:
+        raise DataError(f"{p}: cannot decode image (size {size[0]}x{size[1]})")
+    stat = p.stat()  # in the cache key: a rewritten file (a pipeline's synthetic pairs) is read again
+    return StoredImage(p, color, (*size, 3 if color == "rgb" else 1), key=((stat.st_mtime_ns, stat.st_size),))
+
+
+def is_stored(img) -> bool:
+    return isinstance(img, StoredImage)
+
+
+def pixels(img) -> np.ndarray:
+    """The array of an image, stored or not (a stored one's from the cache: read-only)."""
+    return np.asarray(img)
+
+
+def load(img) -> np.ndarray:
+    """The array of an image: an array as it is, a stored image read now (writable, not cached)."""
+    return img.read() if is_stored(img) else img
+
+
+def lazy_map(img, step: Callable[[np.ndarray], np.ndarray], shape: tuple[int, ...], key: object):
+    """``step(img)``: now for an array, as one more step of a stored image (whose result will have ``shape``)."""
+    return img.then(step, shape, key) if is_stored(img) else step(img)
+
+
+class _Crop:
+    def __init__(self, top: int, left: int, h: int, w: int):
+        self.box = (top, left, h, w)
+
+    def __call__(self, arr: np.ndarray) -> np.ndarray:
+        top, left, h, w = self.box
+        return arr[top : top + h, left : left + w]
+
+
+def lazy_crop(img, top: int, left: int, h: int, w: int):
+    """The (h, w) crop at (top, left) of an image, stored or not (a view of an array)."""
+    if not is_stored(img):
+        return img[top : top + h, left : left + w]
+    return img.then(_Crop(top, left, h, w), (h, w, img.shape[2]), ("crop", top, left, h, w))
+
+
+def stored_bytes(images) -> int:
+    """Bytes the images would take as float32 arrays."""
+    return sum(int(np.prod(im.shape)) * 4 for im in images if im is not None)
+
+
+def materialise(images: list | None) -> list | None:
+    """Every image of a list as an array (one file read at a time, not cached)."""
+    return None if images is None else [load(im) for im in images]
