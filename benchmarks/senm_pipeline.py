@@ -23,7 +23,8 @@ import tempfile
 import ray
 
 from raytrain.config import load_config
-from raytrain.noise_pipeline import markdown, run_pipeline
+from raytrain.noise_pipeline import run_pipeline
+from raytrain.pipeline_report import markdown
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -89,7 +89,7 @@ def demo_pipeline(workdir: str, count: int, stamp: str, arms: tuple[str, ...], q
 
 
 def write_report(out: Path, counts, arms, rows: dict[int, dict], lir: dict, wall: float) -> Path:
-    from raytrain.noise_pipeline import LABELS
+    from raytrain.pipeline_report import LABELS
     from raytrain.tracking import resolve_uri
     from raytrain.tune.ablate import plot_metric
 

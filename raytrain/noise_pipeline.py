@@ -15,9 +15,6 @@ the same pairs too.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,22 +24,19 @@ import numpy as np
 from raytrain.config import RunConfig, apply_overrides, to_raw, validate
 from raytrain.data.degrade import fit_gaussian, fit_heteroscedastic
 from raytrain.data.images import Image
-from raytrain.data.pipeline import Collection, DomainImages, centre_crop, load_domains, scale_down
-from raytrain.data.resize import bicubic_down
+from raytrain.data.pipeline import Collection, load_domains
 from raytrain.data.stored import pixels
 from raytrain.errors import RaytrainError
 from raytrain.evaluate import evaluate_pairs, noise_fid, noise_rows
 from raytrain.inference import load_restorer
-from raytrain.layout import to_image, to_tensor
+from raytrain.layout import to_image
 from raytrain.metrics import mean_std
+from raytrain.pipeline_report import PICTURE_ROWS, plot_noise_samples, plot_sr_samples, write_tables
+from raytrain.sr_pipeline import build_lpips, lr_view, sr_sources
 from raytrain.synthesis import FittedSource, VAESource, as_synthesizer, write_pairs
-from raytrain.tables import markdown_table
 from raytrain.tracking import Run
 
 SYNTHETIC_ARMS = ("senm", "gaussian", "heteroscedastic", "bicubic")
-PICTURE_ROWS = 4  # held-out images shown in sr_samples.png
-NOISE_COLUMNS = [("kld", "KLD (residual)"), ("kld_noisy", "KLD (noisy image)"), ("akld", "AKLD"),
-                 ("rho", "noise corr."), ("noise_std", "noise std")]  # fmt: skip
 
 
 @dataclass
@@ -52,38 +46,6 @@ class PipelineResult:
     parent_run_id: str | None
     runs: dict[str, str] = field(default_factory=dict)  # "stage/arm" -> MLflow run id
     wall_s: float = 0.0
-
-
-def lr_view(collection: Collection, scale: int) -> Collection:
-    """An SR collection's LR view: every clean (HR) image bicubic-downscaled by ``scale`` (the B(x) of y = B(x) + n'),
-    what the noise models are fitted on and scored against; the collection itself when ``scale`` is 1."""
-    if scale == 1:
-        return collection
-
-    def down(images):
-        return None if images is None else [scale_down(c, scale) for c in images]
-
-    domains = {k: DomainImages(down(d.clean), d.noisy, d.synthetic_from, d.synthetic_fraction,
-                               patches_per_image=d.patches_per_image)
-               for k, d in collection.domains.items()}  # fmt: skip
-    val = [type(p)(bicubic_down(p.clean, scale), p.noisy) for p in collection.val]
-    return Collection(domains, val, collection.val_names, collection.split)
-
-
-class Downscaled:
-    """A noise source for super-resolution pairs: HR x -> ``source``(B(x)) at 1/``scale`` of the size (SeNM-VAE's
-    synthetic LR images); without a source, B(x) itself (the bicubic-only arm)."""
-
-    def __init__(self, source, scale: int):
-        self.source, self.scale = source, scale
-
-    def describe(self) -> dict:
-        inner = self.source.describe() if self.source is not None else {"kind": "none"}
-        return {**inner, "downscale": f"bicubic x{self.scale}"}
-
-    def __call__(self, clean: np.ndarray, index: int) -> np.ndarray:
-        low = bicubic_down(clean, self.scale)
-        return low if self.source is None else self.source(low, index)
 
 
 def fitted_sources(collection: Collection, seed: int) -> dict[str, FittedSource]:
@@ -102,16 +64,6 @@ def source_images(collection: Collection) -> list[Image]:
     if not clean:
         raise RaytrainError("pipeline: the split has no clean-only (source) images to synthesise from")
     return [Image(f"source_{i:05d}", c) for i, c in enumerate(clean)]
-
-
-def sr_sources(sources: dict[str, object], scale: int, arms) -> dict[str, object]:
-    """Each arm's noise source for ``scale`` > 1: applied to the bicubic-downscaled HR image; plus the bicubic arm."""
-    if scale == 1:
-        return sources
-    out: dict[str, object] = {arm: Downscaled(src, scale) for arm, src in sources.items()}
-    if "bicubic" in arms:
-        out["bicubic"] = Downscaled(None, scale)
-    return out
 
 
 def downstream_config(cfg: RunConfig, arm: str, name: str, synthetic: Path | None) -> RunConfig:
@@ -303,137 +255,3 @@ def evaluate(cfg: RunConfig, sources: dict, trained: dict[str, str], pairs, samp
             row["lpips_noisy"], _ = mean_std([s["lpips_noisy"] for s in scores])
         rows[arm] = row
     return rows
-
-
-def build_lpips(spec):
-    """The LPIPS net of ``pipeline.lpips`` (None when unset): torchvision AlexNet + LPIPS v0.1 lin layers from local
-    files, or ``backbone: random`` (tests: an untrained AlexNet with equal lin weights, numbers without meaning)."""
-    if spec is None:
-        return None
-    import torch
-
-    from raytrain.losses.perceptual import build_perceptual
-
-    random = spec.backbone == "random"
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            return build_perceptual("lpips", None if random else spec.backbone, spec.lin, random).eval()
-    except FileNotFoundError as exc:
-        key = "lin" if str(exc) == str(spec.lin) else "backbone"
-        raise RaytrainError(
-            f"pipeline.lpips.{key}: {exc} not found; put the weight file there (no downloads)"
-        ) from None
-
-
-def plot_noise_samples(pairs, samples: dict[str, list[np.ndarray]], path: Path, crop: int = 96) -> Path | None:
-    """A picture of the noise: per held-out image (rows), the clean crop, the real noisy one and each noise model's
-    synthetic one at the real noise level (columns), the same centre crop everywhere."""
-    if not samples or not pairs:
-        return None
-    cols = [("clean", [clean for clean, _ in pairs]), ("real noisy", [noisy for _, noisy in pairs])]
-    cols += [(f"{SHORT.get(arm, arm)} (synthetic)", imgs) for arm, imgs in samples.items()]
-    return save_grid(cols, path, crop, 2.2)
-
-
-def save_grid(cols: list[tuple[str, list[np.ndarray]]], path: Path, crop: int, inches: float) -> Path:
-    """A grid of images: one column per (title, images), the same centre crop of each image, gray or RGB."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = len(cols[0][1])
-    fig, axes = plt.subplots(rows, len(cols), figsize=(inches * len(cols), inches * rows), squeeze=False)
-    for j, (title, imgs) in enumerate(cols):
-        for i, img in enumerate(imgs):
-            ax = axes[i][j]
-            tile = np.clip(centre_crop(img, crop), 0, 1)
-            ax.imshow(tile[..., 0] if tile.shape[-1] == 1 else tile, cmap="gray", vmin=0, vmax=1)
-            ax.set_xticks([]), ax.set_yticks([])
-            if i == 0:
-                ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def plot_sr_samples(pairs, outputs: dict[str, list[np.ndarray]], path: Path, scale: int, crop: int = 48
-                    ) -> Path | None:  # fmt: skip
-    """A picture of super-resolution: per held-out image (rows), the LR input's centre crop bicubic-upscaled, each
-    arm's SR output and the HR image over the same region (columns)."""
-    if not outputs or not pairs:
-        return None
-    from raytrain.data.resize import bicubic_up
-
-    def up(lr: np.ndarray) -> np.ndarray:
-        return to_image(bicubic_up(to_tensor(lr), (lr.shape[0] * scale, lr.shape[1] * scale)))
-
-    cols = [(f"LR input (bicubic x{scale})", [up(lr) for _, lr in pairs])]
-    cols += [(SHORT.get(arm, LABELS.get(arm, arm)), imgs) for arm, imgs in outputs.items()]
-    cols.append(("HR", [hr for hr, _ in pairs]))
-    return save_grid(cols, path, crop * scale, 2.4)
-
-
-SHORT = {
-    "senm": "SeNM-VAE",
-    "gaussian": "Gaussian",
-    "heteroscedastic": "heteroscedastic",
-    "bicubic": "bicubic",
-    "real_pairs": "real pairs only",
-    "all_real": "all real pairs",
-}
-LABELS = {"senm": "SeNM-VAE synthetic + real pairs", "gaussian": "Gaussian (paired std) + real pairs",
-          "heteroscedastic": "heteroscedastic (fitted) + real pairs", "real_pairs": "real pairs only",
-          "all_real": "all real pairs (upper bound)", "bicubic": "bicubic-only synthetic + real pairs"}  # fmt: skip
-
-
-def markdown(result: PipelineResult, cfg: RunConfig) -> str:
-    down = cfg.pipeline.downstream.method.name
-    has_lpips = all("lpips" in r for r in result.rows.values())
-    head = ["training data", *(h for _, h in NOISE_COLUMNS), f"{down} PSNR (dB)", f"{down} SSIM"]
-    head += [f"{down} LPIPS"] if has_lpips else []
-    rows = []
-    for arm, r in result.rows.items():
-        noise = [f"{r[k]:.4f}" if k in r else "–" for k, _ in NOISE_COLUMNS[:4]]
-        noise.append(f"{r['noise_std']:.2f}" if "noise_std" in r else "–")
-        cells = [LABELS[arm], *noise, f"{r['psnr']:.2f} ± {r['psnr_std']:.2f}", f"{r['ssim']:.4f}"]
-        rows.append(cells + ([f"{r['lpips']:.4f}"] if has_lpips else []))
-    lines = markdown_table(head, rows)
-    any_row = next(iter(result.rows.values()))
-    real = next((r["rho_real"] for r in result.rows.values() if "rho_real" in r), float("nan"))
-    first = f"Noisy input: {any_row['psnr_noisy']:.2f} dB. "
-    if cfg.data.scale > 1:
-        cut = f", LPIPS {any_row['lpips_noisy']:.4f}" if has_lpips else ""
-        first = (f"Super-resolution x{cfg.data.scale}, scored on the held-out (HR, LR) pairs: the LR input bicubic-"
-                 f"upscaled scores {any_row['psnr_noisy']:.2f} dB, SSIM {any_row['ssim_noisy']:.4f}{cut}. The noise "
-                 "columns compare each noise model's LR images with the real LR ones, on B(HR). ")  # fmt: skip
-    lines.append(
-        f"\n{first}Real noise correlation {real:.3f}. KLD (residual): histograms"
-        " of noisy - clean, KL(real || synthetic); KLD (noisy image): the official SeNM-VAE script's uint8 noisy-image"
-        " histograms, KL(synthetic || real); AKLD: DANet's average KL of the local noise variances (7 x 7 Gaussian"
-        " window). All at each real pair's own noise level."
-    )
-    return "\n".join(lines)
-
-
-def write_tables(result: PipelineResult, cfg: RunConfig, runs: list[Run]) -> None:
-    """table.md, table.csv and runs.json in the output folder, logged (with per-arm metrics) to each run."""
-    md = markdown(result, cfg)
-    (result.out / "table.md").write_text(md + "\n")
-    buf = io.StringIO()
-    keys = sorted({k for r in result.rows.values() for k in r})
-    w = csv.writer(buf)
-    w.writerow(["arm", *keys])
-    for arm, r in result.rows.items():
-        w.writerow([arm, *(r.get(k, "") for k in keys)])
-    (result.out / "table.csv").write_text(buf.getvalue())
-    (result.out / "runs.json").write_text(json.dumps({"parent": result.parent_run_id, **result.runs}, indent=2))
-    keys = ("psnr", "ssim", "lpips", "kld", "kld_noisy", "akld", "rho")
-    metrics = {f"{arm}_{k}": r[k] for arm, r in result.rows.items() for k in keys if k in r}
-    for run in runs:
-        for f in ("table.md", "table.csv", "runs.json", "noise_samples.png", "sr_samples.png"):
-            if (result.out / f).is_file():
-                run.log_artifact(result.out / f)
-        run.log_metrics(metrics)

@@ -264,7 +264,7 @@ def test_sr_evaluation_scores_the_bicubic_upscaled_input_and_lpips():
     from raytrain.config.run import LPIPSFiles
     from raytrain.evaluate import evaluate_pairs
     from raytrain.metrics import psnr
-    from raytrain.noise_pipeline import build_lpips
+    from raytrain.sr_pipeline import build_lpips
 
     rng = np.random.default_rng(4)
     hr = rng.random((32, 32, 1)).astype(np.float32)
@@ -290,7 +290,7 @@ def test_tiled_restores_an_sr_net_piecewise_exactly():
 
 # ---------------------------------------------------------------------------------------------------- pipeline
 def test_sr_noise_sources_apply_the_noise_to_the_bicubic_downscaled_hr_image():
-    from raytrain.noise_pipeline import Downscaled, lr_view, sr_sources
+    from raytrain.sr_pipeline import Downscaled, lr_view, sr_sources
 
     rng = np.random.default_rng(5)
     hr = rng.random((16, 16, 1)).astype(np.float32)

@@ -124,7 +124,8 @@ def cmd_noise_eval(args: argparse.Namespace) -> int:
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
     from raytrain.config import load_config
-    from raytrain.noise_pipeline import markdown, run_pipeline
+    from raytrain.noise_pipeline import run_pipeline
+    from raytrain.pipeline_report import markdown
     from raytrain.tracking import resolve_uri
 
     overrides = list(args.overrides) + ([f"address={args.address}"] if args.address else [])

@@ -31,6 +31,22 @@ def build_perceptual_loss(m: Any, seed: int, device: torch.device) -> nn.Module 
     backbone is seeded, so it is the same on every rank. Missing or wrong files are one ConfigError line."""
     if m.perceptual == "none" or m.perceptual_weight == 0:
         return None
+    try:
+        net = seeded_perceptual(m.perceptual, m.perceptual_weights, m.lpips_weights,
+                                m.perceptual_backbone == "random", seed,
+                                ("method.perceptual_weights", "method.lpips_weights"))  # fmt: skip
+    except ConfigError:
+        raise
+    except RaytrainError as exc:
+        raise ConfigError(f"method.perceptual_weights: {exc}") from None
+    return net.to(device)
+
+
+def seeded_perceptual(kind: str, backbone: Any, lin: Any, random: bool, seed: int, keys: tuple[str, str]
+                      ) -> nn.Module:  # fmt: skip
+    """:func:`raytrain.losses.perceptual.build_perceptual` with torch seeded by ``seed`` (a random backbone is the
+    same every time; the caller's random state is left as it was); a missing file is one ConfigError line naming its
+    key (``keys``: the backbone file's, the LPIPS lin file's)."""
     import torch
 
     from raytrain.losses.perceptual import build_perceptual
@@ -38,11 +54,7 @@ def build_perceptual_loss(m: Any, seed: int, device: torch.device) -> nn.Module 
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            net = build_perceptual(m.perceptual, m.perceptual_weights, m.lpips_weights,
-                                   m.perceptual_backbone == "random")  # fmt: skip
+            return build_perceptual(kind, backbone, lin, random)
     except FileNotFoundError as exc:
-        key = "lpips_weights" if str(exc) == str(m.lpips_weights) else "perceptual_weights"
-        raise ConfigError(f"method.{key}: {exc} not found; put the weight file there (no downloads)") from None
-    except RaytrainError as exc:
-        raise ConfigError(f"method.perceptual_weights: {exc}") from None
-    return net.to(device)
+        key = keys[1] if lin is not None and str(exc) == str(lin) else keys[0]
+        raise ConfigError(f"{key}: {exc} not found; put the weight file there (no downloads)") from None
