@@ -29,7 +29,6 @@ localray.prefer_loopback()  # before Ray is imported: this benchmark's local Ray
 import argparse
 import itertools
 import os
-import statistics
 import tempfile
 import time
 
@@ -46,9 +45,11 @@ def fake_batch(domains: tuple[str, ...], n: int, c: int, s: int) -> dict:
     return {d: {k: torch.rand(n, c, s, s) for k in keys[d]} for d in domains}
 
 
-def plain_step_time(cfg, steps: int, threads: int) -> float:
+def plain_step_time(cfg, steps: int, threads: int, first: int | None = None) -> float:
     """Seconds per step of a plain loop over in-memory batches, each step drawing what the Ray loop's step draws
-    (the loop's own ``draw_batches``: one domain per step for SeNM-VAE's ``domain_sampling: batch``, all for LIR)."""
+    (the loop's own ``draw_batches``: one domain per step for SeNM-VAE's ``domain_sampling: batch``, all for LIR).
+    ``first``: time steps ``first .. first + steps - 1`` (the ones the Ray run's figure covers: a method whose
+    domains cost differently per step, SeNM-VAE's, must be timed on the same draws), the steps before as warm-up."""
     from raytrain.train.draw import PatchBuffer, draw_batches
 
     torch.set_num_threads(threads)
@@ -62,7 +63,7 @@ def plain_step_time(cfg, steps: int, threads: int) -> float:
             yield batches[i % 4][domain]
 
     buffers = {d: PatchBuffer(stream(d)) for d in method.domains}
-    warm = min(3, max(1, steps // 3))
+    warm = min(3, max(1, steps // 3)) if first is None else first - 1
     for step in range(1, warm + 1):
         method.train_step(draw_batches(method, cfg, buffers, step), step)
     t0 = time.perf_counter()
@@ -148,10 +149,15 @@ def in_trainer_step_time(cfg, steps: int, threads: int) -> float:
     return trainer.fit().metrics["t"]
 
 
-def ray_step_time(cfg) -> float:
+def ray_step_time(cfg) -> tuple[float, int, int]:
+    """(seconds per step, first step, steps) of the Ray run after its first report interval (which holds the
+    start-up): the intervals' step times weighted by their steps, i.e. the time of those steps over their count."""
     res = run_training(cfg)
-    times = [r["step_time_s"] for r in res.history if r.get("step_time_s")]
-    return statistics.median(times[1:] if len(times) > 2 else times)  # the first interval holds start-up
+    rows = [(r["step"], r["step_time_s"]) for r in res.history if r.get("step_time_s")]
+    if len(rows) < 2:
+        raise SystemExit("the Ray run reported fewer than 2 intervals: raise --steps or lower --log-every")
+    total = sum((step - prev) * t for (prev, _), (step, t) in zip(rows, rows[1:], strict=False))
+    return total / (rows[-1][0] - rows[0][0]), rows[0][0] + 1, rows[-1][0] - rows[0][0]
 
 
 def main() -> None:
@@ -185,7 +191,11 @@ def main() -> None:
     cfg = load_config(a.config, [
         f"workdir={work}", "name=overhead", *method, *sizes, *split,
         f"train.batch_size={a.batch}", f"train.steps={n}", f"train.log_every={a.log_every}", *budget,
-        f"train.val_every={n}", f"train.checkpoint_every={n}", "scaling.num_workers=1",
+        # a checkpoint per report interval, all kept: Ray 2.60's run history holds only the kept checkpoints'
+        # reports, and step_time_s leaves the checkpoint's time out, so every interval's step time reaches
+        # ray_step_time
+        f"train.val_every={n}", f"train.checkpoint_every={a.log_every}", f"train.keep_checkpoints={n}",
+        "scaling.num_workers=1",
         f"scaling.cpus_per_worker={a.threads}",
         "data.resample_noise=true", "data.max_size=256", "tracking.enabled=false", "data.val_crop=32", *a.overrides,
     ])  # fmt: skip
@@ -194,11 +204,11 @@ def main() -> None:
     ray.init(num_cpus=a.threads + DATA_CPUS_PER_RUN, include_dashboard=False, log_to_driver=False)
     trainer_t = in_trainer_step_time(cfg, a.steps, a.threads) if a.in_trainer else None
     if a.cpu_shares_after is None:
-        ray_t = ray_step_time(cfg)
+        ray_t, first, count = ray_step_time(cfg)
     else:
-        ray_t = cpu_shares(lambda: ray_step_time(cfg), a.cpu_shares_after)
+        ray_t, first, count = cpu_shares(lambda: ray_step_time(cfg), a.cpu_shares_after)
     ray.shutdown()
-    plain_t = plain_step_time(cfg, a.steps, a.threads)
+    plain_t = plain_step_time(cfg, count, a.threads, first)
     print(
         f"{'DnCNN-' + str(a.depth) + 'x' + str(a.width) if a.method == 'dncnn' and not a.config else a.method}"
         f"{' (' + a.config + ')' if a.config else ''}, batch {a.batch}, "
@@ -206,7 +216,8 @@ def main() -> None:
     )
     print(f"plain PyTorch loop: {plain_t * 1000:8.1f} ms/step")
     sized = f", sized as 1e6 steps, {a.minutes:g} min" if a.minutes is not None else ""
-    print(f"Ray Train loop:     {ray_t * 1000:8.1f} ms/step (1 worker, Ray Data stream, median of reports{sized})")
+    print(f"Ray Train loop:     {ray_t * 1000:8.1f} ms/step (1 worker, Ray Data stream, steps {first}-"
+          f"{first + count - 1}{sized}; the plain loop timed on the same steps' draws)")  # fmt: skip
     if trainer_t is not None:
         print(f"plain loop in a TorchTrainer worker: {trainer_t * 1000:8.1f} ms/step (in-memory batches): "
               f"{trainer_t / plain_t:.3f} of the plain loop")  # fmt: skip
