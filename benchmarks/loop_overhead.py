@@ -131,14 +131,15 @@ def cpu_shares(fn, after_s: float):
     return out
 
 
-def in_trainer_step_time(cfg, steps: int, threads: int) -> float:
-    """The plain loop (in-memory batches) in a one-worker TorchTrainer's training thread: Ray Train's own cost."""
+def in_trainer_step_time(cfg, steps: int, threads: int, first: int | None = None) -> float:
+    """The plain loop (in-memory batches) in a one-worker TorchTrainer's training thread: Ray Train's own cost
+    (``steps`` from ``first``, as :func:`plain_step_time`)."""
     import ray.train
     import ray.train.torch
 
     def fn(config: dict) -> None:
         torch.set_num_threads(threads)
-        t = plain_step_time(config["cfg"], steps, threads)
+        t = plain_step_time(config["cfg"], steps, threads, first)
         ray.train.report({"t": t}, checkpoint=ray.train.Checkpoint.from_directory(tempfile.mkdtemp()))
 
     trainer = ray.train.torch.TorchTrainer(
@@ -202,11 +203,11 @@ def main() -> None:
     # one logical CPU per patch dataset beside the worker, as raytrain's own embedded Ray (launch.DATA_CPUS_PER_RUN):
     # with one spare CPU, Ray Data gives LIR's second domain 0 CPUs and its coordinator spins on the same cores
     ray.init(num_cpus=a.threads + DATA_CPUS_PER_RUN, include_dashboard=False, log_to_driver=False)
-    trainer_t = in_trainer_step_time(cfg, a.steps, a.threads) if a.in_trainer else None
     if a.cpu_shares_after is None:
         ray_t, first, count = ray_step_time(cfg)
     else:
         ray_t, first, count = cpu_shares(lambda: ray_step_time(cfg), a.cpu_shares_after)
+    trainer_t = in_trainer_step_time(cfg, count, a.threads, first) if a.in_trainer else None  # the same steps
     ray.shutdown()
     plain_t = plain_step_time(cfg, count, a.threads, first)
     print(
