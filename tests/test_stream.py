@@ -91,10 +91,17 @@ def test_streamed_domains_hold_the_same_pixels_as_read_ones_and_pickle_without_t
 
 
 def test_auto_streams_only_sets_above_the_threshold(tmp_path, monkeypatch, capsys):
+    import raytrain.data.images as images
+
     photos(tmp_path / "imgs")
+    reads = []
+    real = images.read_image
+    monkeypatch.setattr(images, "read_image", lambda p, c="gray": reads.append(str(p)) or real(p, c))
     base = [f"data.source={tmp_path / 'imgs'}", "data.color=rgb", "data.val_images=1", "data.patches.size=8"]
     small = load_domains(load_config(None, base))  # stream: auto, a few KB of images
     assert not any(is_stored(x) for x in small.domains["source"].clean)
+    assert len(reads) == 6  # each file once: a clean image and its noise realisation share the read
+    assert all(x.flags.writeable for x in small.domains["source"].clean)
     assert small.domains["source"].patches_per_image == 1
     monkeypatch.setattr(pipeline, "STREAM_ABOVE", 10_000)  # 6 images of 40 x 52 x 3 float32: 50 KB each
     big = load_domains(load_config(None, [*base, "data.stream_patches=4"]))

@@ -149,7 +149,7 @@ def load_domains(cfg) -> Collection:
         print(f"[raytrain] data.stream: {len(clean)} images ({gb:.1f} GB as float32) are read from their files as "
               f"their patches are cut, {d.stream_patches} patches per read", flush=True)  # fmt: skip
     else:
-        clean, noisy = materialise(clean), materialise(noisy)
+        clean, noisy = materialise(clean, noisy)
     seed = split_seed(cfg)
     scale = data_scale(d)
     if scale != d.scale:  # downscale_clean: the noise model's pairs (B(HR), LR)

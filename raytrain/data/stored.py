@@ -168,6 +168,14 @@ def stored_bytes(images) -> int:
     return sum(int(np.prod(im.shape)) * 4 for im in images if im is not None)
 
 
-def materialise(images: list | None) -> list | None:
-    """Every image of a list as an array (one file read at a time, not cached)."""
-    return None if images is None else [load(im) for im in images]
+def materialise(*lists: list | None) -> list[list | None]:
+    """Every image of the lists as a writable array, image i of every list before image i + 1 of any (a pair's
+    images, e.g. a clean image and its noise realisation, share one read of their file through the cache); the
+    cache is emptied after."""
+    out = [None if images is None else list(images) for images in lists]
+    for i in range(max((len(images) for images in out if images is not None), default=0)):
+        for images in out:
+            if images is not None and i < len(images) and is_stored(images[i]):
+                images[i] = np.array(images[i])  # a copy of the cached pixels
+    clear_cache()
+    return out
