@@ -3,7 +3,9 @@
 Both train the same DnCNN at the same batch size with the same number of CPU threads. The Ray side is a 1-worker
 ``TorchTrainer`` (Ray Data patch stream, NaN guard, periodic reports) whose loop reports ``step_time_s``
 (training steps only, validation and checkpoints excluded); the plain side is a ``for`` loop over in-memory
-tensors. Target: ratio <= 1.05.
+tensors. Target: ratio <= 1.05. ``--repeats`` (3) Ray runs and plain loops alternate (this machine's speed drifts by
++-10 % over minutes, more than the overhead measured); the figure is the median of the repeats' ratios. The Ray
+loop's ``data_wait_s`` (the part of a step spent waiting for its patches) is printed beside it.
 
     python benchmarks/loop_overhead.py [--steps 60] [--depth 17] [--width 64] [--batch 16] [--threads 2]
     python benchmarks/loop_overhead.py --method lir --steps 6 --log-every 2 --set method.scm_backbone=random
@@ -29,8 +31,10 @@ localray.prefer_loopback()  # before Ray is imported: this benchmark's local Ray
 import argparse
 import itertools
 import os
+import statistics
 import tempfile
 import time
+from functools import partial
 
 import ray
 import torch
@@ -150,15 +154,18 @@ def in_trainer_step_time(cfg, steps: int, threads: int, first: int | None = None
     return trainer.fit().metrics["t"]
 
 
-def ray_step_time(cfg) -> tuple[float, int, int]:
-    """(seconds per step, first step, steps) of the Ray run after its first report interval (which holds the
-    start-up): the intervals' step times weighted by their steps, i.e. the time of those steps over their count."""
+def ray_step_time(cfg) -> tuple[float, float, int, int]:
+    """(seconds per step, of which waiting for data, first step, steps) of the Ray run after its first report
+    interval (which holds the start-up): the intervals' figures weighted by their steps."""
     res = run_training(cfg)
-    rows = [(r["step"], r["step_time_s"]) for r in res.history if r.get("step_time_s")]
+    rows = [(r["step"], r["step_time_s"], r["data_wait_s"]) for r in res.history if r.get("step_time_s")]
     if len(rows) < 2:
         raise SystemExit("the Ray run reported fewer than 2 intervals: raise --steps or lower --log-every")
-    total = sum((step - prev) * t for (prev, _), (step, t) in zip(rows, rows[1:], strict=False))
-    return total / (rows[-1][0] - rows[0][0]), rows[0][0] + 1, rows[-1][0] - rows[0][0]
+    pairs = list(zip(rows, rows[1:], strict=False))
+    n = rows[-1][0] - rows[0][0]
+    total = sum((now[0] - prev[0]) * now[1] for prev, now in pairs)
+    wait = sum((now[0] - prev[0]) * now[2] for prev, now in pairs)
+    return total / n, wait / n, rows[0][0] + 1, n
 
 
 def main() -> None:
@@ -179,6 +186,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=None, help="size the Ray run as 1e6 steps stopped after M minutes")
     ap.add_argument("--in-trainer", action="store_true", help="also time the plain loop in a TorchTrainer worker")
     ap.add_argument("--cpu-shares-after", type=float, default=None, help="print CPU shares from S s into the Ray run")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved Ray / plain repeats (median ratio)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra config overrides")
     a = ap.parse_args()
     if a.config:
@@ -200,29 +208,56 @@ def main() -> None:
         f"scaling.cpus_per_worker={a.threads}",
         "data.resample_noise=true", "data.max_size=256", "tracking.enabled=false", "data.val_crop=32", *a.overrides,
     ])  # fmt: skip
-    # one logical CPU per patch dataset beside the worker, as raytrain's own embedded Ray (launch.DATA_CPUS_PER_RUN):
-    # with one spare CPU, Ray Data gives LIR's second domain 0 CPUs and its coordinator spins on the same cores
-    ray.init(num_cpus=a.threads + DATA_CPUS_PER_RUN, include_dashboard=False, log_to_driver=False)
-    if a.cpu_shares_after is None:
-        ray_t, first, count = ray_step_time(cfg)
-    else:
-        ray_t, first, count = cpu_shares(lambda: ray_step_time(cfg), a.cpu_shares_after)
-    trainer_t = in_trainer_step_time(cfg, count, a.threads, first) if a.in_trainer else None  # the same steps
-    ray.shutdown()
-    plain_t = plain_step_time(cfg, count, a.threads, first)
-    print(
+    label = (
         f"{'DnCNN-' + str(a.depth) + 'x' + str(a.width) if a.method == 'dncnn' and not a.config else a.method}"
         f"{' (' + a.config + ')' if a.config else ''}, batch {a.batch}, "
         f"{cfg.data.patches.size}px, {a.threads} threads, {a.steps} steps"
     )
-    print(f"plain PyTorch loop: {plain_t * 1000:8.1f} ms/step")
+    print(label)
+    # the Ray run's figure covers the steps after its first report interval (start-up): the plain loop times the
+    # same steps' draws; a run stopped by --minutes says its steps only when it ends, so there the Ray run goes first
+    first, count = a.log_every + 1, n - a.log_every
+    ratios, rows = [], []
+    for rep in range(a.repeats):
+        # interleaved, the order alternating: this machine's speed drifts by +-10 % over minutes, so a Ray run and
+        # a plain loop timed minutes apart differ by more than the overhead measured; the median of the repeats'
+        # ratios is the figure
+        order = ("ray", "plain") if rep % 2 == 0 or a.minutes is not None else ("plain", "ray")
+        got: dict[str, float] = {}
+        for which in order:
+            if which == "plain":
+                got["plain"] = plain_step_time(cfg, count, a.threads, first)
+                continue
+            # one logical CPU per patch dataset beside the worker, as raytrain's own embedded Ray
+            # (launch.DATA_CPUS_PER_RUN): with one spare CPU, Ray Data gives LIR's second domain 0 CPUs
+            ray.init(num_cpus=a.threads + DATA_CPUS_PER_RUN, include_dashboard=False, log_to_driver=False)
+            shares = a.cpu_shares_after is not None and rep == 0
+            run = cfg.model_copy(update={"workdir": tempfile.mkdtemp(prefix="raytrain-bench-")})  # not a resume
+            timed = cpu_shares(partial(ray_step_time, run), a.cpu_shares_after) if shares else ray_step_time(run)
+            got["ray"], got["wait"], first, count = timed
+            if a.in_trainer:  # the plain loop on the same steps inside a TorchTrainer worker (Ray's processes up)
+                got["trainer"] = in_trainer_step_time(cfg, count, a.threads, first)
+            ray.shutdown()  # the plain loop runs without Ray's processes, as plain PyTorch does
+        ratios.append(got["ray"] / got["plain"])
+        rows.append(got)
+        trainer = f", in a TorchTrainer worker {got['trainer'] * 1000:.1f} ms" if "trainer" in got else ""
+        print(f"repeat {rep + 1}/{a.repeats} ({' then '.join(order)}): plain {got['plain'] * 1000:.1f} ms/step, "
+              f"Ray {got['ray'] * 1000:.1f} ms/step (waiting for patches {got['wait'] * 1000:.1f}){trainer}: "
+              f"ratio {ratios[-1]:.3f}", flush=True)  # fmt: skip
+    med = statistics.median
+    plain_t, ray_t, wait_t = (med(r[k] for r in rows) for k in ("plain", "ray", "wait"))
+    print(label)
+    print(f"plain PyTorch loop: {plain_t * 1000:8.1f} ms/step (median of {a.repeats})")
     sized = f", sized as 1e6 steps, {a.minutes:g} min" if a.minutes is not None else ""
     print(f"Ray Train loop:     {ray_t * 1000:8.1f} ms/step (1 worker, Ray Data stream, steps {first}-"
           f"{first + count - 1}{sized}; the plain loop timed on the same steps' draws)")  # fmt: skip
-    if trainer_t is not None:
+    print(f"  of which waiting for patches: {wait_t * 1000:8.1f} ms/step")
+    if a.in_trainer:
+        trainer_t = med(r["trainer"] for r in rows)
         print(f"plain loop in a TorchTrainer worker: {trainer_t * 1000:8.1f} ms/step (in-memory batches): "
               f"{trainer_t / plain_t:.3f} of the plain loop")  # fmt: skip
-    print(f"ratio ray/plain: {ray_t / plain_t:.3f} (target <= 1.05)")
+    spread = f" (repeats {min(ratios):.3f}-{max(ratios):.3f})" if len(ratios) > 1 else ""
+    print(f"ratio ray/plain: {med(ratios):.3f}{spread} (target <= 1.05)")
 
 
 if __name__ == "__main__":

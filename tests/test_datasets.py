@@ -147,6 +147,7 @@ def test_a_training_run_starts_from_a_sidd_folder(ray_local, tmp_path):
     res = run_training(cfg)
     assert res.metrics["step"] == 4 and np.isfinite(res.metrics["val_psnr"])
     assert res.metrics["patches_used_fraction"] == 1.0
+    assert 0.0 < res.metrics["data_wait_s"] < res.metrics["step_time_s"]  # a part of each step: the streamed reads
     from raytrain.evaluate import evaluate_pairs
 
     val = load_domains(cfg).val  # the held-out scene's real SIDD pairs (2) are what validation scored

@@ -202,9 +202,11 @@ class Loop:
         tc = self.cfg.train
         self.method.train(True)
         t0, samples = time.perf_counter(), 0
-        self.t_mark, self.steps_since = t0, 0
+        self.t_mark, self.steps_since, self.draw_s = t0, 0, 0.0
         for step in range(start + 1, tc.steps + 1):
+            t_draw = time.perf_counter()
             batches = draw_batches(self.method, self.cfg, self.buffers, step)
+            self.draw_s += time.perf_counter() - t_draw
             if self.startup_s is None:
                 self.marks["first_batch"] = time.time()
             with self.method.precision.autocast():  # train.precision (backward passes run outside it)
@@ -229,7 +231,7 @@ class Loop:
                 metrics |= self._validate(step) | self.startup
             want_ckpt = step % tc.checkpoint_every == 0 or last
             self._report(metrics, step, want_ckpt)
-            self.t_mark, self.steps_since = time.perf_counter(), 0  # step_time_s excludes validation/checkpoints
+            self.t_mark, self.steps_since, self.draw_s = time.perf_counter(), 0, 0.0  # step_time_s: steps only
             if last:
                 break
         if self.bar is not None:
@@ -266,6 +268,7 @@ class Loop:
         self.count = 0
         now = time.perf_counter()
         m["step_time_s"] = (now - self.t_mark) / max(self.steps_since, 1)  # training steps only, see run()
+        m["data_wait_s"] = self.draw_s / max(self.steps_since, 1)  # of which waiting for this step's patches
         pulled = sum(b.pulled for b in self.buffers.values())
         used = sum(b.used for b in self.buffers.values())  # patches the steps used / the streams delivered so far
         return m | self.method.lrs() | {
