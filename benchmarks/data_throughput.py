@@ -24,7 +24,8 @@ import ray
 import torch
 
 from raytrain.config import load_config
-from raytrain.data.pipeline import build_datasets, load_domains
+from raytrain.data.collection import load_domains
+from raytrain.data.pipeline import build_datasets
 from raytrain.methods import build_method
 
 

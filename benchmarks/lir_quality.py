@@ -28,7 +28,7 @@ import torch
 
 from raytrain.baselines import classical_rows
 from raytrain.config import load_config
-from raytrain.data.pipeline import load_domains
+from raytrain.data.collection import load_domains
 from raytrain.evaluate import evaluate_pairs
 from raytrain.methods import build_method
 from raytrain.metrics import format_mean_std

@@ -47,7 +47,8 @@ def measure(root: str, stream: bool, patches: int, pairs: int, per_read: int) ->
     import ray
 
     from raytrain.config import load_config
-    from raytrain.data.pipeline import build_datasets, load_domains
+    from raytrain.data.collection import load_domains
+    from raytrain.data.pipeline import build_datasets
     from raytrain.data.stored import stored_bytes
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

@@ -21,7 +21,7 @@ def noise_eval(checkpoint: str, data: str | None = None, noisy: str | None = Non
     """Score the noise model in ``checkpoint``: each model synthesises noise for every real pair at that pair's own
     level. ``data`` + ``noisy``: folders of real clean / noisy images with the same names (default: the run's
     held-out images); ``crop``: a centre crop; ``denoisers``: ``[LABEL=]CHECKPOINT`` restorers scored on the pairs."""
-    from raytrain.data.pipeline import load_domains
+    from raytrain.data.collection import load_domains
     from raytrain.evaluate import evaluate_pairs, tiles
     from raytrain.inference import load_noise_model, load_restorer
     from raytrain.noise_pipeline import fitted_sources, noise_quality
@@ -58,8 +58,8 @@ def noise_eval(checkpoint: str, data: str | None = None, noisy: str | None = Non
 def real_pairs(cfg, collection, data: str | None, noisy: str | None, crop: int | None) -> tuple[list, str]:
     """The (clean, noisy) pairs to score on, centre-cropped, and where they come from: the run's held-out images, or
     the folders ``data`` / ``noisy`` (same names)."""
+    from raytrain.data.collection import centre_crop
     from raytrain.data.images import load_pairs
-    from raytrain.data.pipeline import centre_crop
     from raytrain.errors import DataError
 
     if data is None:

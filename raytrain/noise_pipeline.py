@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from raytrain.config import RunConfig, apply_overrides, to_raw, validate
+from raytrain.data.collection import Collection, load_domains
 from raytrain.data.degrade import fit_gaussian, fit_heteroscedastic
 from raytrain.data.images import Image
-from raytrain.data.pipeline import Collection, load_domains
 from raytrain.data.stored import pixels
 from raytrain.errors import RaytrainError
 from raytrain.evaluate import evaluate_pairs, noise_fid, noise_rows

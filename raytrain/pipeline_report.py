@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from raytrain.config import RunConfig
-from raytrain.data.pipeline import centre_crop
+from raytrain.data.collection import centre_crop
 from raytrain.layout import to_image, to_tensor
 from raytrain.tables import markdown_table
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from raytrain.data.pipeline import Collection, DomainImages, scale_down
+from raytrain.data.collection import Collection, DomainImages, scale_down
 from raytrain.data.resize import bicubic_down
 from raytrain.methods.perceptual_options import seeded_perceptual
 

@@ -110,7 +110,7 @@ def test_eval_defaults_to_the_held_out_images(trained, capsys):
     assert main(["eval", res.checkpoint]) == 0
     out = capsys.readouterr().out
     assert "held-out validation images" in out
-    from raytrain.data.pipeline import load_domains
+    from raytrain.data.collection import load_domains
 
     for name in load_domains(cfg).val_names:
         assert name in out

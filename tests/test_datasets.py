@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from raytrain.config import load_config
+from raytrain.data.collection import load_domains
 from raytrain.data.datasets import dataset_kind, load_dataset, read_mat_array
-from raytrain.data.pipeline import load_domains
 from raytrain.errors import ConfigError, DataError
 
 SCENES = ["0001_001_S6_00100_00060_3200_L", "0002_001_S6_00100_00060_3200_N", "0003_002_GP_00100_00100_5500_L",

@@ -49,7 +49,7 @@ def test_tiles_split_by_tile_and_keep_validation_whole():
     import numpy as np
 
     from raytrain.config import load_config
-    from raytrain.data.pipeline import load_domains
+    from raytrain.data.collection import load_domains
 
     base = ["data.max_size=128", "data.patches.size=32", "data.val_images=3", "data.val_crop=96"]
     whole = load_domains(load_config(None, base))
@@ -78,7 +78,7 @@ def test_split_seed_keeps_the_split_and_the_noise_while_the_seed_varies():
     import numpy as np
 
     from raytrain.config import load_config
-    from raytrain.data.pipeline import load_domains
+    from raytrain.data.collection import load_domains
 
     base = ["data.max_size=64", "data.patches.size=32", "data.val_images=3", "data.val_crop=48"]
     a = load_domains(load_config(None, [*base, "seed=0"]))
@@ -121,7 +121,7 @@ def test_table7_rows_reach_the_domains_senm_draws():
     capped to 0 by data.unpaired is dropped by the launcher the same way; the others keep all three domains."""
     from raytrain.config import load_config
     from raytrain.config.loading import to_raw, validate
-    from raytrain.data.pipeline import load_domains
+    from raytrain.data.collection import load_domains
     from raytrain.methods import method_class
     from raytrain.train.launch import without_empty_domains
     from raytrain.tune.space import trial_raw

@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
+from raytrain.data.collection import DomainImages, load_domains
 from raytrain.data.degrade import noise_model, rng_for
-from raytrain.data.pipeline import DomainImages, build_datasets, cut_patches, dihedral, load_domains, patch_dataset
+from raytrain.data.pipeline import build_datasets, cut_patches, dihedral, patch_dataset
 
 RNG = np.random.default_rng(0)
 

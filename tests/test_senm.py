@@ -259,7 +259,7 @@ def test_domains_follow_the_mix_and_the_rec_x_switch():
 
 
 def test_a_full_paired_split_drops_the_empty_unpaired_domains(capsys):
-    from raytrain.data.pipeline import load_domains
+    from raytrain.data.collection import load_domains
     from raytrain.train.launch import without_empty_domains
 
     cfg = load_config(None, [*TINY_SENM, "data.paired.fraction=1.0", "data.max_size=64", "data.tiles=32",

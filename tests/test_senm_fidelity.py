@@ -11,8 +11,9 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from raytrain.config import load_config
+from raytrain.data.collection import DomainImages
 from raytrain.data.degrade import awgn, camera, fit_gaussian, rng_for
-from raytrain.data.pipeline import DOMAIN_CODES, DomainImages, cut_patches
+from raytrain.data.pipeline import DOMAIN_CODES, cut_patches
 from raytrain.evaluate import noise_rows
 from raytrain.layout import Pair
 from raytrain.methods import build_method

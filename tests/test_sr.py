@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from raytrain.config import load_config
-from raytrain.data.pipeline import DomainImages, centre_crop_pair, cut_patches, load_domains, tile_images
-from raytrain.data.resize import bicubic_down, bicubic_up, mod_crop
+from raytrain.data.collection import DomainImages, load_domains, tile_images
+from raytrain.data.pipeline import cut_patches
+from raytrain.data.resize import bicubic_down, bicubic_up, centre_crop_pair, mod_crop
 from raytrain.errors import RaytrainError
 from raytrain.losses.adversarial import ragan_d, ragan_g
 

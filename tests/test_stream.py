@@ -1,5 +1,5 @@
 """data.stream: large sets stay in their files and Ray Data's crop tasks read the images they cut patches from
-(raytrain/data/stored.py, raytrain/data/pipeline.py)."""
+(raytrain/data/stored.py, raytrain/data/collection.py, raytrain/data/pipeline.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import pytest
 from test_datasets import sidd_folders
 
 from raytrain.config import load_config
-from raytrain.data import pipeline
-from raytrain.data.pipeline import DOMAIN_CODES, DomainImages, cut_patches, image_visit, load_domains
+from raytrain.data import collection
+from raytrain.data.collection import DomainImages, load_domains
+from raytrain.data.pipeline import DOMAIN_CODES, cut_patches, image_visit
 from raytrain.data.stored import StoredImage, clear_cache, is_stored, open_image, pixels
 from raytrain.errors import DataError
 
@@ -103,7 +104,7 @@ def test_auto_streams_only_sets_above_the_threshold(tmp_path, monkeypatch, capsy
     assert len(reads) == 6  # each file once: a clean image and its noise realisation share the read
     assert all(x.flags.writeable for x in small.domains["source"].clean)
     assert small.domains["source"].patches_per_image == 1
-    monkeypatch.setattr(pipeline, "STREAM_ABOVE", 10_000)  # 6 images of 40 x 52 x 3 float32: 50 KB each
+    monkeypatch.setattr(collection, "STREAM_ABOVE", 10_000)  # 6 images of 40 x 52 x 3 float32: 50 KB each
     big = load_domains(load_config(None, [*base, "data.stream_patches=4"]))
     assert all(is_stored(x) for x in big.domains["source"].clean)
     assert big.domains["source"].patches_per_image == 4

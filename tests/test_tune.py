@@ -107,7 +107,7 @@ def test_ablation_baselines_are_scored_on_each_trials_own_validation_pairs():
     """NLM's cell value for a seed is NLM on exactly that seed's validation pairs (a known answer computed here);
     the variant does not change it; a noise-model metric gets no baselines."""
     from raytrain.baselines import classical_rows
-    from raytrain.data.pipeline import load_domains
+    from raytrain.data.collection import load_domains
     from raytrain.tune.ablate import baseline_rows
 
     cfg = load_config(None, ["data.max_size=96", "data.val_crop=48", "data.val_images=1"])

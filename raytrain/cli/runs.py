@@ -72,9 +72,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from raytrain.config import apply_overrides, to_raw, validate
+    from raytrain.data.collection import data_scale, split_seed
     from raytrain.data.degrade import noise_model, rng_for
     from raytrain.data.images import load_collection, load_pairs
-    from raytrain.data.pipeline import data_scale, split_seed
     from raytrain.data.resize import bicubic_down, centre_crop_pair, mod_crop
     from raytrain.evaluate import evaluate_pairs, tiled
     from raytrain.inference import load_restorer
@@ -84,7 +84,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg = validate(apply_overrides(to_raw(cfg), args.overrides), "eval --set")
     color, scale = cfg.data.color, data_scale(cfg.data)  # an SR model's pairs are (HR, LR)
     if args.data is None:
-        from raytrain.data.pipeline import load_domains
+        from raytrain.data.collection import load_domains
 
         col = load_domains(cfg)
         pairs = col.val

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from raytrain.data.collection import load_domains
 from raytrain.data.degrade import noise_model
-from raytrain.data.pipeline import DOMAIN_CODES, cut_patches, load_domains, resolve_augment
+from raytrain.data.pipeline import DOMAIN_CODES, cut_patches, resolve_augment
 from raytrain.layout import hwc
 
 

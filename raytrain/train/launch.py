@@ -22,7 +22,8 @@ from ray.train.torch import TorchTrainer
 from raytrain import localray
 from raytrain.config import RunConfig, check_weight_files, flatten, to_raw, validate
 from raytrain.console import ray_init_kwargs
-from raytrain.data.pipeline import Collection, PassCounter, build_datasets, load_domains
+from raytrain.data.collection import Collection, load_domains
+from raytrain.data.pipeline import PassCounter, build_datasets
 from raytrain.errors import RaytrainError, first_line
 from raytrain.methods import method_class
 from raytrain.train.backend import torch_config

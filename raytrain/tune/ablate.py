@@ -170,7 +170,7 @@ def baseline_rows(cfg: RunConfig, rows: list[dict], axes: list[str], metric: str
     they aggregate into the same cells; every other metric: none."""
     from raytrain.baselines import classical_rows, known_sigma
     from raytrain.config import to_raw, validate
-    from raytrain.data.pipeline import load_domains
+    from raytrain.data.collection import load_domains
     from raytrain.tune.space import trial_raw
 
     key = metric.removeprefix("val_")

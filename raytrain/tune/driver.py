@@ -44,7 +44,7 @@ def trial(params: dict, base_raw: dict, sweep: str, store: Store, parent: str | 
     """One trial: the base config with this trial's values, trained in this process (one worker, see
     :func:`~raytrain.train.launch.in_process`) or by a TorchTrainer; a child MLflow run."""
     from raytrain.config import flatten
-    from raytrain.data.pipeline import load_domains
+    from raytrain.data.collection import load_domains
     from raytrain.train.launch import in_process, make_trainer, root_cause, train_in_process
 
     started = time.time()
