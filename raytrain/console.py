@@ -3,7 +3,8 @@ internals (worker and actor output forwarded by Ray, Ray's start-up and auth not
 when verbose (``raytrain --verbose``, or ``RAYTRAIN_VERBOSE=1`` in the environment, e.g. of a Ray job).
 
 Set through the libraries' documented switches only: ``ray.init(log_to_driver=..., logging_level=...)`` and MLflow's
-``MLFLOW_LOGGING_LEVEL``. No Ray import here: the CLI calls :func:`set_verbose` before anything imports Ray or MLflow.
+``MLFLOW_LOGGING_LEVEL`` / ``MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT``. No Ray import here: the CLI calls
+:func:`set_verbose` before anything imports Ray or MLflow.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ def set_verbose(on: bool) -> None:
         os.environ[VERBOSE_ENV] = "1"
     else:
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        # MLflow prints "View run ... at URL" whenever a run on a server ends: raytrain prints its own summary
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 def ray_init_kwargs() -> dict:

@@ -74,13 +74,22 @@ def atomic_save(obj: Any, path: str | Path) -> None:
 
 
 def load_torch(path: str | Path, what: str = "a PyTorch file") -> Any:
-    """``torch.load(path, weights_only=True)`` on the CPU; any failure is one line: ``PATH: cannot load WHAT (why)``.
-    A pickle that needs more than tensors and plain containers is refused by ``weights_only`` and named as such."""
-    p = Path(path)
-    if not p.is_file():
-        raise RaytrainError(f"{p}: no such file (expected {what})")
+    """``torch.load(path, weights_only=True)`` on the CPU, from a local file or a URI (:mod:`raytrain.locations`); any
+    failure is one line: ``PATH: cannot load WHAT (why)``. A pickle that needs more than tensors and plain containers
+    is refused by ``weights_only`` and named as such."""
+    from raytrain import locations
+
+    if locations.is_uri(path):
+        if not locations.is_file(path):
+            raise RaytrainError(f"{locations.display(path)}: no such file (expected {what})")
+        source: Any = io.BytesIO(locations.read_bytes(path))
+        p: Any = locations.display(path)
+    else:
+        p = source = Path(locations.local_path(path))
+        if not p.is_file():
+            raise RaytrainError(f"{p}: no such file (expected {what})")
     try:
-        return torch.load(p, map_location="cpu", weights_only=True)
+        return torch.load(source, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - every failure of a user file is the same one line
         if isinstance(exc, pickle.UnpicklingError) and "GLOBAL" in str(exc):
             why = "refused: it holds Python objects other than tensors, which weights_only loading never runs"

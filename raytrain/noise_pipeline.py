@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
+from raytrain import locations
 from raytrain.config import RunConfig, apply_overrides, to_raw, validate
 from raytrain.data.collection import Collection, load_domains
 from raytrain.data.degrade import fit_gaussian, fit_heteroscedastic
@@ -30,11 +30,13 @@ from raytrain.errors import RaytrainError
 from raytrain.evaluate import evaluate_pairs, noise_fid, noise_rows
 from raytrain.inference import load_restorer
 from raytrain.layout import to_image
+from raytrain.locations import OutputFolder
 from raytrain.metrics import mean_std
 from raytrain.pipeline_report import PICTURE_ROWS, plot_noise_samples, plot_sr_samples, write_tables
 from raytrain.sr_pipeline import build_lpips, lr_view, sr_sources
 from raytrain.synthesis import FittedSource, VAESource, as_synthesizer, write_pairs
 from raytrain.tracking import Run
+from raytrain.train.preflight import outputs_folder
 
 SYNTHETIC_ARMS = ("senm", "gaussian", "heteroscedastic", "bicubic")
 
@@ -42,7 +44,7 @@ SYNTHETIC_ARMS = ("senm", "gaussian", "heteroscedastic", "bicubic")
 @dataclass
 class PipelineResult:
     rows: dict[str, dict[str, str | float]]  # arm -> column -> value
-    out: Path
+    out: OutputFolder  # tables, pictures and synthetic pair sets (``out.where()``: its location; ``out / f``: a file)
     parent_run_id: str | None
     runs: dict[str, str] = field(default_factory=dict)  # "stage/arm" -> MLflow run id
     wall_s: float = 0.0
@@ -66,7 +68,7 @@ def source_images(collection: Collection) -> list[Image]:
     return [Image(f"source_{i:05d}", c) for i, c in enumerate(clean)]
 
 
-def downstream_config(cfg: RunConfig, arm: str, name: str, synthetic: Path | None) -> RunConfig:
+def downstream_config(cfg: RunConfig, arm: str, name: str, synthetic: str | None) -> RunConfig:
     """The denoiser run of one arm: the run's data and split, the downstream method and schedule."""
     raw = to_raw(cfg)
     raw.pop("pipeline", None)
@@ -131,8 +133,8 @@ class Stages:
 
     def __init__(self, cfg: RunConfig, parent: Run, tag: str):
         self.cfg, self.parent, self.tag = cfg, parent, tag
-        self.out = Path(cfg.workdir).resolve() / "pipelines" / f"{cfg.name}-{tag}"
-        self.out.mkdir(parents=True, exist_ok=True)
+        # under storage_path when set (the downstream runs' workers read the synthetic pairs there), else the workdir
+        self.out = OutputFolder(outputs_folder(cfg, "pipelines", f"{cfg.name}-{tag}"))
         self.runs: dict[str, str] = {}
 
     def noise_model(self, collection: Collection) -> dict[str, object]:
@@ -158,26 +160,27 @@ class Stages:
         sources.update({k: v for k, v in fitted_sources(collection, cfg.seed).items() if k in p.arms})
         return sources
 
-    def synthesize(self, collection: Collection, sources: dict[str, object]) -> dict[str, Path]:
+    def synthesize(self, collection: Collection, sources: dict[str, object]) -> dict[str, str]:
         """2. Synthetic pairs from the same clean source tiles, one folder per noise source."""
         cfg, copies = self.cfg, self.cfg.pipeline.copies
         images = source_images(collection)
         print(f"[pipeline] 2/4 synthesis: {len(images)} clean source tiles x {copies} -> {', '.join(sources)}")
-        folders: dict[str, Path] = {}
+        folders: dict[str, str] = {}
         for arm, src in sources.items():
             made_by = {"senm": self.runs["noise_model"], "bicubic": "none"}.get(arm, "fitted on paired")
             tags = {"raytrain.stage": "synthesize", "raytrain.arm": arm, "raytrain.noise_model_run": made_by}
             run = self.parent.child(f"{cfg.name}-{self.tag}-synth-{arm}", tags,
                                     {f"source.{k}": v for k, v in src.describe().items()})  # fmt: skip
-            folders[arm] = write_pairs(images, src, self.out / f"synthetic-{arm}", copies, describe=src.describe())
-            run.log_artifact(folders[arm] / "manifest.json")
+            folders[arm] = write_pairs(images, src, self.out.where(f"synthetic-{arm}"), copies,
+                                       describe=src.describe())  # fmt: skip
+            run.log_text(locations.read_bytes(locations.join(folders[arm], "manifest.json")).decode(), "manifest.json")
             run.log_metrics({"pairs": len(images) * copies})
             run.end()
             if run:
                 self.runs[f"synthesize/{arm}"] = run.run_id
         return folders
 
-    def downstream(self, folders: dict[str, Path]) -> dict[str, str]:
+    def downstream(self, folders: dict[str, str]) -> dict[str, str]:
         """3. One downstream denoiser per arm; returns arm -> checkpoint."""
         from raytrain.train.launch import run_training
 
@@ -212,6 +215,7 @@ class Stages:
         if self.cfg.data.scale > 1:
             plot_sr_samples(collection.val[:PICTURE_ROWS], outputs, self.out / "sr_samples.png", self.cfg.data.scale)
         write_tables(result, self.cfg, [run, self.parent])
+        self.out.publish()
         run.end()
         if run:
             self.runs["evaluate"] = run.run_id

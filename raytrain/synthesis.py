@@ -2,10 +2,9 @@
 
 A noise source is a SeNM-VAE checkpoint (:class:`VAESource`) or a noise model fitted on the real pairs
 (:class:`FittedSource`: the Gaussian and heteroscedastic baselines). The output folder holds ``clean/NAME.png`` and
-``noisy/NAME.png`` (8-bit, the same names) and ``manifest.json`` (what made it). It is written under a hidden
-temporary name and renamed when complete, so a crash never leaves half a dataset; an existing non-empty folder is
-refused. Large sets run as a Ray Data job (one actor per worker, each loading the model once): see
-:func:`write_pairs_ray`. Nothing at import time touches Ray.
+``noisy/NAME.png`` (8-bit, the same names) and ``manifest.json`` (what made it), at a local folder or a URI; never
+half a set (:class:`PairSet`); an existing non-empty folder is refused. Large sets run as a Ray Data job (one
+actor per worker, each loading the model once): see :func:`write_pairs_ray`. Nothing at import time touches Ray.
 """
 
 from __future__ import annotations
@@ -20,13 +19,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from raytrain import locations
 from raytrain.data.degrade import NoiseModel, rng_for
-from raytrain.data.images import to_uint8
+from raytrain.data.images import stem, to_uint8
 from raytrain.data.stored import load
 from raytrain.errors import DataError, RaytrainError
 from raytrain.files import write_error
 from raytrain.inference import load_noise_model
 from raytrain.layout import to_image, to_tensor
+from raytrain.train.checkpoint import find_inference_file
 
 Source = Callable[[np.ndarray, int], np.ndarray]  # (clean (H, W, C) in [0, 1], image index) -> noisy (H, W, C)
 
@@ -130,38 +131,70 @@ class FittedSource:
         return self.model(clean, rng_for(self.seed, 7, index))
 
 
-def write_png(img: np.ndarray, path: Path) -> None:
+def png_bytes(img: np.ndarray) -> bytes:
     import imageio.v3 as iio
 
-    iio.imwrite(path, to_uint8(img), extension=".png")
+    return iio.imwrite("<bytes>", to_uint8(img), extension=".png")
 
 
-def staging(out: Path) -> Path:
-    """A fresh hidden folder beside ``out`` (refusing a non-empty ``out``) with clean/ and noisy/ inside."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise DataError(f"{out}: exists and is not empty; give a new folder (nothing was written)")
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-        (tmp / "clean").mkdir(parents=True)
-        (tmp / "noisy").mkdir()
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise write_error(out, exc) from None
-    return tmp
+class PairSet:
+    """A synthetic pair set being written: ``OUT/clean/NAME.png``, ``OUT/noisy/NAME.png``, ``OUT/manifest.json``,
+    with ``OUT`` a local folder or a URI. Never half a set, and an existing non-empty ``OUT`` is refused: a local set
+    is written to a hidden folder beside ``OUT`` and renamed when complete; at a URI (object stores cannot rename a
+    folder) the files go straight into ``OUT`` and ``manifest.json``, the mark of a complete set, is written last,
+    once every file is counted there. :meth:`abort` removes what was written. Writers in other processes (the Ray
+    Data actors of :func:`write_pairs_ray`) write to :attr:`root` with :func:`write_pair`."""
+
+    def __init__(self, out: str | Path):
+        self.out = locations.absolute(out)
+        if locations.exists(self.out) and (not locations.is_dir(self.out) or locations.list_dir(self.out)):
+            raise DataError(f"{locations.display(self.out)}: exists and is not empty; give a new folder (nothing "
+                            "was written)")  # fmt: skip
+        if locations.is_uri(self.out):
+            self.root = self.out
+            return
+        self.root = locations.join(locations.parent(self.out), f".{locations.name(self.out)}.partial-{os.getpid()}")
+        try:
+            shutil.rmtree(self.root, ignore_errors=True)
+            for kind in ("clean", "noisy"):
+                os.makedirs(locations.join(self.root, kind))
+        except OSError as exc:
+            shutil.rmtree(self.root, ignore_errors=True)
+            raise write_error(self.out, exc) from None
+
+    def publish(self, names: list[str], manifest: dict) -> str:
+        """Check that every pair landed, write the manifest, make the set visible under ``OUT``; returns ``OUT``."""
+        try:
+            for kind in ("clean", "noisy"):
+                landed = {n for n, sub in locations.list_dir(locations.join(self.root, kind)) if not sub}
+                missing = [n for n in names if f"{n}.png" not in landed]
+                if missing:
+                    raise RaytrainError(f"synthesis wrote {len(names) - len(missing)} of {len(names)} {kind} images "
+                                        f"to {locations.display(self.out)} (missing e.g. {missing[0]}.png); nothing "
+                                        "was kept")  # fmt: skip
+            locations.write_text(locations.join(self.root, "manifest.json"), json.dumps(manifest, indent=2))
+            if not locations.is_uri(self.out):
+                if os.path.isdir(self.out):
+                    os.rmdir(self.out)  # empty (checked at the start)
+                os.replace(self.root, self.out)
+        except OSError as exc:
+            self.abort()
+            raise write_error(self.out, exc) from None
+        except BaseException:
+            self.abort()
+            raise
+        return self.out
+
+    def abort(self) -> None:
+        try:
+            locations.remove(self.root)
+        except RaytrainError:
+            pass  # best effort: the failure that brought us here is what the user needs to read
 
 
-def publish(tmp: Path, out: Path, manifest: dict) -> Path:
-    try:
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        if out.exists():
-            out.rmdir()  # empty (checked by staging)
-        os.replace(tmp, out)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise write_error(out, exc) from None
-    return out
+def write_pair(root: str, name: str, clean: np.ndarray, noisy: np.ndarray) -> None:
+    locations.write_bytes(locations.join(root, "clean", f"{name}.png"), png_bytes(clean))
+    locations.write_bytes(locations.join(root, "noisy", f"{name}.png"), png_bytes(noisy))
 
 
 def names_for(names: list[str], copies: int) -> list[tuple[int, str]]:
@@ -173,73 +206,77 @@ def names_for(names: list[str], copies: int) -> list[tuple[int, str]]:
 
 
 def write_pairs(images: Iterable, source: Source, out: str | Path, copies: int = 1, progress: bool = True,
-                describe: dict | None = None) -> Path:  # fmt: skip
-    """Synthesise ``copies`` noisy versions of every image (objects with ``name`` and ``pixels``) into ``out``."""
+                describe: dict | None = None) -> str:  # fmt: skip
+    """Synthesise ``copies`` noisy versions of every image (objects with ``name`` and ``pixels``) into ``out`` (a
+    local folder or a URI); returns its location."""
     from tqdm import tqdm
 
     images = list(images)
     if not images:
         raise DataError("no clean images to synthesise from")
-    out = Path(out)
     jobs = names_for([im.name for im in images], copies)
-    tmp = staging(out)
+    pairs = PairSet(out)
     try:
         for n, (i, name) in enumerate(tqdm(jobs, desc="synthesize", unit="img", disable=None if progress else True)):
             clean = load(images[i].pixels)  # a stored image (data.stream) is read here
-            write_png(clean, tmp / "clean" / f"{name}.png")
-            write_png(source(clean, n), tmp / "noisy" / f"{name}.png")
+            write_pair(pairs.root, name, clean, source(clean, n))
     except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
+        pairs.abort()
         if isinstance(exc, OSError):
             raise write_error(out, exc) from None
         raise
-    return publish(tmp, out, {"count": len(jobs), "source": describe or {}, "names": [n for _, n in jobs]})
+    names = [n for _, n in jobs]
+    return pairs.publish(names, {"count": len(jobs), "source": describe or {}, "names": names})
 
 
 class _RayWriter:
-    """A Ray Data actor: loads the SeNM-VAE once, then synthesises and writes each batch of files."""
+    """A Ray Data actor: loads the SeNM-VAE once, then synthesises each batch and writes it to the set's root (a URI
+    every node writes, or a folder every node mounts)."""
 
-    def __init__(self, tmp: str, color: str, source_args: tuple, source_kwargs: dict):
+    def __init__(self, root: str, color: str, source_args: tuple, source_kwargs: dict):
         self.source = VAESource(*source_args, **source_kwargs)
-        self.tmp, self.color = Path(tmp), color
+        self.root, self.color = root, color
 
     def __call__(self, batch: dict) -> dict:
         from raytrain.data.images import read_image
 
         for idx, path, name in zip(batch["index"], batch["path"], batch["name"], strict=True):
             clean = read_image(path, self.color)
-            write_png(clean, self.tmp / "clean" / f"{name}.png")
-            write_png(self.source(clean, int(idx)), self.tmp / "noisy" / f"{name}.png")
+            write_pair(self.root, name, clean, self.source(clean, int(idx)))
         return {"name": batch["name"]}
 
 
-def write_pairs_ray(files: list[Path], checkpoint: str, out: str | Path, level: float | None = None,
+def write_pairs_ray(files: list[str], checkpoint: str, out: str | Path, level: float | None = None,
                     temperature: float | str | None = None, seed: int = 0, copies: int = 1, actors: int = 2,
-                    **source_kwargs) -> Path:  # fmt: skip
-    """:func:`write_pairs` for a large folder as a Ray Data job (``actors`` model replicas, on the running Ray;
-    ``out`` must be on storage every node sees). Same names, seeds and manifest as the in-process path;
-    ``source_kwargs`` go to :class:`VAESource` (mode, content, normalize, allow_content_floor)."""
+                    **source_kwargs) -> str:  # fmt: skip
+    """:func:`write_pairs` for a large folder as a Ray Data job (``actors`` model replicas, on the running Ray): the
+    actors read the clean files and write the pairs where they run, so on a cluster both must be where every node
+    reads and writes (URIs, or folders every node mounts: checked before it starts). Same names, seeds and manifest as
+    the in-process path; ``source_kwargs`` go to :class:`VAESource` (mode, content, normalize,
+    allow_content_floor)."""
     import ray
+
+    from raytrain.train.cluster import check_storage, check_visible, other_nodes
 
     source_args = (str(checkpoint), level, temperature, seed)
     source = VAESource(*source_args, **source_kwargs)  # validates level/kind/floor once, on the driver
-    out = Path(out).resolve()
-    jobs = names_for([f.stem for f in files], copies)
-    tmp = staging(out)
+    nodes = other_nodes()
+    check_visible([str(f) for f in files] + [find_inference_file(checkpoint)], "the file", nodes)
+    jobs = names_for([stem(f) for f in files], copies)
+    pairs = PairSet(out)
     rows = [{"index": n, "path": str(files[i]), "name": name} for n, (i, name) in enumerate(jobs)]
     try:
+        check_storage(pairs.root, nodes)
         ds = ray.data.from_items(rows).map_batches(
             _RayWriter, batch_size=8, concurrency=actors, num_cpus=1,
-            fn_constructor_args=(str(tmp), source.color, source_args, source_kwargs),
+            fn_constructor_args=(pairs.root, source.color, source_args, source_kwargs),
         )  # fmt: skip
-        done = ds.count()
+        ds.materialize()
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        pairs.abort()
         raise
-    if done != len(rows):
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise RaytrainError(f"synthesis wrote {done} of {len(rows)} images")
-    return publish(tmp, out, {"count": len(rows), "source": source.describe(), "names": [n for _, n in jobs]})
+    names = [n for _, n in jobs]
+    return pairs.publish(names, {"count": len(rows), "source": source.describe(), "names": names})
 
 
 def as_synthesizer(source: Source, seed_offset: int = 10_000):

@@ -1,9 +1,10 @@
 """MLflow tracking. The driver opens and closes the run (so no run is ever left RUNNING by a dead worker); rank 0
 of the Train workers logs metrics, image grids and weights into it by run id. Nothing is set at import time.
 
-Default store: embedded SQLite at ``<workdir>/mlflow.db`` with artifacts in ``<workdir>/mlartifacts`` (MLflow 3
-refuses the old ``./mlruns`` file store). ``tracking.uri: http://host:5000`` selects a server; an unreachable one is
-reported before training starts.
+The store: ``tracking.uri`` (``http://host:5000``: a server, what a cluster needs, since every worker logs into it),
+else the ``MLFLOW_TRACKING_URI`` environment variable, else embedded SQLite at ``<workdir>/mlflow.db`` with artifacts
+in ``<workdir>/mlartifacts`` (one machine only; MLflow 3 refuses the old ``./mlruns`` file store). An unreachable
+server is reported before training starts; a file store on a cluster is refused (raytrain/train/cluster.py).
 """
 
 from __future__ import annotations
@@ -26,9 +27,17 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def resolve_uri(uri: str | None, workdir: str | Path) -> str:
+    """``tracking.uri``, else ``MLFLOW_TRACKING_URI``, else SQLite in the (local) workdir."""
+    from raytrain import locations
+
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri
-    return f"sqlite:///{Path(workdir).resolve() / 'mlflow.db'}"
+    if locations.is_uri(workdir):
+        raise RaytrainError(f"workdir {locations.display(workdir)} is not a local folder, where MLflow's default "
+                            "SQLite store would live: set tracking.uri (or MLFLOW_TRACKING_URI) to an MLflow "
+                            "server")  # fmt: skip
+    return f"sqlite:///{Path(locations.local_path(workdir)).resolve() / 'mlflow.db'}"
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
@@ -211,6 +220,11 @@ class Run:
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
         if self.run_id:
             self.store.client.log_artifact(self.run_id, str(path), artifact_path=folder)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        """A text artifact from memory (a file whose original is at a URI)."""
+        if self.run_id:
+            self.store.client.log_text(self.run_id, text, artifact_file)
 
     def child(self, name: str, tags: dict | None = None, params: dict | None = None) -> Run:
         """A new child run (the caller ends it; :meth:`close` ends it too if it is still RUNNING then)."""

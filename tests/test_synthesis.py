@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
@@ -75,8 +76,8 @@ def test_synthesis_is_seeded_and_the_level_changes_the_noise(senm_ckpt, clean_di
     imgs = [
         type("I", (), {"name": p.stem, "pixels": read(p)[..., None] / 255.0})() for p in sorted(clean_dir.iterdir())
     ]
-    a = write_pairs(imgs, VAESource(senm_ckpt, 12, seed=3), tmp_path / "a", progress=False)
-    b = write_pairs(imgs, VAESource(senm_ckpt, 12, seed=3), tmp_path / "b", progress=False)
+    a = Path(write_pairs(imgs, VAESource(senm_ckpt, 12, seed=3), tmp_path / "a", progress=False))
+    b = Path(write_pairs(imgs, VAESource(senm_ckpt, 12, seed=3), tmp_path / "b", progress=False))
     for n in ("img0.png", "img1.png", "img2.png"):
         np.testing.assert_array_equal(read(a / "noisy" / n), read(b / "noisy" / n))
     # (random weights: compare the float outputs, 8-bit rounding would hide the differences)
@@ -87,7 +88,7 @@ def test_synthesis_is_seeded_and_the_level_changes_the_noise(senm_ckpt, clean_di
     assert not np.array_equal(ref, VAESource(senm_ckpt, 19, seed=3)(x, 0))  # another level
     assert not np.array_equal(ref, VAESource(senm_ckpt, 12, seed=3)(x, 1))  # another image index
     assert ref.shape == x.shape
-    prior = write_pairs(imgs, VAESource(senm_ckpt, None), tmp_path / "p", copies=2, progress=False)
+    prior = Path(write_pairs(imgs, VAESource(senm_ckpt, None), tmp_path / "p", copies=2, progress=False))
     assert len(list((prior / "noisy").iterdir())) == 6 and (prior / "noisy" / "img0_1.png").is_file()
 
 
@@ -177,7 +178,7 @@ def test_fitted_baselines_write_pairs_and_unknown_names_clash(tmp_path):
     from raytrain.data.degrade import NoiseModel
 
     img = type("I", (), {"name": "a", "pixels": np.full((16, 16, 1), 0.5, np.float32)})()
-    out = write_pairs([img], FittedSource(NoiseModel("awgn", {"sigma": 10.0})), tmp_path / "g", progress=False)
+    out = Path(write_pairs([img], FittedSource(NoiseModel("awgn", {"sigma": 10.0})), tmp_path / "g", progress=False))
     resid = read(out / "noisy" / "a.png").astype(float) - read(out / "clean" / "a.png")
     assert 7 < resid.std() < 13
     with pytest.raises(DataError, match="same name"):
@@ -186,9 +187,9 @@ def test_fitted_baselines_write_pairs_and_unknown_names_clash(tmp_path):
 
 def test_ray_data_synthesis_matches_the_in_process_files(ray_local, senm_ckpt, clean_dir, tmp_path):
     files = sorted(clean_dir.iterdir())
-    out = write_pairs_ray(files, str(senm_ckpt), tmp_path / "ray", level=14, seed=1, actors=1)
+    out = Path(write_pairs_ray(files, str(senm_ckpt), tmp_path / "ray", level=14, seed=1, actors=1))
     imgs = [type("I", (), {"name": p.stem, "pixels": read(p)[..., None] / 255.0})() for p in files]
-    ref = write_pairs(imgs, VAESource(senm_ckpt, 14, seed=1), tmp_path / "ref", progress=False)
+    ref = Path(write_pairs(imgs, VAESource(senm_ckpt, 14, seed=1), tmp_path / "ref", progress=False))
     for f in files:
         np.testing.assert_array_equal(read(out / "noisy" / f.name), read(ref / "noisy" / f.name))
     assert json.loads((out / "manifest.json").read_text())["count"] == 3

@@ -183,7 +183,7 @@ def test_a_one_worker_trial_trains_in_its_own_process_with_the_trainers_history(
         assert child.info.status == "FINISHED" and parent.info.status == "FINISHED"
         hist = [v for h in res.histories[row["trial_id"]] for v in (h["step"], h["val_psnr"], h["val_ssim"])]
         got[runner] = (child.data.tags["raytrain.trial_runner"], hist, row["startup_s"])
-        where = res.folder if runner == "auto" else tmp_path / runner / "ray"  # persisted by Tune / by Ray Train
+        where = res.folder.local if runner == "auto" else tmp_path / runner / "ray"  # persisted by Tune / by Ray Train
         assert any(where.rglob("model.pt")), f"no checkpoint under {where}"
     print({k: (v[0], f"startup {v[2]:.1f} s") for k, v in got.items()})
     assert got["auto"][0] == "process" and got["trainer"][0] == "trainer"

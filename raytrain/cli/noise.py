@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from raytrain.cli.common import add_overrides
 
@@ -21,8 +20,9 @@ def add_parsers(sub) -> None:
 def _add_synthesize(sub) -> None:
     s = sub.add_parser("synthesize", help="write a paired dataset (clean + synthetic noisy) with a SeNM-VAE")
     s.add_argument("checkpoint", help="SeNM-VAE checkpoint folder, run folder or model.pt")
-    s.add_argument("--clean", required=True, help="clean images: a folder, a URI or 'samples'")
-    s.add_argument("--out", required=True, help="new folder: OUT/clean, OUT/noisy (same names), OUT/manifest.json")
+    s.add_argument("--clean", required=True, help="clean images: a folder (local or a URI) or 'samples'")
+    s.add_argument("--out", required=True, help="new folder (local or a URI): OUT/clean, OUT/noisy (same names), "
+                   "OUT/manifest.json")  # fmt: skip
     lv = s.add_mutually_exclusive_group()
     lv.add_argument("--level", type=float, help="noise level (std, 0..255) inside the range seen in training")
     lv.add_argument("--level-prior", action="store_true", help="draw each image's level from training (default)")
@@ -74,8 +74,9 @@ def _add_noise_eval(sub) -> None:
 
 
 def cmd_synthesize(args: argparse.Namespace) -> int:
-    from raytrain.data.images import is_uri, list_images, load_collection
+    from raytrain.data.images import list_images, load_collection
     from raytrain.errors import DataError
+    from raytrain.locations import display
     from raytrain.synthesis import VAESource, write_pairs, write_pairs_ray
 
     if args.copies < 1:
@@ -83,11 +84,10 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     kw = {"mode": args.mode, "content": args.content, "normalize": args.normalize,
           "allow_content_floor": args.allow_content_floor}  # fmt: skip
     src = VAESource(args.checkpoint, args.level, args.temperature, args.seed, **kw)
-    folder = Path(args.clean)
-    files = list_images(folder) if folder.is_dir() else []
+    files = list_images(args.clean) if args.clean != "samples" else []
     if args.ray or len(files) > 500:
         if not files:
-            raise DataError(f"{args.clean}: --ray needs a local folder of images")
+            raise DataError(f"{args.clean}: --ray needs a folder of images (local, mounted on every node, or a URI)")
         import ray
 
         if args.address:
@@ -101,13 +101,11 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
         out = write_pairs_ray(files, args.checkpoint, args.out, args.level, args.temperature, args.seed, args.copies,
                               args.actors, **kw)  # fmt: skip
     else:
-        if args.clean != "samples" and not is_uri(args.clean) and not folder.exists():
-            raise DataError(f"{args.clean}: no such folder")
         images = load_collection(args.clean, src.color, None)
         out = write_pairs(images, src, args.out, args.copies, describe=src.describe())
     d = src.describe()
     level = d["level"] if d["level"] == "prior" else f"{d['level']:g}"
-    print(f"wrote synthetic pairs to {out} ({d['mode']} synthesis, level {level}, trained range "
+    print(f"wrote synthetic pairs to {display(out)} ({d['mode']} synthesis, level {level}, trained range "
           f"{d['trained_level_range']}, temperature {d['temperature']:.3g}); train on them with "
           f"--set data.synthetic={out}")  # fmt: skip
     return 0
@@ -124,6 +122,7 @@ def cmd_noise_eval(args: argparse.Namespace) -> int:
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
     from raytrain.config import load_config
+    from raytrain.locations import display
     from raytrain.noise_pipeline import run_pipeline
     from raytrain.pipeline_report import markdown
     from raytrain.tracking import resolve_uri
@@ -133,8 +132,10 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     res = run_pipeline(cfg)
     print(f"\npipeline {cfg.name}: {res.wall_s / 60:.1f} min\n")
     print(markdown(res, cfg))
-    print(f"\ntables and run ids: {res.out}")
+    print(f"\ntables and run ids: {display(res.out.where())}")
     if res.parent_run_id:
-        print(f"MLflow parent run {res.parent_run_id}: mlflow ui --backend-store-uri "
-              f"{resolve_uri(cfg.tracking.uri, cfg.workdir)} --host 127.0.0.1")  # fmt: skip
+        uri = resolve_uri(cfg.tracking.uri, cfg.workdir)
+        see = f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1" if uri.startswith("sqlite") else uri
+        print(f"MLflow parent run {res.parent_run_id}: {see}")
+    res.out.close()
     return 0

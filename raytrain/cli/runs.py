@@ -17,7 +17,9 @@ def add_parsers(sub) -> None:
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="PSNR/SSIM table of a checkpoint on a set of images")
-    e.add_argument("checkpoint", help="checkpoint folder, run folder or model.pt")
+    e.add_argument(
+        "checkpoint", help="checkpoint folder, run folder or model.pt, local or at a URI (s3://bucket/runs/NAME)"
+    )
     e.add_argument(
         "--data",
         help="clean images: a folder, a URI or 'samples' (default: the run's held-out "
@@ -52,6 +54,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.num_workers is not None:
         overrides.append(f"scaling.num_workers={args.num_workers}")
     cfg = load_config(args.config, overrides)
+    from raytrain.locations import display
     from raytrain.tracking import resolve_uri
     from raytrain.train.launch import run_training
 
@@ -61,7 +64,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if "val_psnr" in m:
         print(f"  validation PSNR {m['val_psnr']:.2f} dB (noisy input {m['val_psnr_noisy']:.2f} dB), "
               f"SSIM {m['val_ssim']:.4f} (noisy {m['val_ssim_noisy']:.4f})")  # fmt: skip
-    print(f"  checkpoint: {res.checkpoint}")
+    print(f"  checkpoint: {display(res.checkpoint) if res.checkpoint else None}")
     if res.run_id:
         uri = resolve_uri(cfg.tracking.uri, cfg.workdir)
         print(f"  MLflow run {res.run_id} in {uri}")
@@ -114,7 +117,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_denoise(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from raytrain.data.images import EXTENSIONS, list_images, read_image, to_uint8
+    from raytrain.data.images import EXTENSIONS, list_images, read_image, stem, to_uint8
     from raytrain.errors import DataError
     from raytrain.evaluate import tiled
     from raytrain.files import atomic_write_bytes, make_dirs
@@ -124,7 +127,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     cfg, method = load_restorer(args.checkpoint)
     src, dst = Path(args.input), Path(args.output)
     if src.is_dir():
-        jobs = [(f, dst / (f.stem + ".png")) for f in list_images(src)]
+        jobs = [(f, dst / (stem(f) + ".png")) for f in list_images(src)]
         make_dirs(dst)
     elif src.is_file():
         if dst.suffix.lower() not in EXTENSIONS:

@@ -66,6 +66,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
                     None if args.scheduler == "fifo" else args.scheduler, "optuna", args.resume, args.seed)  # fmt: skip
     cols = list(space.params) + metrics + ["startup_s"]
     print(f"\nsweep {name}: {len(res.rows)} trials in {res.wall_s:.0f} s")
+    from raytrain.locations import display, is_uri
     from raytrain.tables import markdown_table
 
     cell = lambda r, c: f"{r[c]:.4g}" if isinstance(r.get(c), float) else str(r.get(c, "–"))  # noqa: E731
@@ -76,8 +77,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
         print(f"per-trial overhead (trial start -> first training step): mean {sum(ups) / len(ups):.1f} s, "
               f"max {max(ups):.1f} s")  # fmt: skip
     if res.best_config:
-        print(f"best by {metrics[0]}: {res.best[metrics[0]]:.4f}; config: {res.best_config}"
-              f"  (raytrain train {res.best_config})")  # fmt: skip
+        where = display(res.folder.where("best_config.yaml"))
+        print(f"best by {metrics[0]}: {res.best[metrics[0]]:.4f}; config: {where}"
+              + ("" if is_uri(where) else f"  (raytrain train {where})"))  # fmt: skip
     if res.parent_run_id:
         print(f"MLflow parent run {res.parent_run_id}")
     return 0

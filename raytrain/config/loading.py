@@ -167,13 +167,17 @@ def weight_files(cfg: RunConfig) -> dict[str, str]:
 
 
 def check_weight_files(cfg: RunConfig) -> None:
-    """Refuse (one line, before any worker starts) a run whose weight files are not on this node."""
+    """Refuse (one line, before any worker starts) a run whose weight files are not on this node (a local file or a
+    URI; on a cluster every worker node is checked too: raytrain/train/cluster.py)."""
+    from raytrain import locations
+
     for key, path in weight_files(cfg).items():
-        if not Path(path).is_file():
-            raise ConfigError(f"{key}: {path} not found (a local file; no download happens)")
+        if not locations.is_file(path):
+            raise ConfigError(f"{key}: {locations.display(path)} not found (a file or a URI; no download happens)")
     start = getattr(cfg.method, "init_from", None)
-    if start and not Path(start).exists():
-        raise ConfigError(f"method.init_from: {start} not found (a checkpoint folder or exported model.pt)")
+    if start and not locations.exists(start):
+        raise ConfigError(f"method.init_from: {locations.display(start)} not found (a checkpoint folder or exported "
+                          "model.pt)")  # fmt: skip
 
 
 def recipe_deviations(cfg: RunConfig, recipe: dict[str, Any]) -> list[str]:

@@ -132,10 +132,14 @@ class RunConfig(Strict):
     """The whole run: one YAML file."""
 
     name: Annotated[str, Field(min_length=1, pattern=NAME_PATTERN)] = "raytrain"
-    workdir: str = "runs"  # MLflow store, Ray storage and outputs live under it
+    # MLflow's default store, Ray storage and outputs live under it: a local folder, one every node mounts, or a URI
+    # (s3://bucket/prefix, gs://..., with pyarrow's options in the query; then tracking.uri must name a server)
+    workdir: str = "runs"
     seed: Annotated[int, Field(ge=0)] = 0
     address: str | None = None  # Ray cluster address; null starts an embedded local Ray
-    storage_path: str | None = None  # shared storage for checkpoints (NFS/S3 URI for multi-node); default workdir/ray
+    # Ray's storage for checkpoints, and the folder of pipelines and sweeps: on a cluster a URI (s3://bucket/runs)
+    # or a folder every node mounts; default workdir/ray
+    storage_path: str | None = None
     method: MethodConfig = Field(default_factory=default_method)
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)

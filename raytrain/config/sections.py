@@ -320,11 +320,16 @@ class ScalingSection(Strict):
     # group: seconds to the first step; a failure fails the trial, `--resume` reruns it from its last checkpoint);
     # trainer: a TorchTrainer per trial, as multi-worker trials always are (max_failures restarts apply)
     trial_runner: Literal["auto", "trainer"] = "auto"
+    # on a cluster that lacks the CPUs / GPUs the worker group and its patch streams need: wait this long for them
+    # (an autoscaling cluster is asked for them and adds nodes) before refusing; 0: refuse at once
+    wait_for_nodes_s: Annotated[float, Field(ge=0, le=86400)] = 0
 
 
 class TrackingConfig(Strict):
     enabled: bool = True
-    uri: str | None = None  # default: sqlite:///<workdir>/mlflow.db
+    # an MLflow server (http://HOST:5000, what a cluster needs: every worker logs into it); default: the
+    # MLFLOW_TRACKING_URI environment variable, else sqlite:///<workdir>/mlflow.db (one machine only)
+    uri: str | None = None
     experiment: str = "raytrain"
     image_every_val: bool = True
 

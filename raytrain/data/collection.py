@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from raytrain import locations
 from raytrain.data.datasets import dataset_kind, load_dataset
 from raytrain.data.degrade import NoiseModel, noise_model, rng_for
 from raytrain.data.domains import Split, hold_out, make_split
@@ -203,8 +204,9 @@ def with_synthetic(paired: DomainImages, d, lazy: bool = False) -> DomainImages:
     if not d.synthetic:
         return paired
     scale = data_scale(d)
-    synth = load_pairs(f"{d.synthetic}/clean", f"{d.synthetic}/noisy", d.color, scale, lazy)
-    check_min_size([c for c, _ in synth], d.patches.size * scale, f"{d.synthetic}/clean")
+    clean_dir, noisy_dir = locations.join(d.synthetic, "clean"), locations.join(d.synthetic, "noisy")
+    synth = load_pairs(clean_dir, noisy_dir, d.color, scale, lazy)
+    check_min_size([c for c, _ in synth], d.patches.size * scale, locations.display(clean_dir))
     return DomainImages(paired.clean + [c.pixels for c, _ in synth], paired.noisy + [n.pixels for _, n in synth],
                         len(paired.clean), d.synthetic_fraction, scale, paired.patches_per_image)  # fmt: skip
 

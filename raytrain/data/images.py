@@ -1,5 +1,6 @@
-"""Reading image collections: folders, any URI Ray Data reads, or the offline samples bundled in scikit-image and
-PyWavelets. Every image comes back as float32 (H, W, C) in [0, 1] with C = 1 (gray) or 3 (RGB).
+"""Reading image collections: folders (local, mounted, or at a URI such as ``s3://bucket/clean``, through
+:mod:`raytrain.locations`), or the offline samples bundled in scikit-image and PyWavelets. Every image comes back
+as float32 (H, W, C) in [0, 1] with C = 1 (gray) or 3 (RGB).
 
 Conversions (documented, not errors): 16-bit images are scaled by 1/65535; RGBA drops its alpha channel (no
 compositing); RGB -> gray uses ITU-R 709 luma (``skimage.color.rgb2gray``); gray -> RGB repeats the channel.
@@ -97,27 +98,36 @@ def decode(data: bytes, origin: str, color: str) -> np.ndarray:
 
 
 def read_image(path: str | Path, color: str = "gray") -> np.ndarray:
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: no such image file")
-    return decode(p.read_bytes(), str(p), color)
+    """An image file, local or at a URI (``s3://bucket/clean/a.png``)."""
+    from raytrain import locations
+
+    if not locations.is_file(path):
+        raise DataError(f"{locations.display(path)}: no such image file")
+    return decode(locations.read_bytes(path), locations.display(path), color)
 
 
-def list_images(folder: str | Path) -> list[Path]:
-    """Image files of a folder (not recursive), sorted; a clear error for a missing or empty folder."""
-    f = Path(folder)
-    if not f.exists():
-        raise DataError(f"{f}: folder not found")
-    if not f.is_dir():
-        raise DataError(f"{f}: not a folder")
-    files = sorted(p for p in f.iterdir() if p.is_file() and p.suffix.lower() in EXTENSIONS)
+def list_images(folder: str | Path) -> list[str]:
+    """The image files of a folder (not recursive), local or at a URI, sorted, as locations; a clear error for a
+    missing or empty folder."""
+    from raytrain import locations
+
+    shown = locations.display(folder)
+    if not locations.exists(folder):
+        raise DataError(f"{shown}: folder not found")
+    if not locations.is_dir(folder):
+        raise DataError(f"{shown}: not a folder")
+    files = [locations.join(folder, n) for n, sub in locations.list_dir(folder)
+             if not sub and Path(n).suffix.lower() in EXTENSIONS]  # fmt: skip
     if not files:
-        raise DataError(f"{f}: no images ({', '.join(EXTENSIONS)}) in this folder")
+        raise DataError(f"{shown}: no images ({', '.join(EXTENSIONS)}) in this folder")
     return files
 
 
-def is_uri(source: str) -> bool:
-    return "://" in source and not source.startswith("file://")
+def stem(location: str | Path) -> str:
+    """A file's name without its extension (an image's name in a collection)."""
+    from raytrain import locations
+
+    return Path(locations.name(location)).stem
 
 
 def load_samples(color: str) -> list[Image]:
@@ -133,28 +143,17 @@ def load_samples(color: str) -> list[Image]:
     return out
 
 
-def _read_uri(source: str, color: str) -> list[Image]:
-    import ray
-
-    ds = ray.data.read_binary_files(source, include_paths=True, file_extensions=[e[1:] for e in EXTENSIONS])
-    rows = sorted(ds.take_all(), key=lambda r: r["path"])
-    if not rows:
-        raise DataError(f"{source}: no images found")
-    return [Image(Path(r["path"]).stem, decode(r["bytes"], r["path"], color)) for r in rows]
-
-
 def load_collection(source: str, color: str = "gray", max_size: int | None = None, lazy: bool = False) -> list[Image]:
-    """Load a whole collection: ``samples``, a local folder, or a URI (``s3://...``, ``gs://...``) via Ray Data.
-    ``lazy``: a local folder's images are :class:`~raytrain.data.stored.StoredImage` (read when used)."""
+    """Load a whole collection: ``samples``, or a folder, local or at a URI (``s3://bucket/clean``: read where it is,
+    never copied). ``lazy``: the images are :class:`~raytrain.data.stored.StoredImage` (read when used, by whichever
+    process cuts their patches: Ray Data's tasks on any node)."""
     if source == "samples":
         images = load_samples(color)
-    elif is_uri(source):
-        images = _read_uri(source, color)
     else:
-        from raytrain.data.stored import open_image
+        from raytrain.data.stored import open_images
 
-        folder = source[len("file://") :] if source.startswith("file://") else source
-        images = [Image(p.stem, open_image(p, color, lazy)) for p in list_images(folder)]
+        files = list_images(source)
+        images = [Image(stem(f), img) for f, img in zip(files, open_images(files, color, lazy), strict=True)]
     names = [im.name for im in images]
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})

@@ -95,12 +95,15 @@ def clear_cache() -> None:
         _cache.clear()
 
 
-def header_size(path: Path) -> tuple[int, int] | None:
-    """(H, W) of an image file from its header (PIL reads no pixels), or None when PIL cannot say."""
+def header_size(path: str | Path) -> tuple[int, int] | None:
+    """(H, W) of an image file (local or at a URI) from its header (PIL reads no pixels), or None when PIL cannot
+    say."""
     from PIL import Image as PILImage
 
+    from raytrain import locations
+
     try:
-        with PILImage.open(path) as im:
+        with locations.open_input(path) as fh, PILImage.open(fh) as im:
             if getattr(im, "n_frames", 1) != 1:
                 return None  # a multi-page TIFF: the decoder decides what it holds
             w, h = im.size
@@ -110,22 +113,35 @@ def header_size(path: Path) -> tuple[int, int] | None:
 
 
 def open_image(path: str | Path, color: str, lazy: bool):
-    """The image at ``path``: its pixels (``lazy`` False), else a :class:`StoredImage` when the header gives its size
-    (the pixels otherwise, so a corrupt file fails here with the decoder's message)."""
+    """The image at ``path`` (local or a URI): its pixels (``lazy`` False), else a :class:`StoredImage` when the
+    header gives its size (the pixels otherwise, so a corrupt file fails here with the decoder's message)."""
+    from raytrain import locations
     from raytrain.data.images import read_image
 
-    p = Path(path)
     if not lazy:
-        return read_image(p, color)
-    if not p.is_file():
-        raise DataError(f"{p}: no such image file")
-    size = header_size(p)
+        return read_image(path, color)
+    if not locations.is_file(path):
+        raise DataError(f"{locations.display(path)}: no such image file")
+    size = header_size(path)
     if size is None:
-        return read_image(p, color)
+        return read_image(path, color)
     if 0 in size:
-        raise DataError(f"{p}: cannot decode image (size {size[0]}x{size[1]})")
-    stat = p.stat()  # in the cache key: a rewritten file (a pipeline's synthetic pairs) is read again
-    return StoredImage(p, color, (*size, 3 if color == "rgb" else 1), key=((stat.st_mtime_ns, stat.st_size),))
+        raise DataError(f"{locations.display(path)}: cannot decode image (size {size[0]}x{size[1]})")
+    # (mtime, size) in the cache key: a rewritten file (a pipeline's synthetic pairs) is read again
+    return StoredImage(path, color, (*size, 3 if color == "rgb" else 1), key=(locations.stat_key(path),))
+
+
+def open_images(paths: list, color: str, lazy: bool) -> list:
+    """:func:`open_image` of every path, in order; files at a URI are opened by 16 threads at once (each is a
+    request to the object store)."""
+    from raytrain import locations
+
+    if not any(locations.is_uri(p) for p in paths):
+        return [open_image(p, color, lazy) for p in paths]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(16) as pool:
+        return list(pool.map(lambda p: open_image(p, color, lazy), paths))
 
 
 def is_stored(img) -> bool:
@@ -161,6 +177,11 @@ def lazy_crop(img, top: int, left: int, h: int, w: int):
     if not is_stored(img):
         return img[top : top + h, left : left + w]
     return img.then(_Crop(top, left, h, w), (h, w, img.shape[2]), ("crop", top, left, h, w))
+
+
+def source_files(images) -> list[str]:
+    """The files the stored images of a list are read from (each once, in order)."""
+    return list(dict.fromkeys(im.path for im in images if is_stored(im)))
 
 
 def stored_bytes(images) -> int:

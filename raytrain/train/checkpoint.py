@@ -6,6 +6,9 @@
 - ``meta.json``: the step, method, metrics and config in plain text, for people (and for the launcher's re-run
   check, which reads the config here rather than unpickling the full state).
 
+Checkpoints are read from any location (:mod:`raytrain.locations`): a local folder, one every node mounts, or a URI of
+Ray's storage (``s3://bucket/runs/NAME/checkpoint_...``), never through a ``Path`` of Ray's ``Checkpoint.path``.
+
 Files are written to a temporary name and renamed, so a crash never leaves half a file; everything loads with
 ``torch.load(..., weights_only=True)``.
 """
@@ -19,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from raytrain import locations
 from raytrain.errors import RaytrainError
 from raytrain.files import atomic_save, atomic_write_text, load_torch
 
@@ -74,52 +78,63 @@ def export_inference(path: str | Path, method, config_json: str, metrics: dict[s
                 path)  # fmt: skip
 
 
-def _load(path: Path) -> dict:
+def _load(path: str | Path) -> dict:
     obj = load_torch(path, "a raytrain checkpoint")
     if not isinstance(obj, dict) or obj.get("format") != FORMAT or "method" not in obj:
-        raise RaytrainError(f"{path}: not a raytrain checkpoint (no format/method fields)")
+        raise RaytrainError(f"{locations.display(path)}: not a raytrain checkpoint (no format/method fields)")
     return obj
 
 
 def load_state(directory: str | Path) -> dict:
-    d = Path(directory)
-    if not (d / STATE).is_file():
-        raise RaytrainError(f"{d}: no {STATE} here; expected a raytrain checkpoint directory")
-    return _load(d / STATE)
+    """The full training state of a checkpoint folder: a local one, or one at a URI (``s3://...``)."""
+    if not locations.is_file(locations.join(directory, STATE)):
+        raise RaytrainError(f"{locations.display(directory)}: no {STATE} here; expected a raytrain checkpoint "
+                            "directory")  # fmt: skip
+    return _load(locations.join(directory, STATE))
 
 
-def stored_run(folder: str | Path) -> tuple[Path, int, dict] | None:
-    """The newest checkpoint a run left in its Ray storage folder (``storage_path/name``): its directory, step and
-    config (from ``meta.json``; ``state.pt`` for checkpoints written before the config was there), or None."""
-    dirs = sorted(p.parent for p in Path(folder).glob(f"checkpoint_*/{STATE}"))
+def checkpoint_dirs(folder: str | Path, holding: str = STATE) -> list[str]:
+    """The checkpoint folders (``checkpoint_*`` holding ``holding``) of a run's storage folder, oldest first: Ray
+    names them by their time."""
+    names = [n for n, is_dir in locations.list_dir(folder) if is_dir and n.startswith("checkpoint_")]
+    dirs = [locations.join(folder, n) for n in sorted(names)]
+    return [d for d in dirs if locations.is_file(locations.join(d, holding))]
+
+
+def stored_run(folder: str | Path) -> tuple[str, int, dict] | None:
+    """The newest checkpoint a run left in its Ray storage folder (``storage_path/name``, local or a URI): its
+    location, step and config (from ``meta.json``; ``state.pt`` for checkpoints written before the config was
+    there), or None."""
+    dirs = checkpoint_dirs(folder)
     if not dirs:
         return None
-    d = dirs[-1]  # Ray names checkpoints by their time: the last in order is the newest
+    d = dirs[-1]
     try:
-        meta = json.loads((d / META).read_text())
+        meta = json.loads(locations.read_bytes(locations.join(d, META)))
         return d, int(meta["step"]), meta["config"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (RaytrainError, ValueError, KeyError, TypeError):
         state = load_state(d)
         return d, int(state["step"]), json.loads(state["config"])
 
 
 def load_rank_rng(directory: str | Path, rank: int) -> dict | None:
-    p = Path(directory) / f"rng_rank{rank}.pt"
-    return load_torch(p, "a raytrain checkpoint's RNG states") if p.is_file() else None
+    p = locations.join(directory, f"rng_rank{rank}.pt")
+    return load_torch(p, "a raytrain checkpoint's RNG states") if locations.is_file(p) else None
 
 
-def find_inference_file(path: str | Path) -> Path:
-    """A checkpoint directory, a run's storage folder (its newest checkpoint), or an exported ``model.pt``."""
-    p = Path(path)
-    if p.is_file():
-        return p
-    if (p / MODEL).is_file():
-        return p / MODEL
-    if p.is_dir():
-        ckpts = sorted(p.glob("checkpoint_*/" + MODEL))
-        if ckpts:
-            return ckpts[-1]
-    raise RaytrainError(f"{p}: no raytrain checkpoint (expected a model.pt file or a checkpoint folder)")
+def find_inference_file(path: str | Path) -> str:
+    """A checkpoint directory, a run's storage folder (its newest checkpoint) or an exported ``model.pt``, local or
+    at a URI (``s3://bucket/runs/NAME``): the location of its inference file."""
+    if locations.is_file(path):
+        return str(path)
+    if locations.is_file(locations.join(path, MODEL)):
+        return locations.join(path, MODEL)
+    if locations.is_dir(path):
+        dirs = checkpoint_dirs(path, MODEL)
+        if dirs:
+            return locations.join(dirs[-1], MODEL)
+    raise RaytrainError(f"{locations.display(path)}: no raytrain checkpoint (expected a model.pt file, a checkpoint "
+                        "folder or a run's folder of checkpoints)")  # fmt: skip
 
 
 def load_inference(path: str | Path) -> dict:

@@ -2,7 +2,8 @@
 
 Train V2 notes: a run re-launched with the same ``name`` and ``storage_path`` resumes from its latest checkpoint
 (Ray restores it and the loop reads it with ``get_checkpoint``); ``train.resume_from`` starts a new run from any
-checkpoint directory (V2 has no ``resume_from_checkpoint`` argument).
+checkpoint directory (V2 has no ``resume_from_checkpoint`` argument). The checkpoint a run returns is a location
+(:mod:`raytrain.locations`: a local folder or a URI of the storage), read by every later stage through it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import ray
 import ray.train
 from ray.train.torch import TorchTrainer
 
-from raytrain import localray
+from raytrain import localray, locations
 from raytrain.config import RunConfig, check_weight_files, flatten, to_raw, validate
 from raytrain.console import ray_init_kwargs
 from raytrain.data.collection import Collection, load_domains
@@ -97,23 +98,41 @@ def exit_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
+def data_cpus(cfg: RunConfig) -> int:
+    """CPUs Ray Data's crop tasks need beside a run's worker group: one per patch stream (domain). Ray Data hands
+    each running dataset an integer share of the CPUs the workers leave; a stream with none never runs a task."""
+    return len(method_class(cfg.method.name).domains_for(cfg))
+
+
 def check_resources(cfg: RunConfig, trials: int = 1, extra_cpu: float = 0.0) -> None:
-    """Say so (instead of hanging) when the cluster cannot place the worker group (``trials`` of them at once)."""
-    total = ray.cluster_resources()
+    """Say so (instead of hanging) when the cluster cannot place the worker group (``trials`` of them at once) and
+    the CPUs its patch streams need beside it; ``scaling.wait_for_nodes_s`` waits for nodes first."""
+    from raytrain.train.cluster import wait_for
+
     s = cfg.scaling
     n = trials * s.num_workers
-    want = {"CPU": n * s.cpus_per_worker + extra_cpu}
+    group = {"CPU": n * s.cpus_per_worker + extra_cpu}
     if s.use_gpu:
-        want["GPU"] = n * s.resources_per_worker.get("GPU", 1.0)
+        group["GPU"] = n * s.resources_per_worker.get("GPU", 1.0)
     for k, v in s.resources_per_worker.items():
         if k not in ("CPU", "GPU"):
-            want[k] = n * v
-    short = {k: (v, total.get(k, 0.0)) for k, v in want.items() if total.get(k, 0.0) < v}
+            group[k] = n * v
+    streams = trials * data_cpus(cfg)
+    total = wait_for({**group, "CPU": group["CPU"] + streams}, s.wait_for_nodes_s)
+    what = f"{trials} concurrent trials x {s.num_workers} workers" if trials > 1 else f"{s.num_workers} workers"
+    short = {k: (v, total.get(k, 0.0)) for k, v in group.items() if total.get(k, 0.0) < v}
     if short:
         desc = ", ".join(f"{k}: need {v:g}, cluster has {have:g}" for k, (v, have) in short.items())
-        what = f"{trials} concurrent trials x {s.num_workers} workers" if trials > 1 else f"{s.num_workers} workers"
         fix = "lower --concurrent or scaling.num_workers" if trials > 1 else "lower scaling.num_workers"
         raise RaytrainError(f"the cluster cannot place {what} ({desc}); {fix}")
+    left = total.get("CPU", 0.0) - group["CPU"]
+    if left < streams:
+        raise RaytrainError(
+            f"the cluster has {total.get('CPU', 0.0):g} CPUs: {what} x {s.cpus_per_worker:g} CPUs leave {left:g} for "
+            f"Ray Data's {streams} patch stream(s), which need 1 each (with none the run would hang at step 0): "
+            "lower scaling.cpus_per_worker or scaling.num_workers, add CPUs or nodes, or set "
+            "scaling.wait_for_nodes_s for an autoscaler to add them"
+        )  # fmt: skip
 
 
 def scaling_config(cfg: RunConfig) -> ray.train.ScalingConfig:
@@ -241,8 +260,11 @@ def root_cause(exc: BaseException) -> BaseException:
 
 
 def run_training(cfg: RunConfig, parent_run_id: str | None = None) -> TrainResult:
-    """Train ``cfg`` end to end and return its final metrics and checkpoint; raises RaytrainError on user errors."""
+    """Train ``cfg`` end to end and return its final metrics and checkpoint location; raises RaytrainError on user
+    errors. Everything a cluster needs (tracking server, shared storage, files every node reads, CPUs for the data
+    beside the workers) is checked before any worker starts."""
     from raytrain.tracking import Store
+    from raytrain.train.cluster import check_cluster, check_data
 
     check_weight_files(cfg)  # a missing VGG-19 / AlexNet file is one line here, not a traceback on every worker
     check_resume(cfg)
@@ -252,23 +274,41 @@ def run_training(cfg: RunConfig, parent_run_id: str | None = None) -> TrainResul
         check_local_cpus(cfg)
     store = Store.of(cfg)  # an unreachable server is reported before anything starts
     connect(cfg.address, cfg)
+    nodes = check_cluster(cfg, store.uri)
     check_resources(cfg)
     collection = load_domains(cfg)
+    check_data(collection, nodes)
     if rerun:
         print(rerun, flush=True)
     tags = {"method": cfg.method.name, "split_sizes": json.dumps(collection.split.sizes()),
             "val_images": ",".join(collection.val_names)}  # fmt: skip
     if getattr(cfg.method, "scm", False) and getattr(cfg.method, "scm_backbone", "") == "random":
         tags["warning"] = "SCM uses a RANDOM VGG-19 (method.scm_backbone=random): test/demo only"
+    storage = storage_path(cfg)
     with store.run(cfg.name, parent_run_id, tags, flatten(cfg)) as run:  # ends FINISHED / FAILED / KILLED
         board = ProgressBoard.remote()
         budget = cfg.train.max_minutes * 60 if cfg.train.max_minutes else None
         result = fit(make_trainer(cfg, collection, run.info, board=board), board, budget)
         history = result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
-        ckpt_path = result.checkpoint.path if result.checkpoint else None
-        if ckpt_path and Path(ckpt_path, "model.pt").is_file():
-            run.log_artifact(Path(ckpt_path, "model.pt"), "weights")
-    return TrainResult(result.metrics or {}, ckpt_path, run.run_id, storage_path(cfg), history)
+        checkpoint = checkpoint_location(storage, result.checkpoint) if result.checkpoint else None
+        if result.checkpoint:
+            # Ray's Checkpoint API reads it from wherever the storage is (S3, NFS, a local folder)
+            with result.checkpoint.as_directory() as local:
+                if Path(local, "model.pt").is_file():
+                    run.log_artifact(Path(local, "model.pt"), "weights")
+            run.set_tags({"raytrain.checkpoint": locations.display(checkpoint)})
+    return TrainResult(result.metrics or {}, checkpoint, run.run_id, storage, history)
+
+
+def checkpoint_location(storage: str, checkpoint: ray.train.Checkpoint) -> str:
+    """The location of a Ray checkpoint of a run stored at ``storage``: ``checkpoint.path`` is a path on the storage's
+    filesystem (``bucket/key``, without the scheme and options of ``s3://bucket/key?endpoint_override=...``), so it
+    is re-expressed under the storage location, which every later reader opens."""
+    _, root = locations.resolve(storage)
+    path = checkpoint.path.rstrip("/")
+    if not path.startswith(root.rstrip("/") + "/"):
+        return path  # not under the run's storage (cannot happen with Ray's layout): as Ray gives it
+    return locations.join(storage, path[len(root.rstrip("/")) + 1 :])
 
 
 def fit(trainer, board, budget_s: float | None = None):

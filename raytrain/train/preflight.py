@@ -7,14 +7,24 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-from pathlib import Path
 
+from raytrain import locations
 from raytrain.config import RunConfig, flatten, validate
 from raytrain.errors import RaytrainError
 
 
 def storage_path(cfg: RunConfig) -> str:
-    return cfg.storage_path or str((Path(cfg.workdir) / "ray").resolve())
+    """Ray's storage of a run's checkpoints: ``storage_path`` (a URI, or a folder made absolute), else
+    ``workdir/ray``."""
+    return locations.absolute(cfg.storage_path) if cfg.storage_path else locations.join(
+        locations.absolute(cfg.workdir), "ray")  # fmt: skip
+
+
+def outputs_folder(cfg: RunConfig, kind: str, name: str) -> str:
+    """Where a pipeline's (``kind`` pipelines) results and synthetic pairs go: under ``storage_path`` when it is set
+    (storage every node reads: the downstream runs' workers read the pairs there), else under the workdir."""
+    root = cfg.storage_path or cfg.workdir
+    return locations.join(locations.absolute(root), kind, name)
 
 
 def check_resume(cfg: RunConfig) -> None:
@@ -44,18 +54,16 @@ def check_rerun(cfg: RunConfig) -> str | None:
     """A run launched again with the same ``name`` and storage resumes from its newest checkpoint (Ray restores
     it): right for the same run (after a crash, or with more ``train.steps``), wrong for another config under an old
     name, which would silently continue (or just return) the old run. Such a config is refused here with one line
-    naming what differs; for the same run, returns the line that says where it resumes (None: a new run). Remote
-    storage (``s3://...``) is not read here."""
+    naming what differs; for the same run, returns the line that says where it resumes (None: a new run). Local
+    and remote storage (``s3://...``) alike."""
     from raytrain.train.checkpoint import stored_run
 
-    root = storage_path(cfg)
-    if "://" in root:
-        return None
-    found = stored_run(Path(root, cfg.name))
+    folder = locations.join(storage_path(cfg), cfg.name)
+    found = stored_run(folder)
     if found is None:
         return None
     where, step, stored = found
-    folder = Path(root, cfg.name)
+    folder = locations.display(folder)
     try:
         old = flatten(validate(stored, f"{where} config"))
     except RaytrainError:

@@ -227,4 +227,5 @@ def run_ablation(cfg: RunConfig, grid: dict[str, list], variants: list[str], nam
     parent = Store.of(cfg, check=False).get(res.parent_run_id)
     for f in [*files, *(p.name for p in plots if p)]:
         parent.log_artifact(out / f)
+    out.publish(*files, *(p.name for p in plots if p))
     return {"sweep": res, "cells": cells, "markdown": md, "folder": out, "plots": [p for p in plots if p]}

@@ -23,8 +23,10 @@ from pathlib import Path
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from raytrain import locations
 from raytrain.config import RunConfig, check_name, check_weight_files, to_raw, validate
 from raytrain.errors import RaytrainError, first_line
+from raytrain.locations import OutputFolder
 from raytrain.tracking import Run, Store
 from raytrain.tune.space import Space, check_metric, check_space, to_tune, trial_raw
 
@@ -93,29 +95,33 @@ class MLflowStatus(tune.Callback):
 class SweepResult:
     rows: list[dict]  # one per trial: trial_id, status, the searched values, the last validation metrics
     best: dict | None
-    best_config: Path | None
-    folder: Path
+    best_config: Path | None  # a local copy (the sweep's folder may be a URI: ``folder.where("best_config.yaml")``)
+    folder: OutputFolder  # the sweep's results: ``folder / f`` a local file, ``folder.where()`` the location
     parent_run_id: str | None
     wall_s: float
     histories: dict[str, list[dict]] = field(default_factory=dict)  # trial_id -> validation reports (step, val_*)
 
 
 def absolute_paths(raw: dict) -> dict:
-    """Local paths made absolute: Tune runs each trial in its own working directory."""
+    """Local paths made absolute (URIs kept as they are): Tune runs each trial in its own working directory."""
     raw = json.loads(json.dumps(raw))
-    raw["workdir"] = str(Path(raw.get("workdir", "runs")).resolve())
-    if raw.get("storage_path") and "://" not in raw["storage_path"]:
-        raw["storage_path"] = str(Path(raw["storage_path"]).resolve())
+    raw["workdir"] = locations.absolute(raw.get("workdir", "runs"))
+    if raw.get("storage_path"):
+        raw["storage_path"] = locations.absolute(raw["storage_path"])
     data = raw.get("data", {})
-    for k in ("source", "noisy_source", "synthetic"):
+    for k in ("source", "noisy_source", "synthetic", "clean_only", "noisy_only"):
         v = data.get(k)
-        if v and v != "samples" and "://" not in v and Path(v).exists():
+        if v and v != "samples" and not locations.is_uri(v) and Path(v).exists():
             data[k] = str(Path(v).resolve())
     return raw
 
 
-def sweep_folder(cfg: RunConfig, name: str) -> Path:
-    return Path(cfg.storage_path or Path(cfg.workdir).resolve() / "sweeps") / name
+def sweep_folder(cfg: RunConfig, name: str) -> str:
+    """A sweep's Tune experiment and results: ``storage_path/NAME`` (a URI or a folder), else
+    ``workdir/sweeps/NAME``."""
+    root = locations.absolute(cfg.storage_path) if cfg.storage_path else locations.join(
+        locations.absolute(cfg.workdir), "sweeps")  # fmt: skip
+    return locations.join(root, name)
 
 
 def trial_resources(cfg: RunConfig) -> dict:
@@ -147,10 +153,10 @@ def check_concurrency(cfg: RunConfig, concurrent: int) -> None:
         check_local_cpus(cfg, concurrent)
 
 
-def resumed_parent(folder: Path, resume: bool) -> str | None:
+def resumed_parent(folder: str, resume: bool) -> str | None:
     """The parent run id a resumed sweep keeps (from its state file)."""
-    state = folder / STATE
-    return json.loads(state.read_text())["parent_run_id"] if resume and state.is_file() else None
+    state = locations.join(folder, STATE)
+    return json.loads(locations.read_bytes(state))["parent_run_id"] if resume and locations.is_file(state) else None
 
 
 def run_sweep(cfg: RunConfig, space: Space, name: str, samples: int, concurrent: int, metrics: list[str],
@@ -158,6 +164,7 @@ def run_sweep(cfg: RunConfig, space: Space, name: str, samples: int, concurrent:
               seed: int | None = None) -> SweepResult:  # fmt: skip
     """Run (or resume) a sweep; everything is validated before a trial starts."""
     from raytrain.tracking import Store
+    from raytrain.train.cluster import check_cluster, check_visible, data_files
     from raytrain.train.launch import check_resources, connect
 
     base_raw, folder = check_sweep(cfg, space, name, samples, concurrent, metrics, modes, scheduler, resume)
@@ -168,13 +175,16 @@ def run_sweep(cfg: RunConfig, space: Space, name: str, samples: int, concurrent:
     extra = 0.0 if in_process(cfg) else concurrent * trial_resources(cfg)["cpu"]  # in process: the trial is the worker
     check_resources(cfg, trials=concurrent, extra_cpu=extra)
     store = Store.of(cfg)
+    # trials log to the store, keep their results in storage and read the data on whichever node runs them
+    nodes = check_cluster(cfg, store.uri)
+    check_visible(data_files(cfg), "the data file", nodes)
     params = {"space": space.origin, "samples": samples, "concurrent": concurrent, "metric": ",".join(metrics),
               "mode": ",".join(modes), "scheduler": scheduler or "fifo", "search": search}  # fmt: skip
     # the parent ends FINISHED, FAILED (every trial failed) or KILLED (Ctrl-C); trial runs still open then: KILLED
     with store.run(name, None, {"raytrain.stage": "sweep", "raytrain.sweep": name}, params,
                    resume=resumed_parent(folder, resume), orphans="KILLED") as parent:  # fmt: skip
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / STATE).write_text(json.dumps({"parent_run_id": parent.run_id, "base": base_raw}, default=str))
+        locations.write_text(locations.join(folder, STATE),
+                             json.dumps({"parent_run_id": parent.run_id, "base": base_raw}, default=str))  # fmt: skip
         fn = tune.with_resources(tune.with_parameters(trial, base_raw=base_raw, sweep=name, store=store,
                                                       parent=parent.run_id), trial_resources(cfg))  # fmt: skip
         os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Ctrl-C / SIGTERM raise here: runs are closed, state kept
@@ -183,7 +193,7 @@ def run_sweep(cfg: RunConfig, space: Space, name: str, samples: int, concurrent:
             closed = store.end_children(parent.run_id, "KILLED")  # the killed driver's trials rerun under new runs
             if closed:
                 print(f"[sweep] marked {closed} interrupted trial run(s) KILLED; they rerun")
-            tuner = tune.Tuner.restore(str(folder), trainable=fn, resume_unfinished=True, restart_errored=True)
+            tuner = tune.Tuner.restore(folder, trainable=fn, resume_unfinished=True, restart_errored=True)
         else:
             tuner = make_tuner(fn, space, name, folder, samples, concurrent, metrics, modes, scheduler, search,
                                cfg.seed if seed is None else seed, [MLflowStatus(store, parent.run_id,
@@ -194,7 +204,7 @@ def run_sweep(cfg: RunConfig, space: Space, name: str, samples: int, concurrent:
 
 
 def check_sweep(cfg: RunConfig, space: Space, name: str, samples: int, concurrent: int, metrics: list[str],
-                modes: list[str], scheduler: str | None, resume: bool) -> tuple[dict, Path]:  # fmt: skip
+                modes: list[str], scheduler: str | None, resume: bool) -> tuple[dict, str]:  # fmt: skip
     """Everything a sweep can check before it starts; returns the base config (paths absolute) and its folder."""
     from raytrain.train.preflight import check_compile, check_resume
 
@@ -211,14 +221,15 @@ def check_sweep(cfg: RunConfig, space: Space, name: str, samples: int, concurren
         raise RaytrainError("--scheduler asha needs a single metric (it cannot stop trials on several objectives)")
     check_concurrency(cfg, concurrent)
     folder = sweep_folder(cfg, name)
-    if resume and not tune.Tuner.can_restore(str(folder)):
-        raise RaytrainError(f"--resume: no sweep to resume at {folder}")
-    if not resume and folder.exists() and any(folder.iterdir()):
-        raise RaytrainError(f"sweep {name!r} exists at {folder}; add --resume to continue it, or pick another --name")
+    shown = locations.display(folder)
+    if resume and not tune.Tuner.can_restore(folder):
+        raise RaytrainError(f"--resume: no sweep to resume at {shown}")
+    if not resume and locations.list_dir(folder):
+        raise RaytrainError(f"sweep {name!r} exists at {shown}; add --resume to continue it, or pick another --name")
     return base_raw, folder
 
 
-def check_some_trial_ran(results, name: str, folder: Path) -> None:
+def check_some_trial_ran(results, name: str, folder: str) -> None:
     """One line naming the first trial's error when every trial failed."""
     errors = [r.error for r in results]
     if errors and all(e is not None for e in errors):
@@ -226,10 +237,11 @@ def check_some_trial_ran(results, name: str, folder: Path) -> None:
 
         cause = root_cause(errors[0])
         why = first_line(cause, typed=not isinstance(cause, RaytrainError))
-        raise RaytrainError(f"sweep {name!r}: all {len(errors)} trial(s) failed; the first: {why} (logs: {folder})")
+        raise RaytrainError(f"sweep {name!r}: all {len(errors)} trial(s) failed; the first: {why} "
+                            f"(logs: {locations.display(folder)})")  # fmt: skip
 
 
-def make_tuner(fn, space: Space, name: str, folder: Path, samples: int, concurrent: int, metrics: list[str],
+def make_tuner(fn, space: Space, name: str, folder: str, samples: int, concurrent: int, metrics: list[str],
                modes: list[str], scheduler: str | None, search: str, seed: int, callbacks: list):  # fmt: skip
     from ray.tune.schedulers import ASHAScheduler
 
@@ -252,14 +264,15 @@ def make_tuner(fn, space: Space, name: str, folder: Path, samples: int, concurre
             metric=metrics[0] if single else None, mode=modes[0] if single else None, search_alg=searcher,
             scheduler=sched, num_samples=samples, max_concurrent_trials=concurrent, reuse_actors=False,
         ),
-        run_config=tune.RunConfig(name=name, storage_path=str(folder.parent), callbacks=callbacks,
+        run_config=tune.RunConfig(name=name, storage_path=locations.parent(folder), callbacks=callbacks,
                                   failure_config=tune.FailureConfig(max_failures=0), verbose=1),
     )  # fmt: skip
 
 
-def summarize(results, cfg: RunConfig, space: Space, metrics: list[str], modes: list[str], folder: Path,
+def summarize(results, cfg: RunConfig, space: Space, metrics: list[str], modes: list[str], folder: str,
               parent: Run, wall: float) -> SweepResult:  # fmt: skip
     rows, histories = [], {}
+    out = OutputFolder(folder)
     for r in results:
         last = r.metrics or {}
         row = {"trial_id": last.get("trial_id", Path(r.path).name), "status": "ERROR" if r.error else "TERMINATED",
@@ -277,11 +290,12 @@ def summarize(results, cfg: RunConfig, space: Space, metrics: list[str], modes: 
         best = (max if mode == "max" else min)(ok, key=lambda row: row[m])
         best_raw = trial_raw(to_raw(cfg), {k: best[k] for k in space.params}) | {"name": f"{cfg.name}-best"}
         validate(best_raw, "best config")
-        best_path = folder / "best_config.yaml"
-        write_yaml(best_raw, best_path, f"best of sweep {folder.name} by {m} ({mode}): {best[m]:.4f}")
+        best_path = out / "best_config.yaml"
+        write_yaml(best_raw, best_path, f"best of sweep {locations.name(folder)} by {m} ({mode}): {best[m]:.4f}")
+        out.publish("best_config.yaml")
         parent.log_artifact(best_path)
         parent.log_metrics({f"best_{m}": best[m]})
-    return SweepResult(rows, best, best_path, folder, parent.run_id, wall, histories)
+    return SweepResult(rows, best, best_path, out, parent.run_id, wall, histories)
 
 
 def write_yaml(raw: dict, path: Path, comment: str) -> None:
