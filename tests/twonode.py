@@ -65,14 +65,11 @@ class TwoNodeCluster:
         self.worker_cpus = worker_cpus
         self.procs: list[subprocess.Popen] = []
         self.holder: subprocess.Popen | None = None
-        self.env = {
-            **os.environ,
-            **CREDENTIALS,
-            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-            "RAY_USAGE_STATS_ENABLED": "0",
-            "PYTHONUNBUFFERED": "1",
-            "RAY_AUTH_MODE": "token",
-        }  # fmt: skip  (every node and the driver: Ray's default on a cluster)
+        # every node and the driver: token auth (Ray's default for `ray start`), Train's controller polling its
+        # workers every 0.25 s (the README's advice for cluster nodes, as raytrain's embedded Ray does)
+        self.env = {**os.environ, **CREDENTIALS, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+                    "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1", "RAY_AUTH_MODE": "token",
+                    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25"}  # fmt: skip
         for var in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "RAYTRAIN_VERBOSE"):
             self.env.pop(var, None)
         self.env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # "0" refuses a second node
@@ -161,6 +158,17 @@ class TwoNodeCluster:
         """``cmd`` inside the cluster's network namespace, as the driver (the head's machine: it sees every folder)."""
         return subprocess.run(["nsenter", f"--net={self.netns}", *cmd], env=self.env, capture_output=True, text=True,
                               timeout=timeout, check=check, **kw)  # fmt: skip
+
+    def python(self, code: str, timeout: float = 120) -> str:
+        """Python ``code`` run inside the cluster's network namespace (its servers are reachable only from there);
+        returns what it printed, raises with its error output when it fails."""
+        r = self.run([sys.executable, "-c", code], timeout=timeout)
+        if r.returncode:
+            raise RuntimeError(f"python in the cluster failed ({r.returncode}): {r.stderr[-2000:]}")
+        return r.stdout
+
+    def kill(self, pid: int) -> None:
+        os.kill(pid, signal.SIGKILL)
 
     def popen(self, cmd: list[str], **kw) -> subprocess.Popen:
         return subprocess.Popen(["nsenter", f"--net={self.netns}", *cmd], env=self.env, stdout=subprocess.PIPE,

@@ -45,6 +45,7 @@ class TrainResult:
 
 
 TRIAL_SLOT = "trial_slot"
+HEALTH_CHECK_S = 0.25
 DATA_CPUS_PER_RUN = 3  # logical CPUs for Ray Data per training run: one per patch dataset (SeNM-VAE streams 3)
 
 
@@ -53,6 +54,9 @@ def connect(address: str | None, cfg: RunConfig, trials: int = 1) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    # Train V2's controller takes one report per poll of its workers; at its default 2 s a validation or checkpoint
+    # report waits up to 2 s. The embedded Ray's processes inherit this; a cluster's are set where it is started.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(HEALTH_CHECK_S))
     if address:
         try:
             ray.init(address=address, **ray_init_kwargs())

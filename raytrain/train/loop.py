@@ -303,7 +303,11 @@ class Loop:
         if self.bar is not None and f"val_{key}" in metrics:
             self.bar.set_description(f"{self.cfg.name} val {label.format(metrics[f'val_{key}'])}")
         if not want_ckpt:
-            self.session.report(metrics)  # Ray: a collective; every rank reports at the same steps
+            # Ray sees validations (Tune searches on them) and checkpoints; a loss-only step goes to MLflow alone: in
+            # Train V2 a report waits until the controller takes the one before it, one per health-check poll
+            # (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, 2 s by default), which throttled short steps to 2 s per log step
+            if any(k.startswith("val_") for k in metrics):
+                self.session.report(metrics)  # Ray: a collective; every rank reports at the same steps
             return
         self.method.sync_buffers()  # every rank the same model, the one rank 0 saves
         if not _finite_params(self.method):  # never replace a good checkpoint with a broken one
