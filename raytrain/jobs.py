@@ -45,6 +45,10 @@ class RuntimeEnv(Strict):
     working_dir: str = "."  # relative to the project root (the spec's parent folder's parent)
     pip: list[str] = Field(default_factory=list)
     env_vars: dict[str, str] = Field(default_factory=dict)
+    # how the nodes get raytrain: image (installed in their image, e.g. jobs/kuberay/); upload (a bare Ray cluster:
+    # the working dir goes to every node, on its Python path, raytrain's dependencies are pip-installed into the
+    # job's environment, and the entrypoint runs as `python -m raytrain.cli`)
+    raytrain: Literal["image", "upload"] = "image"
     excludes: list[str] = Field(default_factory=lambda: [".venv/", "runs/", ".git/", "*.pt", "*.db"])
 
 
@@ -54,6 +58,7 @@ class JobSpec(Strict):
     runtime_env: RuntimeEnv = Field(default_factory=RuntimeEnv)
     resources: Resources = Field(default_factory=Resources)
     tracking_uri: str | None = None  # an MLflow server the workers reach; null keeps the config's
+    storage_path: str | None = None  # checkpoints, sweeps, pipelines: a URI every node writes; null keeps the config's
     address: str | None = None  # default cluster (dashboard URL); --address or RAY_ADDRESS override it
     metadata: dict[str, str] = Field(default_factory=dict)
     # official: the run's effective config (with the resources) must match the method's OFFICIAL_RECIPE (the paper /
@@ -85,7 +90,35 @@ def overrides(spec: JobSpec) -> list[str]:
         out += ["scaling.use_gpu=true", f"scaling.resources_per_worker={{GPU: {r.gpus_per_worker}}}"]
     if spec.tracking_uri:
         out.append(f"tracking.uri={spec.tracking_uri}")
+    if spec.storage_path:
+        out.append(f"storage_path={spec.storage_path}")
     return out
+
+
+#: what every job's processes get unless the spec sets it: Train's controller takes one report per poll of its
+#: workers, every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s by default), and a worker's next report waits for it
+JOB_ENV = {"PYTHONUNBUFFERED": "1", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25"}
+
+
+def requirements() -> list[str]:
+    """raytrain's own dependencies (installed metadata) but Ray, which the cluster runs: what ``raytrain: upload``
+    pip-installs into a job's environment on a bare Ray cluster."""
+    import re
+    from importlib.metadata import requires
+
+    deps = [r for r in requires("raytrain") or [] if "extra ==" not in r]
+    return [r for r in deps if re.split(r"[\[<>=!~; ]", r, maxsplit=1)[0].lower() != "ray"]
+
+
+def runtime_env(spec: JobSpec, root: Path) -> dict[str, Any]:
+    """The job's runtime_env: the working dir (uploaded), excludes, env vars (:data:`JOB_ENV` under the spec's),
+    and pip packages (raytrain's dependencies first with ``raytrain: upload``)."""
+    r = spec.runtime_env
+    env: dict[str, Any] = {"working_dir": str(root), "excludes": r.excludes, "env_vars": {**JOB_ENV, **r.env_vars}}
+    pip = (requirements() if r.raytrain == "upload" else []) + r.pip
+    if pip:
+        env["pip"] = pip
+    return env
 
 
 def command(spec: JobSpec, root: Path) -> list[str]:
@@ -112,7 +145,8 @@ def command(spec: JobSpec, root: Path) -> list[str]:
         if off:
             raise ConfigError(f"{spec.name}: recipe: official, but {len(off)} setting(s) differ: {'; '.join(off)}")
     extra = [x for o in overrides(spec) for x in ("--set", o)]
-    return [*argv, *extra, "--address", "auto"]
+    head = ["python", "-m", "raytrain.cli"] if spec.runtime_env.raytrain == "upload" else ["raytrain"]
+    return [*head, *argv[1:], *extra, "--address", "auto"]
 
 
 def effective_config(spec: JobSpec, root: Path) -> RunConfig:
@@ -176,10 +210,7 @@ def submit(path: str | Path, address: str | None = None, agent_wait_s: float = 1
     """Validate and submit; returns (client, job id, the command run)."""
     spec, root = load_spec(path)
     argv = command(spec, root)
-    env: dict[str, Any] = {"working_dir": str(root), "excludes": spec.runtime_env.excludes,
-                           "env_vars": {"PYTHONUNBUFFERED": "1", **spec.runtime_env.env_vars}}  # fmt: skip
-    if spec.runtime_env.pip:
-        env["pip"] = spec.runtime_env.pip
+    env = runtime_env(spec, root)
     c = client(address, spec)
     submission_id = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     deadline = time.time() + agent_wait_s

@@ -32,7 +32,9 @@ def s3(tmp_path_factory):
     mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
     import pyarrow.fs as pafs
 
-    pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http", allow_bucket_creation=True).create_dir("bkt")
+    pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http", allow_bucket_creation=True).create_dir(
+        "bkt"
+    )
     yield lambda key="": f"s3://bkt/{key}?endpoint_override=127.0.0.1:{port}&scheme=http"
     server.stop()
     mp.undo()
@@ -45,7 +47,9 @@ def test_uri_paths_keep_their_scheme_and_options():
     assert loc.join("/tmp/a", "b") == "/tmp/a/b" and loc.is_uri(uri) and not loc.is_uri("file:///tmp/a")
     assert loc.absolute(uri) == uri and loc.absolute("rel") == str(Path("rel").resolve())
     # secrets never printed; the options a user needs to reuse the location are kept
-    assert loc.display("s3://bkt/k?secret_key=S&access_key=A&endpoint_override=h:1") == "s3://bkt/k?endpoint_override=h:1"
+    assert (
+        loc.display("s3://bkt/k?secret_key=S&access_key=A&endpoint_override=h:1") == "s3://bkt/k?endpoint_override=h:1"
+    )
     fs, path = loc.resolve("s3://bucket/a/b/?endpoint_override=h:9000&scheme=http")
     assert path == "bucket/a/b" and type(fs).__name__ == "S3FileSystem"
 

@@ -1,6 +1,7 @@
 """Training recipes: each method's train defaults, schedules that keep the lr alive, job specs that mean what they
 say (the official ones checked against the official tables)."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,32 @@ def test_every_job_spec_validates_and_keeps_its_lr_alive(spec):
     assert lr_factor(t.schedule, t.steps, t.steps // 2) >= MIN_LR_FACTOR_AT_HALF
     assert t.lr * lr_factor(t.schedule, t.steps, t.steps - 1) > 0
     assert argv[-2:] == ["--address", "auto"]
+    # what a cluster needs (raytrain/train/cluster.py refuses the rest): shared storage and a tracking server
+    assert cfg.storage_path.startswith("s3://") and cfg.tracking.uri.startswith("http"), spec
+
+
+def test_a_spec_for_a_bare_cluster_uploads_raytrain_and_installs_its_dependencies(tmp_path):
+    from raytrain import jobs
+
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "c.yaml").write_text("train: {steps: 10}\n")
+    (tmp_path / "jobs").mkdir()
+    spec = tmp_path / "jobs" / "bare.yaml"
+    spec.write_text("name: bare\nentrypoint: raytrain train configs/c.yaml\nruntime_env: {raytrain: upload, "
+                    "env_vars: {A: b}, pip: [bm3d]}\nstorage_path: s3://bkt/runs\n")  # fmt: skip
+    s, root = jobs.load_spec(spec)
+    argv = jobs.command(s, root)
+    assert argv[:4] == ["python", "-m", "raytrain.cli", "train"] and "storage_path=s3://bkt/runs" in argv
+    env = jobs.runtime_env(s, root)
+    names = [p.split(">")[0].split("=")[0].split("<")[0] for p in env["pip"]]
+    assert (
+        "torch" in names and "mlflow" in names and "pydantic" in names and "ray[default,train,tune,data]" not in names
+    )
+    assert not any(n.startswith("ray") and n != "raytrain" for n in names) and names[-1] == "bm3d"
+    assert env["env_vars"] == {**jobs.JOB_ENV, "A": "b"} and env["working_dir"] == str(root)
+    spec.write_text(spec.read_text().replace("upload", "image"))
+    s, root = jobs.load_spec(spec)
+    assert jobs.command(s, root)[0] == "raytrain" and jobs.runtime_env(s, root)["pip"] == ["bm3d"]
 
 
 PAPER_SPECS = sorted((ROOT / "jobs" / "paper").glob("*.yaml"))
@@ -190,3 +217,26 @@ def test_a_missing_weight_file_is_refused_before_any_worker_starts(tmp_path):
         check_weight_files(cfg)
     (tmp_path / "vgg19.pth").write_bytes(b"")
     check_weight_files(cfg)
+
+
+@pytest.mark.parametrize("name", ["rayjob.yaml", "raycluster.yaml"])
+def test_the_kuberay_manifests_give_every_node_the_buckets_credentials_and_keep_training_off_the_head(name):
+    import yaml
+
+    doc = yaml.safe_load((ROOT / "jobs" / "kuberay" / name).read_text())
+    spec = doc["spec"].get("rayClusterSpec", doc["spec"])
+    assert spec["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    pods = [spec["headGroupSpec"]["template"]] + [g["template"] for g in spec["workerGroupSpecs"]]
+    for pod in pods:
+        env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            assert env[key]["valueFrom"]["secretKeyRef"] == {"name": "raytrain-s3", "key": key}
+    gpus = [g["template"]["spec"]["containers"][0]["resources"]["limits"].get("nvidia.com/gpu") for g in
+            spec["workerGroupSpecs"]]  # fmt: skip
+    assert "1" in gpus
+    polls = doc["spec"].get("runtimeEnvYAML", "") + json.dumps(pods)
+    assert "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S" in polls
+    if doc["kind"] == "RayJob":
+        assert (
+            "--set storage_path=s3://" in doc["spec"]["entrypoint"] and "tracking.uri=http" in doc["spec"]["entrypoint"]
+        )

@@ -29,7 +29,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if args.dry_run:
         spec, root = jobs.load_spec(args.spec)
         print(f"valid; would run in {root}: {shlex.join(jobs.command(spec, root))}")
+        env = jobs.runtime_env(spec, root)
+        pip = f"; pip: {len(env['pip'])} package(s)" if env.get("pip") else ""
+        print(f"runtime_env: raytrain from the {spec.runtime_env.raytrain}{pip}; env_vars: "
+              + ", ".join(f"{k}={v}" for k, v in env["env_vars"].items()))  # fmt: skip
         cfg = jobs.effective_config(spec, root)
+        print(f"storage: {cfg.storage_path or '(none: workdir/ray, one machine only)'}; tracking: "
+              f"{cfg.tracking.uri or '(none: SQLite in the workdir, one machine only)'}")  # fmt: skip
         print(f"{cfg.method.name}, recipe {spec.recipe}: {cfg.train.steps} steps, {jobs.lr_summary(cfg)}")
         return 0
     c, job_id, argv = jobs.submit(args.spec, args.address)
