@@ -191,6 +191,17 @@ def list_dir(loc: str | Path) -> list[tuple[str, bool]]:
     return sorted((i.base_name, i.type == pafs.FileType.Directory) for i in infos)
 
 
+def walk(loc: str | Path) -> list[str]:
+    """The files under a folder, recursively, as paths relative to it ('/'-separated), sorted; [] when none."""
+    import pyarrow.fs as pafs
+
+    fs, path = resolve(loc)
+    with _errors(loc, "cannot list"):
+        infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+    base = path.rstrip("/") + "/"
+    return sorted(i.path[len(base) :] for i in infos if i.type == pafs.FileType.File and i.path.startswith(base))
+
+
 def read_bytes(loc: str | Path) -> bytes:
     fs, path = resolve(loc)
     with _errors(loc, "cannot read"):

@@ -160,3 +160,27 @@ def test_mlflow_tracking_uri_from_the_environment_and_a_uri_workdir(monkeypatch,
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert resolve_uri(None, "s3://bkt/w") == "http://127.0.0.1:5000"
     assert resolve_uri("http://127.0.0.1:6000", tmp_path) == "http://127.0.0.1:6000"  # the config's wins
+
+
+def test_sidd_folders_and_sr_sets_at_a_uri_read_as_local_ones(s3, tmp_path):
+    from test_datasets import sidd_folders, sr_image, write_png
+
+    from raytrain.data.datasets import load_dataset
+
+    sidd_folders(tmp_path / "SIDD", medium=True)
+    loc.upload(tmp_path / "SIDD", s3("SIDD"))
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        write_png(tmp_path / "sr" / "train_HR" / f"img{i}_x1.png", sr_image(rng, 32, 24))
+        write_png(tmp_path / "sr" / "train_LR" / f"img{i}_x4.png", sr_image(rng, 8, 6))
+    loc.upload(tmp_path / "sr", s3("sr"))
+    for local, remote, scale in ((f"sidd:{tmp_path / 'SIDD'}", f"sidd:{s3('SIDD')}", 1),
+                                 (f"sr:{tmp_path / 'sr'}", f"sr:{s3('sr')}", 4)):  # fmt: skip
+        (want, want_groups), (got, got_groups) = (load_dataset(s, "rgb", scale=scale) for s in (local, remote))
+        assert got_groups == want_groups and [c.name for c, _ in got] == [c.name for c, _ in want] and got
+        lazy, _ = load_dataset(remote, "rgb", scale=scale, lazy=True)  # streamed: read where it is, when cut
+        for (c, n), (lc, ln), (wc, wn) in zip(got, lazy, want, strict=True):
+            np.testing.assert_array_equal(c.pixels, wc.pixels)
+            np.testing.assert_array_equal(n.pixels, wn.pixels)
+            np.testing.assert_array_equal(np.asarray(lc.pixels), wc.pixels)
+            np.testing.assert_array_equal(np.asarray(ln.pixels), wn.pixels)

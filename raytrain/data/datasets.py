@@ -41,8 +41,9 @@ from pathlib import Path
 
 import numpy as np
 
+from raytrain import locations
 from raytrain.data.images import EXTENSIONS, Image, to_color, to_float
-from raytrain.data.stored import open_image
+from raytrain.data.stored import open_images
 from raytrain.errors import DataError, first_line
 
 KINDS = ("sidd", "ldct", "sr")
@@ -74,40 +75,50 @@ def load_dataset(source: str, color: str, hu_window: tuple[float, float] = (-160
         return pairs, groups
     if kind == "ldct":
         return ldct_pairs(Path(path), color, hu_window, hu_offset)
-    root = Path(path)
-    if not root.exists():
-        raise DataError(f"{root}: SIDD path not found")
-    if (root / "ValidationGtBlocksSrgb.mat").exists() or (root / "ValidationNoisyBlocksSrgb.mat").exists():
-        return sidd_blocks(root, color)
-    return sidd_folders(root, color, lazy)
+    if not locations.exists(path):
+        raise DataError(f"{locations.display(path)}: SIDD path not found")
+    if any(locations.is_file(locations.join(path, f"{var}.mat")) for var in SIDD_MAT):
+        if locations.is_uri(path):
+            raise DataError(f"{locations.display(path)}: SIDD's .mat validation blocks are read from a local folder "
+                            "(copy them to the driver's disk); image folders work at a URI")  # fmt: skip
+        return sidd_blocks(Path(path), color)
+    return sidd_folders(path, color, lazy)
 
 
 # ------------------------------------------------------------------------------------------------ SIDD folders
-def sidd_folders(root: Path, color: str, lazy: bool = False) -> tuple[list[tuple[Image, Image]], list[str]]:
-    data = root / "Data" if (root / "Data").is_dir() else root
-    scenes = sorted(p for p in data.iterdir() if p.is_dir()) if data.is_dir() else []
+def sidd_folders(root: str | Path, color: str, lazy: bool = False) -> tuple[list[tuple[Image, Image]], list[str]]:
+    """SIDD's scene folders (``[Data/]SCENE/NNN_GT_SRGB_MMM.PNG`` beside ``..._NOISY_...``), local or at a URI."""
+    data = locations.join(root, "Data") if locations.is_dir(locations.join(root, "Data")) else str(root)
+    scenes = [n for n, sub in locations.list_dir(data) if sub]
     if not scenes:
-        raise DataError(f"{data}: no SIDD scene folders (expected e.g. 0001_001_S6_00100_00060_3200_L/)")
-    pairs, groups = [], []
+        raise DataError(f"{locations.display(data)}: no SIDD scene folders (expected e.g. "
+                        "0001_001_S6_00100_00060_3200_L/)")  # fmt: skip
+    found = []
     for scene in scenes:
-        files: dict[tuple[str, str], dict[str, Path]] = {}
-        for f in sorted(scene.iterdir()):
-            m = _SIDD_FILE.match(f.name)
+        folder = locations.join(data, scene)
+        files: dict[tuple[str, str], dict[str, str]] = {}
+        for name, sub in locations.list_dir(folder):
+            m = None if sub else _SIDD_FILE.match(name)
             if m:
-                files.setdefault((m["pre"], m["id"]), {})[m["kind"].upper()] = f
+                files.setdefault((m["pre"], m["id"]), {})[m["kind"].upper()] = locations.join(folder, name)
         if not files:
-            raise DataError(f"{scene}: no GT_SRGB_*/NOISY_SRGB_* images in this SIDD scene folder")
+            raise DataError(f"{locations.display(folder)}: no GT_SRGB_*/NOISY_SRGB_* images in this SIDD scene folder")
         for (_, ident), got in sorted(files.items()):
             missing = {"GT", "NOISY"} - set(got)
             if missing:
-                have = next(iter(got.values()))
-                raise DataError(f"{have}: no matching {missing.pop()}_SRGB_{ident} file in {scene.name}")
-            clean, noisy = open_image(got["GT"], color, lazy), open_image(got["NOISY"], color, lazy)
-            if clean.shape != noisy.shape:
-                raise DataError(f"{got['NOISY']}: size {noisy.shape[:2]} differs from its GT's {clean.shape[:2]}")
-            name = f"{scene.name}_{ident}"
-            pairs.append((Image(name, clean), Image(name, noisy)))
-            groups.append(scene.name)
+                have = locations.display(next(iter(got.values())))
+                raise DataError(f"{have}: no matching {missing.pop()}_SRGB_{ident} file in {scene}")
+            found.append((scene, ident, got))
+    opened = open_images([p for _, _, got in found for p in (got["GT"], got["NOISY"])], color, lazy)
+    pairs, groups = [], []
+    for k, (scene, ident, got) in enumerate(found):
+        clean, noisy = opened[2 * k], opened[2 * k + 1]
+        if clean.shape != noisy.shape:
+            raise DataError(f"{locations.display(got['NOISY'])}: size {noisy.shape[:2]} differs from its GT's "
+                            f"{clean.shape[:2]}")  # fmt: skip
+        name = f"{scene}_{ident}"
+        pairs.append((Image(name, clean), Image(name, noisy)))
+        groups.append(scene)
     return pairs, groups
 
 
@@ -188,34 +199,39 @@ def _sr_role(rel: Path, scale: int) -> tuple[str, tuple[str, ...], str] | None:
 def sr_pairs(
     root: str | Path, scale: int, color: str, lazy: bool = False
 ) -> tuple[list[tuple[Image, Image]], list[str]]:
-    """(HR, LR) pairs of a super-resolution set at ``scale`` and each pair's group (its folder), sorted."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: SR dataset path not found")
-    found: dict[tuple[tuple[str, ...], str], dict[str, Path]] = {}
-    for f in sorted(root.rglob("*")):
-        if f.suffix.lower() in EXTENSIONS and f.is_file():
-            got = _sr_role(f.relative_to(root), scale)
+    """(HR, LR) pairs of a super-resolution set at ``scale`` (local or at a URI) and each pair's group (its folder),
+    sorted."""
+    if not locations.is_dir(root):
+        raise DataError(f"{locations.display(root)}: SR dataset path not found")
+    found: dict[tuple[tuple[str, ...], str], dict[str, str]] = {}
+    for rel in locations.walk(root):
+        if Path(rel).suffix.lower() in EXTENSIONS:
+            got = _sr_role(Path(rel), scale)
             if got:
-                found.setdefault(got[1:], {})[got[0]] = f
+                found.setdefault(got[1:], {})[got[0]] = locations.join(root, rel)
     if not found:
         raise DataError(
-            f"{root}: no SR images (expected HR/ and LR/ folders, or NAME_HR.png beside NAME_LR{scale}.png)"
+            f"{locations.display(root)}: no SR images (expected HR/ and LR/ folders, or NAME_HR.png beside "
+            f"NAME_LR{scale}.png)"
         )
-    pairs, groups = [], []
-    for (folder, stem), got in sorted(found.items()):
+    for got in found.values():
         if len(got) < 2:
             ((role, path),) = got.items()
             other = "LR" if role == "HR" else "HR"
-            raise DataError(f"{path}: no matching {other} image (x{scale}) for this {role} one")
-        hr, lr = open_image(got["HR"], color, lazy), open_image(got["LR"], color, lazy)
+            raise DataError(f"{locations.display(path)}: no matching {other} image (x{scale}) for this {role} one")
+    keys = sorted(found)
+    opened = open_images([found[k][r] for k in keys for r in ("HR", "LR")], color, lazy)
+    pairs, groups = [], []
+    for k, (folder, stem) in enumerate(keys):
+        got = found[(folder, stem)]
+        hr, lr = opened[2 * k], opened[2 * k + 1]
         (big_h, big_w), (h, w) = hr.shape[:2], lr.shape[:2]
         if (big_h, big_w) != (h * scale, w * scale):
             ratio = big_h / h if h else 0.0
             why = (f"the HR image is {ratio:g}x its LR image, data.scale is {scale}"
                    if h and big_h % h == 0 and w and big_w % w == 0 and big_h // h == big_w // w
                    else f"LR {h}x{w} x {scale} is not its HR image's {big_h}x{big_w}")  # fmt: skip
-            raise DataError(f"{got['LR']}: {why}")
+            raise DataError(f"{locations.display(got['LR'])}: {why}")
         group = "/".join(p for p in folder if "*" not in p) or "."
         name = f"{group}/{stem}" if group != "." else stem
         pairs.append((Image(name, hr), Image(name, lr)))
