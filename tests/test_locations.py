@@ -184,3 +184,17 @@ def test_sidd_folders_and_sr_sets_at_a_uri_read_as_local_ones(s3, tmp_path):
             np.testing.assert_array_equal(n.pixels, wn.pixels)
             np.testing.assert_array_equal(np.asarray(lc.pixels), wc.pixels)
             np.testing.assert_array_equal(np.asarray(ln.pixels), wn.pixels)
+
+
+def test_a_pair_set_whose_files_did_not_all_land_is_removed_not_published(s3):
+    from raytrain.synthesis import PairSet, write_pair
+
+    pairs = PairSet(s3("pairs/c"))
+    img = np.zeros((8, 8, 1), np.float32)
+    write_pair(pairs.root, "a", img, img)
+    loc.write_bytes(loc.join(pairs.root, "clean", "b.png"), b"x")  # b's noisy image never landed (a lost actor)
+    with pytest.raises(
+        RaytrainError, match=r"synthesis wrote 1 of 2 noisy images to s3://bkt/pairs/c.*nothing was kept"
+    ):
+        pairs.publish(["a", "b"], {"count": 2})
+    assert loc.list_dir(s3("pairs/c")) == []

@@ -115,3 +115,24 @@ def test_a_rerun_under_the_same_name_resumes_only_the_same_run(trained):
     with pytest.raises(RaytrainError, match=r"data.noise.sigma: 25.0 -> 15.0, train.lr: 0.002 -> 0.001\)"):
         check_rerun(again("data.noise.sigma=15", "train.lr=0.001"))
     assert check_rerun(again("name=tiny-new")) is None  # another name: a new run
+
+
+def test_a_worker_group_that_leaves_ray_data_no_cpu_is_refused_or_waited_for(tiny, monkeypatch):
+    """The CPUs the patch streams need beside the worker group (one per stream) are counted: a group that takes every
+    CPU is refused (it would sit at step 0), and scaling.wait_for_nodes_s waits for nodes that bring them."""
+    import ray
+
+    from raytrain.errors import RaytrainError
+    from raytrain.train.launch import check_resources
+
+    have = iter([{"CPU": 2.0}, {"CPU": 2.0}, {"CPU": 6.0}])
+    monkeypatch.setattr(ray, "cluster_resources", lambda: next(have))
+    senm = ["method.name=senm", "scaling.num_workers=1", "scaling.cpus_per_worker=2"]  # 3 streams
+    with pytest.raises(RaytrainError, match=r"the cluster has 2 CPUs: 1 workers x 2 CPUs leave 0 for Ray Data's 3 "
+                                            r"patch stream\(s\), which need 1 each"):  # fmt: skip
+        check_resources(tiny(*senm))
+    check_resources(tiny(*senm, "scaling.wait_for_nodes_s=5"))  # 2 CPUs, then a node joins: 6 >= 2 + 3
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 3.0})
+    check_resources(tiny("scaling.num_workers=2"))  # DnCNN: 2 workers + 1 stream fit in 3
+    with pytest.raises(RaytrainError, match="leave 0 for Ray Data's 1 patch stream"):
+        check_resources(tiny("scaling.num_workers=3"))
