@@ -131,7 +131,7 @@ def test_a_worker_group_that_leaves_ray_data_no_cpu_is_refused_or_waited_for(tin
     with pytest.raises(RaytrainError, match=r"the cluster has 2 CPUs: 1 workers x 2 CPUs leave 0 for Ray Data's 3 "
                                             r"patch stream\(s\), which need 1 each"):  # fmt: skip
         check_resources(tiny(*senm))
-    check_resources(tiny(*senm, "scaling.wait_for_nodes_s=5"))  # 2 CPUs, then a node joins: 6 >= 2 + 3
+    check_resources(tiny(*senm, "scaling.wait_for_nodes_s=0.5"))  # 2 CPUs, then a node joins: 6 >= 2 + 3
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 3.0})
     check_resources(tiny("scaling.num_workers=2"))  # DnCNN: 2 workers + 1 stream fit in 3
     with pytest.raises(RaytrainError, match="leave 0 for Ray Data's 1 patch stream"):
