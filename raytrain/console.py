@@ -3,8 +3,8 @@ internals (worker and actor output forwarded by Ray, Ray's start-up and auth not
 when verbose (``raytrain --verbose``, or ``RAYTRAIN_VERBOSE=1`` in the environment, e.g. of a Ray job).
 
 Set through the libraries' documented switches only: ``ray.init(log_to_driver=..., logging_level=...)`` and MLflow's
-``MLFLOW_LOGGING_LEVEL`` / ``MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT``. No Ray import here: the CLI calls
-:func:`set_verbose` before anything imports Ray or MLflow.
+``MLFLOW_LOGGING_LEVEL`` / ``MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT``. No Ray import at module level: the CLI
+calls :func:`set_verbose` before anything imports Ray or MLflow.
 """
 
 from __future__ import annotations
@@ -35,3 +35,15 @@ def ray_init_kwargs() -> dict:
     progress is drawn by the driver, failures come back as exceptions) and Ray's driver-side notices below ERROR."""
     loud = verbose()
     return {"log_to_driver": loud, "logging_level": logging.INFO if loud else logging.ERROR}
+
+
+def quiet_ray_data() -> None:
+    """A driver that runs a Ray Data job itself (``synthesize --ray``): the executor's INFO progress lines only when
+    verbose (Ray Data logs them through its ``ray.data`` logger)."""
+    if verbose():
+        return
+    import ray.data  # noqa: F401 - its import sets up the "ray.data" logger's handlers; quiet the console one after
+
+    for handler in logging.getLogger("ray.data").handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.setLevel(logging.WARNING)  # the session's ray-data.log keeps everything

@@ -266,9 +266,9 @@ def write_pairs_ray(files: list[str], checkpoint: str, out: str | Path, level: f
     pairs = PairSet(out)
     rows = [{"index": n, "path": str(files[i]), "name": name} for n, (i, name) in enumerate(jobs)]
     try:
-        check_storage(pairs.root, nodes)
+        check_storage(pairs.root, nodes, "--out")
         ds = ray.data.from_items(rows).map_batches(
-            _RayWriter, batch_size=8, concurrency=actors, num_cpus=1,
+            _RayWriter, batch_size=8, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1,
             fn_constructor_args=(pairs.root, source.color, source_args, source_kwargs),
         )  # fmt: skip
         ds.materialize()

@@ -90,6 +90,9 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
             raise DataError(f"{args.clean}: --ray needs a folder of images (local, mounted on every node, or a URI)")
         import ray
 
+        from raytrain.console import quiet_ray_data
+
+        quiet_ray_data()  # this driver runs the Ray Data job: its executor's progress lines only when verbose
         if args.address:
             from raytrain.console import ray_init_kwargs
 

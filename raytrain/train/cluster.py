@@ -80,9 +80,9 @@ def check_tracking(uri: str | None, nodes: list[dict]) -> None:
                         "`mlflow server --host 0.0.0.0 --port 5000` on a machine every node reaches")  # fmt: skip
 
 
-def _probe_write(loc: str) -> str | None:
+def _probe_write(loc: str, what: str) -> str | None:
     try:
-        locations.check_writable(loc, "storage_path")
+        locations.check_writable(loc, what)
     except RaytrainError as exc:
         return str(exc)
     return None
@@ -92,16 +92,16 @@ def _missing(paths: list[str]) -> list[str]:
     return [p for p in paths if not os.path.exists(p)]
 
 
-def check_storage(storage: str, nodes: list[dict]) -> None:
+def check_storage(storage: str, nodes: list[dict], what: str = "storage_path") -> None:
     """Ray's storage written from the driver, and from every other node: a URI by a probe file on each node, a local
     folder by a marker the driver writes there and every node must see (a folder every node mounts)."""
-    locations.check_writable(storage, "storage_path")
+    locations.check_writable(storage, what)
     if not nodes:
         return
     if locations.is_uri(storage):
         # every node, the driver's too: Ray's processes there (Train's controller) have their node's environment,
         # not the driver's, and may lack its credentials
-        for name, err in on_each(alive_nodes(), _probe_write, storage).items():
+        for name, err in on_each(alive_nodes(), _probe_write, storage, what).items():
             if err:
                 raise RaytrainError(f"{name}: {err}")
         return
@@ -111,9 +111,8 @@ def check_storage(storage: str, nodes: list[dict]) -> None:
         for name, missing in on_each(nodes, _missing, [marker]).items():
             if missing:
                 raise RaytrainError(
-                    f"storage_path {storage} is on this machine's disk only ({name} does not see it): set "
-                    "storage_path to a URI every node writes (s3://bucket/runs, gs://...) or to a folder every "
-                    "node mounts (NFS)"
+                    f"{what} {storage} is on this machine's disk only ({name} does not see it): set {what} to a "
+                    "URI every node writes (s3://bucket/runs, gs://...) or to a folder every node mounts (NFS)"
                 )  # fmt: skip
     finally:
         locations.remove(marker)
