@@ -198,3 +198,21 @@ def test_a_pair_set_whose_files_did_not_all_land_is_removed_not_published(s3):
     ):
         pairs.publish(["a", "b"], {"count": 2})
     assert loc.list_dir(s3("pairs/c")) == []
+
+
+def test_a_uri_workdir_or_storage_path_keeps_every_location_a_uri(tmp_path):
+    from raytrain.config import load_config
+    from raytrain.train.preflight import outputs_folder, storage_path
+    from raytrain.tune.driver import absolute_paths, sweep_folder
+
+    cfg = load_config(None, ["workdir=s3://bkt/w?endpoint_override=h:1", "tracking.uri=http://127.0.0.1:5000"])
+    assert storage_path(cfg) == "s3://bkt/w/ray?endpoint_override=h:1"  # not a folder named "s3:"
+    assert outputs_folder(cfg, "pipelines", "p-1") == "s3://bkt/w/pipelines/p-1?endpoint_override=h:1"
+    assert sweep_folder(cfg, "sw") == "s3://bkt/w/sweeps/sw?endpoint_override=h:1"
+    assert absolute_paths({"workdir": "s3://bkt/w", "storage_path": "gs://g/s"}) == {
+        "workdir": "s3://bkt/w", "storage_path": "gs://g/s"}  # fmt: skip
+    local = load_config(None, [f"workdir={tmp_path}", "storage_path=s3://bkt/runs"])
+    assert storage_path(local) == "s3://bkt/runs" and sweep_folder(local, "sw") == "s3://bkt/runs/sw"
+    assert outputs_folder(local, "pipelines", "p") == "s3://bkt/runs/pipelines/p"  # where every node reads them
+    plain = load_config(None, ["workdir=runs"])
+    assert storage_path(plain) == str(Path("runs").resolve() / "ray")
