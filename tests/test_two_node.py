@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 import twonode
 import yaml
+from test_synthesis import TINY_SENM
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -32,10 +33,8 @@ TINY = {"name": "tiny", "method": {"name": "dncnn", "depth": 3, "width": 8},
         "data": {"max_size": 96, "val_images": 1, "val_crop": 32, "patches": {"size": 32}, "resample_noise": True},
         "train": {"steps": 10, "batch_size": 4, "val_every": 5, "checkpoint_every": 10, "log_every": 5},
         "scaling": {"num_workers": 1}}  # fmt: skip
-SENM = ["method.width=8", "method.growth=4", "method.z_dim=4", "method.zn_dim=2", "method.level_net_width=4",
-        "method.disc_width=4", "method.blocks_per_scale=[1,1]", "data.tiles=32", "data.paired.count=4",
-        "data.val_images=2", "data.max_size=96", "data.val_crop=64", "data.patches.size=32", "train.steps=4",
-        "train.val_every=4", "train.checkpoint_every=4", "train.batch_size=4", "scaling.cpus_per_worker=1",
+SENM = [*TINY_SENM, "data.tiles=32", "data.paired.count=4", "data.val_images=2", "train.steps=4", "train.val_every=4",
+        "train.checkpoint_every=4", "train.batch_size=4", "scaling.cpus_per_worker=1",
         "pipeline.arms=[senm,real_pairs]", "pipeline.downstream.method.depth=3", "pipeline.downstream.method.width=8",
         "pipeline.downstream.train.steps=4", "pipeline.downstream.train.val_every=4",
         "pipeline.downstream.train.checkpoint_every=4", "pipeline.downstream.train.batch_size=4",

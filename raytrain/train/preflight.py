@@ -65,7 +65,7 @@ def check_rerun(cfg: RunConfig) -> str | None:
     where, step, stored = found
     folder = locations.display(folder)
     try:
-        old = flatten(validate(stored, f"{where} config"))
+        old = flatten(validate(stored, f"{locations.display(where)} config"))
     except RaytrainError:
         old = flatten(stored)  # a config this version no longer accepts: every key of it counts as different
     new = flatten(cfg)
