@@ -68,6 +68,15 @@ def source_images(collection: Collection) -> list[Image]:
     return [Image(f"source_{i:05d}", c) for i, c in enumerate(clean)]
 
 
+def noise_config(cfg: RunConfig, name: str) -> RunConfig:
+    """The noise model's run: the pipeline's config without its pipeline section (an SR run's learns the LR camera on
+    (B(HR), LR) pairs: ``data.downscale_clean``)."""
+    raw = to_raw(cfg)
+    raw.pop("pipeline")
+    sets = [f"name={name}"] + (["data.downscale_clean=true"] if cfg.data.scale > 1 else [])
+    return validate(apply_overrides(raw, sets), "pipeline")
+
+
 def downstream_config(cfg: RunConfig, arm: str, name: str, synthetic: str | None) -> RunConfig:
     """The denoiser run of one arm: the run's data and split, the downstream method and schedule."""
     raw = to_raw(cfg)
@@ -116,6 +125,12 @@ def run_pipeline(cfg: RunConfig, parent_run_id: str | None = None) -> PipelineRe
     if cfg.pipeline is None:
         raise RaytrainError("this config has no pipeline: section (see configs/senm_pipeline.yaml)")
     build_lpips(cfg.pipeline.lpips)  # its files are checked now, not after the training stages
+    from raytrain.train.launch import preflight
+
+    # the noise model's run and the denoisers' (their own scaling) checked before the parent run opens: a cluster
+    # that cannot hold them, a file tracking store or storage only this machine sees is one line, nothing recorded
+    preflight(noise_config(cfg, f"{cfg.name}-check-noise"))
+    preflight(downstream_config(cfg, cfg.pipeline.arms[0], f"{cfg.name}-check-dn", None))
     t0 = time.perf_counter()
     with Store.of(cfg).run(f"{cfg.name}-pipeline", parent_run_id, {"raytrain.stage": "pipeline"}) as parent:
         stages = Stages(cfg, parent, (parent.run_id or time.strftime("%Y%m%d-%H%M%S"))[:8])
@@ -143,12 +158,8 @@ class Stages:
         from raytrain.train.launch import run_training
 
         cfg, p = self.cfg, self.cfg.pipeline
-        raw = to_raw(cfg)
-        raw.pop("pipeline")
-        sets = [f"name={cfg.name}-{self.tag}-noise"] + (["data.downscale_clean=true"] if cfg.data.scale > 1 else [])
-        noise_cfg = validate(apply_overrides(raw, sets), "pipeline")
         print("[pipeline] 1/4 noise model (SeNM-VAE)")
-        res = run_training(noise_cfg, parent_run_id=self.parent.run_id)
+        res = run_training(noise_config(cfg, f"{cfg.name}-{self.tag}-noise"), parent_run_id=self.parent.run_id)
         if not res.checkpoint:
             raise RaytrainError("the noise model produced no checkpoint")
         self.runs["noise_model"] = res.run_id or ""

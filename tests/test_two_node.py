@@ -3,8 +3,9 @@ CPUs, a worker node in its own mount namespace with a tmpfs over the work and da
 MLflow server, all in a network namespace of their own whose only interface is loopback). Every command goes through
 the CLI as a user types it, as the driver on the head's machine:
 
-- the defaults (MLflow on SQLite, storage on the driver's disk) and a streamed data folder the worker node cannot
-  read are refused in one line before any worker starts;
+- the defaults (MLflow on SQLite, storage on the driver's disk), a streamed data folder the worker node cannot read,
+  a missing bucket and a worker group that leaves Ray Data no CPU are refused in one line before any worker starts
+  (and before any MLflow run opens);
 - ``train`` with S3 storage and an MLflow server: checkpoint in the bucket, weights artifact in MLflow, ``eval`` of the
   stored run from the driver;
 - a Train worker SIGKILLed mid-run: the run resumes from its last checkpoint in the bucket and finishes;
@@ -40,6 +41,7 @@ SENM = [*TINY_SENM, "data.tiles=32", "data.paired.count=4", "data.val_images=2",
         "pipeline.downstream.train.checkpoint_every=4", "pipeline.downstream.train.batch_size=4",
         "pipeline.downstream.scaling.num_workers=1", "pipeline.downstream.scaling.cpus_per_worker=1",
         "pipeline.downstream.patches.size=32", "name=pipe"]  # fmt: skip
+PIPELINE = str(Path(__file__).resolve().parents[1] / "configs" / "senm_pipeline.yaml")
 IMAGES = ["camera", "astronaut", "coffee", "chelsea", "rocket", "brick", "grass", "gravel"]
 
 
@@ -134,6 +136,12 @@ def test_the_defaults_and_unreadable_data_are_refused_before_any_worker_starts(c
     code, _, err = raytrain(c, "train", *base(c), "--set", f"tracking.uri={c.tracking}",
                             "--set", f"storage_path={c.s3('no-such-bucket/x')}")  # fmt: skip
     assert code == 2 and "the bucket does not exist" in err, err
+    # the pipeline's own scaling (1 worker x 2 CPUs) and SeNM-VAE's 3 patch streams do not fit the 4-CPU node: it
+    # would sit at step 0 forever; refused before its parent MLflow run opens
+    code, _, err = raytrain(c, "pipeline", PIPELINE, "--address", c.address, "--set", f"workdir={c.work}",
+                            "--set", f"data.source={c.data}", "--set", f"tracking.uri={c.tracking}",
+                            "--set", f"storage_path={c.s3('runs/refused')}")  # fmt: skip
+    assert code == 2 and "1 workers x 2 CPUs leave 2 for Ray Data's 3 patch stream(s)" in err, err
     runs = on_server(c, "print(sum(len(client.search_runs([e.experiment_id])) for e in client.search_experiments()))")
     assert runs == 0  # nothing started: no MLflow run, no checkpoint
     assert not in_bucket(c, "runs/refused")
@@ -232,23 +240,9 @@ def test_a_sweep_on_data_in_the_bucket_logs_every_trial_to_the_server(cluster, t
 def test_the_pipeline_hands_every_stage_over_through_the_bucket(cluster):
     c = cluster
     sets = [f"--set={s}" for s in SENM]
-    config = str(Path(__file__).resolve().parents[1] / "configs" / "senm_pipeline.yaml")
-    code, out, err = raytrain(
-        c,
-        "pipeline",
-        config,
-        "--address",
-        c.address,
-        *sets,
-        "--set",
-        f"workdir={c.work}",
-        "--set",
-        f"data.source={c.data}",
-        "--set",
-        f"tracking.uri={c.tracking}",
-        "--set",
-        f"storage_path={c.s3('runs/p')}",
-    )
+    code, out, err = raytrain(c, "pipeline", PIPELINE, "--address", c.address, *sets, "--set", f"workdir={c.work}",
+                              "--set", f"data.source={c.data}", "--set", f"tracking.uri={c.tracking}",
+                              "--set", f"storage_path={c.s3('runs/p')}")  # fmt: skip
     assert code == 0, err[-3000:]
     assert "| SeNM-VAE synthetic + real pairs |" in out and "| real pairs only |" in out
     files = in_bucket(c, "runs/p")

@@ -263,12 +263,13 @@ def root_cause(exc: BaseException) -> BaseException:
     return chain[-1]
 
 
-def run_training(cfg: RunConfig, parent_run_id: str | None = None) -> TrainResult:
-    """Train ``cfg`` end to end and return its final metrics and checkpoint location; raises RaytrainError on user
-    errors. Everything a cluster needs (tracking server, shared storage, files every node reads, CPUs for the data
-    beside the workers) is checked before any worker starts."""
+def preflight(cfg: RunConfig):
+    """Every check a run makes before it reads its data: weight files, ``resume_from``, compile, a re-run, the local
+    machine's cores, the tracking store; then Ray (connected) and what a cluster needs (tracking server, storage
+    every node writes, the workers' files on every node, the worker group and the CPUs of its patch streams).
+    Returns the MLflow store, the other nodes (none on one machine) and the re-run line (None: a new run)."""
     from raytrain.tracking import Store
-    from raytrain.train.cluster import check_cluster, check_data
+    from raytrain.train.cluster import check_cluster
 
     check_weight_files(cfg)  # a missing VGG-19 / AlexNet file is one line here, not a traceback on every worker
     check_resume(cfg)
@@ -280,6 +281,16 @@ def run_training(cfg: RunConfig, parent_run_id: str | None = None) -> TrainResul
     connect(cfg.address, cfg)
     nodes = check_cluster(cfg, store.uri)
     check_resources(cfg)
+    return store, nodes, rerun
+
+
+def run_training(cfg: RunConfig, parent_run_id: str | None = None) -> TrainResult:
+    """Train ``cfg`` end to end and return its final metrics and checkpoint location; raises RaytrainError on user
+    errors. Everything a cluster needs (tracking server, shared storage, files every node reads, CPUs for the data
+    beside the workers) is checked before any worker starts."""
+    from raytrain.train.cluster import check_data
+
+    store, nodes, rerun = preflight(cfg)
     collection = load_domains(cfg)
     check_data(collection, nodes)
     if rerun:
