@@ -37,8 +37,8 @@ def test_bad_configs_one_line_exit_2(tmp_path, content, expected):
 def test_missing_data_folder_and_unreachable_mlflow(tmp_path):
     code, _, err = run_cli("train", "--set", f"data.source={tmp_path}/nope", "--set", "tracking.enabled=false",
                            "--set", f"workdir={tmp_path}")  # fmt: skip
-    # The folder is read after Ray starts; the error still arrives as one line.
-    assert code == 2 and "nope: folder not found" in err and "Traceback" not in err
+    # checked before Ray is started or connected: one line
+    assert code == 2 and "nope: folder not found (data.source)" in err and "Traceback" not in err
     code, _, err = run_cli("train", "--set", "tracking.uri=http://127.0.0.1:9", "--set", f"workdir={tmp_path}")
     assert code == 2 and "MLflow server http://127.0.0.1:9 is unreachable" in err
 

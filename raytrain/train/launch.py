@@ -29,7 +29,7 @@ from raytrain.errors import RaytrainError, first_line
 from raytrain.methods import method_class
 from raytrain.train.backend import torch_config
 from raytrain.train.loop import train_loop_per_worker
-from raytrain.train.preflight import check_compile, check_rerun, check_resume, storage_path
+from raytrain.train.preflight import check_compile, check_data_sources, check_rerun, check_resume, storage_path
 from raytrain.train.progress import DriverProgress, ProgressBoard
 
 
@@ -272,6 +272,7 @@ def preflight(cfg: RunConfig):
     from raytrain.train.cluster import check_cluster
 
     check_weight_files(cfg)  # a missing VGG-19 / AlexNet file is one line here, not a traceback on every worker
+    check_data_sources(cfg)
     check_resume(cfg)
     check_compile(cfg)
     rerun = check_rerun(cfg)

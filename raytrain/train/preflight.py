@@ -27,6 +27,22 @@ def outputs_folder(cfg: RunConfig, kind: str, name: str) -> str:
     return locations.join(locations.absolute(root), kind, name)
 
 
+def check_data_sources(cfg: RunConfig) -> None:
+    """Every folder ``cfg.data`` names exists (a local path or a URI): a typo is one line before Ray starts."""
+    from raytrain.data.datasets import dataset_kind
+    from raytrain.errors import DataError
+
+    d = cfg.data
+    for key in ("source", "noisy_source", "clean_only", "noisy_only", "synthetic"):
+        root = getattr(d, key)
+        if not root or root == "samples":
+            continue
+        kind = dataset_kind(root)
+        path = kind[1] if kind else root
+        if not locations.exists(path):
+            raise DataError(f"{locations.display(path)}: folder not found (data.{key})")
+
+
 def check_resume(cfg: RunConfig) -> None:
     """``train.resume_from`` checked on the driver before any worker starts: a refused or foreign file, another
     method's checkpoint, or weights that do not fit this config are one line here, not a worker failure that Ray
