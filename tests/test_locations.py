@@ -216,3 +216,14 @@ def test_a_uri_workdir_or_storage_path_keeps_every_location_a_uri(tmp_path):
     assert outputs_folder(local, "pipelines", "p") == "s3://bkt/runs/pipelines/p"  # where every node reads them
     plain = load_config(None, ["workdir=runs"])
     assert storage_path(plain) == str(Path("runs").resolve() / "ray")
+
+
+def test_the_sets_read_only_from_local_folders_say_so_at_a_uri(s3):
+    from raytrain.data.datasets import load_dataset
+    from raytrain.errors import DataError
+
+    with pytest.raises(DataError, match=r"s3://bkt/ct.*: CT slices \(ldct:\) are read from a local folder"):
+        load_dataset(f"ldct:{s3('ct')}", "gray")
+    loc.write_bytes(s3("blocks/ValidationGtBlocksSrgb.mat"), b"MATLAB")
+    with pytest.raises(DataError, match=r"s3://bkt/blocks.*: SIDD's .mat validation blocks are read from a local"):
+        load_dataset(f"sidd:{s3('blocks')}", "rgb")

@@ -74,6 +74,9 @@ def load_dataset(source: str, color: str, hu_window: tuple[float, float] = (-160
             groups = [hr.name for hr, _ in pairs]
         return pairs, groups
     if kind == "ldct":
+        if locations.is_uri(path):
+            raise DataError(f"{locations.display(path)}: CT slices (ldct:) are read from a local folder or one every "
+                            "node mounts, not from a URI")  # fmt: skip
         return ldct_pairs(Path(path), color, hu_window, hu_offset)
     if not locations.exists(path):
         raise DataError(f"{locations.display(path)}: SIDD path not found")
