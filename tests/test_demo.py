@@ -1,4 +1,5 @@
-"""The README's main job (`raytrain demo`), cut to a few steps per run: every stage runs and the report is written."""
+"""The README's main job (`raytrain demo`), cut to a few steps per run: every stage runs, the report is written, and
+the pipeline's MLflow lineage links every stage to the runs and files it used (the suite's end-to-end pipeline run)."""
 
 import pytest
 
@@ -40,3 +41,20 @@ def test_quick_demo_writes_the_table_and_plots(ray_local, tmp_path, capsys):
     stages = {by_id[r].data.tags.get("raytrain.stage") for r in by_id if
               by_id[r].data.tags.get("mlflow.parentRunId") == pipeline.info.run_id}  # fmt: skip
     assert stages == {"noise_model", "synthesize", "downstream", "evaluate"}
+    # the pipeline's lineage: each arm's stages, and which runs and files each stage used (this demo-sized run is the
+    # suite's end-to-end pipeline run)
+    stage_runs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == pipeline.info.run_id]
+    got = sorted((r.data.tags["raytrain.stage"], r.data.tags.get("raytrain.arm", "")) for r in stage_runs)
+    assert got == [
+        ("downstream", "gaussian"), ("downstream", "real_pairs"), ("downstream", "senm"), ("evaluate", ""),
+        ("noise_model", ""), ("synthesize", "gaussian"), ("synthesize", "senm"),
+    ]  # fmt: skip
+    run_of = {(r.data.tags["raytrain.stage"], r.data.tags.get("raytrain.arm", "")): r for r in stage_runs}
+    dn, synth = run_of[("downstream", "senm")], run_of[("synthesize", "senm")]
+    assert dn.data.tags["raytrain.synthesis_run"] == synth.info.run_id
+    assert dn.data.params["data.synthetic"].endswith("synthetic-senm")
+    assert synth.data.tags["raytrain.noise_model_run"] == run_of[("noise_model", "")].info.run_id
+    used = run_of[("evaluate", "")].data.tags
+    assert used["raytrain.used.downstream/senm"] == dn.info.run_id and used["raytrain.used.noise_model"]
+    assert pipeline.data.metrics["senm_psnr"] > 0 and "real_pairs_psnr" in pipeline.data.metrics
+    assert {a.path for a in client.list_artifacts(pipeline.info.run_id)} >= {"table.md", "table.csv", "runs.json"}

@@ -215,49 +215,6 @@ def test_pipeline_section_validation(tmp_path):
         load_config(None, [*TINY_SENM, "pipeline.arms=[senm,bogus]"])
 
 
-@pytest.mark.slow
-def test_pipeline_end_to_end_links_every_stage(ray_local, tmp_path):
-    from mlflow.tracking import MlflowClient
-
-    from raytrain.noise_pipeline import run_pipeline
-
-    cfg = load_config(None, [
-        f"workdir={tmp_path / 'runs'}", *TINY_SENM, "name=pipe", "data.tiles=32", "data.paired.count=4",
-        "data.val_images=2", "train.steps=4", "train.val_every=4", "train.checkpoint_every=4", "scaling.num_workers=1",
-        "train.batch_size=4", "pipeline.arms=[senm,gaussian,real_pairs]", "pipeline.downstream.method.depth=3",
-        "pipeline.downstream.method.width=8", "pipeline.downstream.train.steps=4",
-        "pipeline.downstream.train.val_every=4", "pipeline.downstream.train.checkpoint_every=4",
-        "pipeline.downstream.train.batch_size=4", "method.prior=colored", "method.likelihood=sample",
-    ])  # fmt: skip
-    res = run_pipeline(cfg)
-    assert list(res.rows) == ["senm", "gaussian", "real_pairs"]
-    assert "kld" in res.rows["senm"] and "kld" in res.rows["gaussian"] and "kld" not in res.rows["real_pairs"]
-    assert all(np.isfinite(r["psnr"]) for r in res.rows.values())
-    table = (res.out / "table.md").read_text()
-    assert "SeNM-VAE synthetic + real pairs" in table and "real pairs only" in table
-    assert (res.out / "noise_samples.png").stat().st_size > 1000  # real vs synthetic noise, every synthetic arm
-    client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
-    parent = client.get_run(res.parent_run_id)
-    assert parent.info.status == "FINISHED" and parent.data.metrics["senm_psnr"] == pytest.approx(
-        res.rows["senm"]["psnr"]
-    )
-    exp = parent.info.experiment_id
-    children = client.search_runs([exp], f"tags.mlflow.parentRunId = '{res.parent_run_id}'")
-    stages = sorted((r.data.tags.get("raytrain.stage"), r.data.tags.get("raytrain.arm", "")) for r in children)
-    assert stages == [
-        ("downstream", "gaussian"), ("downstream", "real_pairs"), ("downstream", "senm"), ("evaluate", ""),
-        ("noise_model", ""), ("synthesize", "gaussian"), ("synthesize", "senm"),
-    ]  # fmt: skip
-    assert all(r.info.status == "FINISHED" for r in children)
-    dn = next(
-        r
-        for r in children
-        if r.data.tags.get("raytrain.arm") == "senm" and r.data.tags["raytrain.stage"] == "downstream"
-    )
-    assert dn.data.tags["raytrain.synthesis_run"] == res.runs["synthesize/senm"]
-    assert dn.data.params["data.synthetic"].endswith("synthetic-senm")
-
-
 # ------------------------------------------------------------------------------------------------------ FID
 def test_inception_features_and_both_weight_files(tmp_path):
     from raytrain.nn.inception import InceptionV3Features, load_inception
