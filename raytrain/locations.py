@@ -125,7 +125,7 @@ def location_error(loc: str | Path, exc: BaseException, doing: str = "cannot use
     causes = (
         (("NO_SUCH_BUCKET", "NoSuchBucket", "bucket does not exist"), "the bucket does not exist: create it first"),
         (("ACCESS_DENIED", "AccessDenied", "INVALID_ACCESS_KEY", "InvalidAccessKeyId", "SIGNATURE_DOES_NOT_MATCH",
-          "SignatureDoesNotMatch", "403"),
+          "SignatureDoesNotMatch", "HTTP status 403"),
          "credentials refused: give this node valid credentials (e.g. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"),
         (("NETWORK_CONNECTION", "Couldn't connect", "Connection refused", "curlCode: 7", "Could not resolve"),
          "the endpoint is unreachable: check the URI's host and endpoint_override"),

@@ -64,6 +64,8 @@ def test_bad_uris_and_missing_buckets_are_one_line(s3):
     assert "credentials refused" in str(err) and "AWS_ACCESS_KEY_ID" in str(err)
     err = loc.location_error("s3://bkt/k", OSError("AWS Error NETWORK_CONNECTION during HeadObject: curlCode: 7"))
     assert "the endpoint is unreachable" in str(err)
+    err = loc.location_error("s3://bkt/ckpt_11-40-37.403125", FileNotFoundError("no such key ckpt_11-40-37.403125"))
+    assert str(err).endswith("cannot use (not found)")  # digits in a name are not an HTTP status
 
 
 def test_files_folders_and_outputs_at_a_uri_as_in_a_local_folder(s3, tmp_path):
