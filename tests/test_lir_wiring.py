@@ -18,6 +18,8 @@ The hand computation, with x = 0.6 (the noisy image in [-1, 1]) and y = -0.2 (th
   D_R step (clean codes real): (D_R(z_y) - 1)^2 + D_R(z_x)^2 = 1.1025 + 0.09 = 1.1925
 """
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -248,3 +250,33 @@ def test_the_noise_code_is_sampled_with_the_posteriors_std():
     torch.manual_seed(0)
     z, _ = m.encode_noise(const(X, 128))
     assert float(z.mean()) == pytest.approx(X / 10, abs=0.02) and float(z.std()) == pytest.approx(0.5, rel=0.03)
+
+
+def softplus(v: float) -> float:
+    return math.log1p(math.exp(v))
+
+
+def test_bce_representation_discriminator_known_loss_targets_and_inputs():
+    """``repr_gan: bce`` (the paper's eq. 9 as a cross-entropy): D_R's loss with the clean code real (target 1) and the
+    noisy one fake (target 0): BCE(D_R(z_y), 1) + BCE(D_R(z_x), 0) = softplus(-z_y) + softplus(z_x)."""
+    m, log = wired("method.repr_gan=bce")
+    loss, ok = m.step_repr_disc(const(X), const(Y))
+    z_x, z_y = X / 2, Y / 4
+    assert ok and loss == pytest.approx(softplus(-z_y) + softplus(z_x), abs=1e-6)  # 0.7185 + 0.8544
+    assert seen(log, "disc_repr") == [z_y, z_x]
+    # d/dw [softplus(-w z_y) + softplus(w z_x)] at w = 1 = -z_y sigmoid(-z_y) + z_x sigmoid(z_x)
+    sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
+    assert float(m.nets["disc_repr"].w.grad) == pytest.approx(-z_y * sig(-z_y) + z_x * sig(z_x), abs=1e-6)
+
+
+def test_bce_representation_term_of_the_generator_confuses_d_r_to_one_half():
+    """The encoders' side of eq. 9 with ``repr_gan: bce``: BCE(D_R(z_x), 1/2) + BCE(D_R(z_y), 1/2), where
+    BCE(l, 1/2) = softplus(l) - l/2; its weight is lambda_R."""
+    m, log = wired("method.repr_gan=bce")
+    losses = m.generator_losses(const(X), const(Y))
+    z_x, z_y = X / 2, Y / 4
+    want = softplus(z_x) - z_x / 2 + softplus(z_y) - z_y / 2  # 0.7044 + 0.6934
+    assert float(losses["repr"].detach()) == pytest.approx(want, abs=1e-5)
+    assert seen(log, "disc_repr") == [z_x, z_y]
+    without = m.weighted({k: v for k, v in losses.items() if k != "repr"})
+    assert float((m.weighted(losses) - without).detach()) == pytest.approx(WEIGHTS["lambda_R"] * want, abs=1e-4)

@@ -487,3 +487,91 @@ def test_fit_colors_all_reduces_its_spectra_across_ranks(tmp_path):
     for name in ("zn_color", "y_color"):
         a, b = getattr(plain.nets["vae"], name), getattr(ranked.nets["vae"], name)
         assert torch.allclose(a, b, atol=1e-6) and a.abs().sum() > 0, name
+
+
+# ------------------------------------------------------------------------------------ adversarial terms, decoder merges
+def softplus(v: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.softplus(v)
+
+
+R, F_ = torch.tensor([2.0, 0.0]), torch.tensor([-1.0, 4.0])  # D's logits on the real and the fake batch
+
+
+@pytest.mark.parametrize("gan", ["ragan", "lsgan"])
+def test_gan_terms_have_their_known_values(gan):
+    """Hand values on logits r = (2, 0), f = (-1, 4) (mean r = 1, mean f = 1.5): RaGAN (ESRGAN)
+    G = [BCE(r - mean f, 0) + BCE(f - mean r, 1)] / 2 = [(sp(0.5) + sp(-1.5)) / 2 + (sp(2) + sp(-3)) / 2] / 2,
+    D = [BCE(r - mean f, 1) + BCE(f - mean r, 0)] / 2 = [(sp(-0.5) + sp(1.5)) / 2 + (sp(-2) + sp(3)) / 2] / 2, with
+    BCE(l, 1) = sp(-l), BCE(l, 0) = sp(l), sp = softplus; LSGAN G = mean (f - 1)^2 = 6.5 (not mean f^2 = 8.5),
+    D = mean (r - 1)^2 + mean f^2 = 1 + 8.5."""
+    m = senm(f"method.gan={gan}")
+    g, d = float(m._gan_g(R, F_)), float(m._gan_d(R, F_))
+    if gan == "ragan":
+        want_g = (softplus(R - 1.5).mean() + softplus(-(F_ - 1.0)).mean()) / 2
+        want_d = (softplus(-(R - 1.5)).mean() + softplus(F_ - 1.0).mean()) / 2
+        assert g == pytest.approx(float(want_g), abs=1e-6) and d == pytest.approx(float(want_d), abs=1e-6)
+        assert g == pytest.approx(0.83775, abs=1e-4) and d == pytest.approx(1.33775, abs=1e-4)  # by hand
+    else:
+        assert g == pytest.approx(6.5) and d == pytest.approx(9.5)
+
+
+class Judge(torch.nn.Module):
+    """A discriminator whose logit is w * the sample's mean; records what it judges."""
+
+    def __init__(self):
+        super().__init__()
+        self.w, self.seen = torch.nn.Parameter(torch.ones(())), []
+
+    def forward(self, v):
+        self.seen.append(v.detach().clone())
+        return self.w * v.mean(dim=(1, 2, 3))
+
+
+@pytest.mark.parametrize("gan", ["ragan", "lsgan"])
+def test_the_discriminator_judges_real_noisy_images_against_the_noisy_reconstructions(gan):
+    """The VAE step's adversarial term judges (real: the noisy images of the paired and target batches, fake: rec_y of
+    the same samples); D's step judges the same two with the fake detached; both at the recorded logits' known
+    values; the VAE's loss carries the term times adv_weight."""
+    m = senm("method.adv_weight=0.5", f"method.gan={gan}")
+    m.nets["disc"] = judge = Judge()
+    m.optimizers["disc"] = torch.optim.SGD(judge.parameters(), lr=0.0)
+    x, y = pair(n=2)
+    y_t = pair(n=2, seed=3)[1]
+    out = m.train_step({"paired": {"clean": x, "noisy": y}, "target": {"noisy": y_t}}, 1)
+    real, fake, d_real, d_fake = judge.seen
+    assert torch.equal(real, torch.cat([y, y_t])) and torch.equal(d_real, real)
+    assert fake.shape == real.shape and not torch.equal(fake, real) and torch.equal(d_fake, fake)
+    r, f = real.mean(dim=(1, 2, 3)), fake.mean(dim=(1, 2, 3))
+    if gan == "ragan":
+        want_g = (softplus(r - f.mean()).mean() + softplus(-(f - r.mean())).mean()) / 2
+        want_d = (softplus(-(r - f.mean())).mean() + softplus(f - r.mean()).mean()) / 2
+    else:
+        want_g, want_d = ((f - 1) ** 2).mean(), ((r - 1) ** 2).mean() + (f**2).mean()
+    assert out.losses["adv"] == pytest.approx(float(want_g), abs=1e-5)
+    assert out.losses["d_loss"] == pytest.approx(float(want_d), abs=1e-5)
+    w = m.weights(1)
+    rest = sum(w[k] * out.losses[k] for k in ("rec_x", "rec_y", "kl_n", "kl_z", "level"))
+    assert out.losses["loss"] == pytest.approx(rest + 0.5 * out.losses["adv"], rel=1e-4)
+
+
+@pytest.mark.parametrize("branch, head", [("acts_x", "q_z_x"), ("acts_y", "q_z_y"), ("acts_n", "q_zn")])
+def test_the_top_down_pass_adds_each_encoder_activation_to_the_decoder_state(branch, head):
+    """Each group's posterior reads dec + (its encoder's activation of that group): raising one group's activation by
+    d raises exactly that head's input by +d (the z draws of the groups above are replayed by the seed)."""
+    m = senm("method.level_conditioning=false")
+    vae = m.nets["vae"]
+    torch.manual_seed(0)
+    x, y = pair(n=2)
+    acts = {"acts_x": vae.enc_x(x), "acts_y": vae.enc_y(y), "acts_n": vae.enc_n(y)}
+    pick = torch.tensor([1.0, 0.0]).view(2, 1, 1, 1)
+    for g in range(GROUPS):
+        got = []
+        hook = getattr(vae, head)[g].register_forward_pre_hook(lambda _m, inp: got.append(inp[0].detach().clone()))
+        for delta in (0.0, 0.25):
+            a = {k: [t.detach().clone() for t in v] for k, v in acts.items()}
+            a[branch][g] = a[branch][g] + delta
+            torch.manual_seed(1)
+            with torch.no_grad():
+                vae.top_down(a["acts_x"], a["acts_y"], a["acts_n"], None, pick_x=pick, noise="posterior")
+        hook.remove()
+        assert torch.allclose(got[1] - got[0], torch.full_like(got[0], 0.25), atol=1e-5), (branch, g)
