@@ -10,6 +10,7 @@ from raytrain import localray
 
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")  # as raytrain's embedded Ray (train/launch.py)
+os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")  # as raytrain's embedded Ray (train/launch.py)
 os.environ.setdefault("RAY_DEDUP_LOGS", "1")
 localray.prefer_loopback()  # the session's Ray listens on 127.0.0.1 only, as raytrain's own embedded Ray does
 

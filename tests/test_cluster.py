@@ -48,16 +48,16 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen, what: str) -> No
     raise RuntimeError(f"{what} did not answer {url} within {timeout:.0f} s")
 
 
-def stop_group(proc: subprocess.Popen, marker: str | None = None) -> None:
-    """SIGTERM the process group we started (then SIGKILL), and any stray process whose command line names our
-    private temp dir: exactly our cluster, nothing else of the user's."""
-    for sig, grace in ((signal.SIGTERM, 20), (signal.SIGKILL, 5)):
+def stop_group(proc: subprocess.Popen, marker: str | None = None, grace: float = 20) -> None:
+    """SIGTERM the process group we started (then SIGKILL after ``grace`` s), and any stray process whose command line
+    names our private temp dir: exactly our cluster, nothing else of the user's."""
+    for sig, wait_s in ((signal.SIGTERM, grace), (signal.SIGKILL, 5)):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
             break
         try:
-            proc.wait(grace)
+            proc.wait(wait_s)
             break
         except subprocess.TimeoutExpired:
             continue
@@ -97,7 +97,7 @@ def cluster():
         wait_http(f"http://127.0.0.1:{dash}/api/version", 120, head, "ray head")
         yield {"address": f"http://127.0.0.1:{dash}", "mlflow": f"http://127.0.0.1:{mlf}", "tmp": tmp}
     finally:
-        stop_group(head, str(tmp))
+        stop_group(head, str(tmp), grace=3)  # `ray start --block` outlives a SIGTERM by more than 20 s
         stop_group(mlflow)
         shutil.rmtree(tmp, ignore_errors=True)
 

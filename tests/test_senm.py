@@ -79,6 +79,8 @@ def test_latent_shapes_per_group():
     assert [a.shape[-1] for a in acts] == [32, 16, 16]  # block at full res, the downsampling group, a half-res block
     assert vae.q_z_x[1](acts[1])[0].shape == (2, 4, 16, 16) and vae.p_zn[1](torch.zeros(2, 9, 16, 16))[0].shape == (
         2, 2, 16, 16)  # fmt: skip
+    # the image sides must divide by the total downsampling: one scale step here, two more with num_down=2
+    assert vae.stride == 2 and senm("method.num_down=2").nets["vae"].stride == 8
 
 
 # --------------------------------------------------------------------------------------------- eq. 11 terms

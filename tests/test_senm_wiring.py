@@ -95,6 +95,22 @@ def test_paper_mixture_routes_rec_y_through_q_z_x_and_rec_x_through_q_z_y():
     assert rec_y["noise"] and from_x(rec_y).all()  # p(y | z, z_n), z ~ q(z | x): the path synthesis uses
 
 
+def test_each_pass_reads_q_z_x_from_the_clean_encoder_and_q_z_y_from_the_noisy_one():
+    """The heads see their own encoder's activations: enc_x's marked 0 and enc_y's marked 100 (by forward hooks), the
+    top group's q(z|x) head reads 0 and q(z|y)'s reads 100 in every pass of a paired batch (the paper mixture's
+    rec_y pass reads q(z|x) only, the rec_x pass both)."""
+    m = senm("method.mixture=paper")
+    vae = m.nets["vae"]
+    vae.enc_x.register_forward_hook(lambda _m, _i, out: [torch.zeros_like(a) for a in out])
+    vae.enc_y.register_forward_hook(lambda _m, _i, out: [torch.full_like(a, 100.0) for a in out])
+    seen: dict[str, list[float]] = {"x": [], "y": []}
+    top = GROUPS - 1  # decoded first: the decoder state is still 0 there
+    vae.q_z_x[top].register_forward_pre_hook(lambda _m, inp: seen["x"].append(float(inp[0].mean())))
+    vae.q_z_y[top].register_forward_pre_hook(lambda _m, inp: seen["y"].append(float(inp[0].mean())))
+    m.domain_terms("paired", *pair())
+    assert seen == {"x": [0.0, 0.0], "y": [100.0]}, seen  # rec_x: both heads; rec_y: q(z|x) only
+
+
 @pytest.mark.parametrize("mixture", ["paper", "official"])
 @pytest.mark.parametrize("domain, noise, want_x", [("source", False, True), ("target", True, False)])
 def test_unpaired_domains_use_their_own_posterior(mixture, domain, noise, want_x):
@@ -332,6 +348,18 @@ def test_level_prior_keeps_true_levels_and_only_a_trusted_level_nets_predictions
         LevelStats(4).sample(1)
 
 
+def test_the_level_nets_running_error_and_mean_level_are_exponential_averages():
+    """momentum k: error <- (1 - k) error + k err (the first batch sets it); the mean paired level the same way."""
+    from raytrain.methods.senm.levels import LevelStats
+
+    s = LevelStats(8, tolerance=0.2, momentum=0.25)
+    s.add(torch.tensor([0.10, 0.12]), error=torch.tensor([0.04, 0.06]))
+    assert float(s.error) == pytest.approx(0.05) and float(s.level_mean) == pytest.approx(0.11)
+    s.add(torch.tensor([0.20, 0.22]), error=torch.tensor([0.01, 0.01]))
+    assert float(s.error) == pytest.approx(0.75 * 0.05 + 0.25 * 0.01)  # 0.04
+    assert float(s.level_mean) == pytest.approx(0.75 * 0.11 + 0.25 * 0.21)  # 0.135
+
+
 # ---------------------------------------------------------------------------------------------- auto temperature
 def test_auto_temperature_matches_the_training_pairs_noise_rms():
     m = live(senm())  # temperature: auto (the default)
@@ -565,8 +593,9 @@ def test_the_top_down_pass_adds_each_encoder_activation_to_the_decoder_state(bra
     acts = {"acts_x": vae.enc_x(x), "acts_y": vae.enc_y(y), "acts_n": vae.enc_n(y)}
     pick = torch.tensor([1.0, 0.0]).view(2, 1, 1, 1)
     for g in range(GROUPS):
-        got = []
-        hook = getattr(vae, head)[g].register_forward_pre_hook(lambda _m, inp: got.append(inp[0].detach().clone()))
+        got: list[torch.Tensor] = []
+        keep = lambda _m, inp, got=got: got.append(inp[0].detach().clone())  # noqa: E731
+        hook = getattr(vae, head)[g].register_forward_pre_hook(keep)
         for delta in (0.0, 0.25):
             a = {k: [t.detach().clone() for t in v] for k, v in acts.items()}
             a[branch][g] = a[branch][g] + delta

@@ -6,9 +6,9 @@ the CLI as a user types it, as the driver on the head's machine:
 - the defaults (MLflow on SQLite, storage on the driver's disk), a streamed data folder the worker node cannot read,
   a missing bucket and a worker group that leaves Ray Data no CPU are refused in one line before any worker starts
   (and before any MLflow run opens);
-- ``train`` with S3 storage and an MLflow server: checkpoint in the bucket, weights artifact in MLflow, ``eval`` of the
+- ``train`` with S3 storage and an MLflow server, its Train worker SIGKILLed mid-run: the run resumes from its last
+  checkpoint in the bucket and finishes; checkpoint in the bucket, weights artifact in MLflow, ``eval`` of the
   stored run from the driver;
-- a Train worker SIGKILLed mid-run: the run resumes from its last checkpoint in the bucket and finishes;
 - ``tune`` with 2 trials on data in the bucket (streamed: Ray Data's tasks on the worker node read it): every
   trial's run FINISHED on the server;
 - ``pipeline`` end to end: the noise model's checkpoint, the synthetic pairs and the downstream checkpoints all pass
@@ -147,36 +147,11 @@ def test_the_defaults_and_unreadable_data_are_refused_before_any_worker_starts(c
     assert not in_bucket(c, "runs/refused")
 
 
-def test_train_stores_its_checkpoint_in_the_bucket_and_eval_reads_it_from_the_driver(cluster):
-    c = cluster
-    code, out, err = raytrain(
-        c,
-        "train",
-        *base(c),
-        "--set",
-        f"data.source={c.data}",
-        "--set",
-        "name=s3run",
-        "--set",
-        f"tracking.uri={c.tracking}",
-        "--set",
-        f"storage_path={c.s3('runs/t')}",
-    )
-    assert code == 0, err[-3000:]
-    assert "checkpoint: s3://runs/t/s3run/checkpoint_" in out
-    files = in_bucket(c, "runs/t/s3run")
-    assert any(f.endswith("/model.pt") for f in files) and any(f.endswith("/state.pt") for f in files), files
-    got = on_server(c, "r = client.search_runs([client.get_experiment_by_name('raytrain').experiment_id], "
-                       "\"attributes.run_name = 's3run'\")[0]\n"
-                       "print(json.dumps([r.info.status, [a.path for a in client.list_artifacts(r.info.run_id, "
-                       "'weights')], r.data.metrics['val_psnr']]))")  # fmt: skip
-    assert got[0] == "FINISHED" and got[1] == ["weights/model.pt"] and got[2] > 0
-    code, out, err = raytrain(c, "eval", c.s3("runs/t/s3run"), "--crop", "32")
-    assert code == 0, err
-    assert f"mean ± std psnr: {got[2]:.2f}" in out  # the stored run's own held-out image, scored from the driver
-
-
-def test_a_killed_worker_resumes_from_its_last_checkpoint_in_the_bucket(cluster):
+def test_a_killed_worker_resumes_from_the_bucket_and_eval_reads_the_stored_run_from_the_driver(cluster):
+    """One ``train`` run (S3 storage, the MLflow server) whose Train worker on the worker node is SIGKILLed after its
+    first checkpoint reached the bucket: it resumes from that checkpoint and finishes; its checkpoint is in the
+    bucket, its weights artifact on the server, and ``eval`` of the stored run from the driver scores what the run
+    logged."""
     c = cluster
     run = c.popen(["raytrain", "train", *base(c), "--set", f"data.source={c.data}", "--set", "name=killed",
                    "--set", "train.steps=400", "--set", "train.checkpoint_every=40", "--set", "train.val_every=40",
@@ -193,12 +168,20 @@ def test_a_killed_worker_resumes_from_its_last_checkpoint_in_the_bucket(cluster)
     out, _ = run.communicate(timeout=400)
     assert victim, f"the run ended before a worker could be killed: {out[-2000:]}"
     assert run.returncode == 0, out[-3000:]
-    starts = on_server(c, "r = client.search_runs([client.get_experiment_by_name('raytrain').experiment_id], "
-                          "\"attributes.run_name = 'killed'\")[0]\n"
-                          "print(json.dumps([r.info.status] + [m.value for m in "
-                          "client.get_metric_history(r.info.run_id, 'start_step')]))")  # fmt: skip
-    assert starts[0] == "FINISHED" and max(starts[1:]) >= 40, starts  # restarted from a checkpoint, not step 0
-    assert "run killed: 400 steps" in out
+    assert "run killed: 400 steps" in out and "checkpoint: s3://runs/k/killed/checkpoint_" in out
+    files = in_bucket(c, "runs/k/killed")
+    assert any(f.endswith("/model.pt") for f in files) and any(f.endswith("/state.pt") for f in files), files
+    got = on_server(c, "r = client.search_runs([client.get_experiment_by_name('raytrain').experiment_id], "
+                       "\"attributes.run_name = 'killed'\")[0]\n"
+                       "print(json.dumps([r.info.status, [a.path for a in client.list_artifacts(r.info.run_id, "
+                       "'weights')], r.data.metrics['val_psnr']] + [m.value for m in "
+                       "client.get_metric_history(r.info.run_id, 'start_step')]))")  # fmt: skip
+    status, weights, psnr, *starts = got
+    assert status == "FINISHED" and max(starts) >= 40, got  # restarted from a checkpoint, not step 0
+    assert weights == ["weights/model.pt"] and psnr > 0
+    code, out, err = raytrain(c, "eval", c.s3("runs/k/killed"), "--crop", "32")
+    assert code == 0, err
+    assert f"mean ± std psnr: {psnr:.2f}" in out  # the stored run's own held-out image, scored from the driver
 
 
 def test_a_sweep_on_data_in_the_bucket_logs_every_trial_to_the_server(cluster, tmp_path):

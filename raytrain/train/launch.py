@@ -63,6 +63,9 @@ def connect(address: str | None, cfg: RunConfig, trials: int = 1) -> None:
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise RaytrainError(f"cannot connect to the Ray cluster at {address}: {first_line(exc)}") from None
     else:
+        # One machine has no spot preemption to watch for: Train V2's preemption watcher is one more actor process per
+        # run (~1.4 CPU-s of start-up on 2 cores); not on the embedded Ray, whose processes inherit this.
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
         need = trials * (cfg.scaling.num_workers * cfg.scaling.cpus_per_worker + DATA_CPUS_PER_RUN)
         # Logical CPUs: the workers' share plus one per patch dataset (a method streams up to 3 domains) for Ray
         # Data's crop tasks, even on a 2-core machine. Ray Data hands each running dataset an integer share of the

@@ -93,12 +93,12 @@ class SeNM(Synthesis, Method):
             p = self.m.mixture_p1 if acts_x is not None else 1 - self.m.mixture_p1  # source: p1, target: p2 (eq. 11)
             w = 2 * p if self.m.mixture == "paper" else 1.0
             passes = {"x": (acts_x, acts_y, None, w), "y": (acts_x, acts_y, None, w)}
-        if x is not None and self.m.rec_x or "kl_z" in passes:
+        if x is not None and self.m.rec_x or passes.get("kl_z"):
             ax, ay, pick, w = passes["x"]
             out_x, kl_z, _ = vae.top_down(ax, ay, pick_x=pick)
             if x is not None and self.m.rec_x:
                 terms["rec_x"] = w * (out_x - x).pow(2).mean(dim=(1, 2, 3))
-            if "kl_z" in passes:
+            if passes.get("kl_z"):
                 terms["kl_z"] = kl_z
         if y is not None:
             ax, ay, pick, w = passes["y"]
