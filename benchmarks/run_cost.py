@@ -29,7 +29,8 @@ import psutil
 
 
 class Sampler(threading.Thread):
-    """Every process's CPU time, first and last seen (0.1 s apart), keyed by (pid, start time)."""
+    """Every process's CPU time, first and last seen (0.1 s apart), keyed by (pid, start time), named by the first
+    actor title it showed (``ray::Name``; a pooled worker shows ``ray::IDLE`` or its launch command until then)."""
 
     def __init__(self):
         super().__init__(daemon=True)
@@ -48,7 +49,10 @@ class Sampler(threading.Thread):
                 cpu = info["cpu_times"].user + info["cpu_times"].system
                 name = "driver" if info["pid"] == me else " ".join(info["cmdline"] or [])
                 self.first.setdefault(key, (name, cpu, info["create_time"]))
-                self.last[key] = (name, cpu)
+                best = self.last.get(key, ("", 0.0))[0]
+                if not best.startswith("ray::") or best.startswith("ray::IDLE"):  # the actor's name, once it has one
+                    best = name
+                self.last[key] = (best, cpu)
             self.stop.wait(0.1)
 
     def by_kind(self, since: float) -> dict[str, tuple[float, int]]:
@@ -71,11 +75,11 @@ def kind_of(cmdline: str) -> str | None:
     m = re.match(r"ray::(\w+)", cmdline)
     if m:
         return f"ray::{m.group(1)}"
+    if "default_worker" in cmdline:  # before the daemons: a worker's command line names the raylet too
+        return "ray worker (pooled, not yet an actor)"
     for daemon in ("raylet", "gcs_server", "dashboard", "log_monitor", "runtime_env", "monitor.py"):
         if daemon in cmdline:
             return "Ray daemons"
-    if "default_worker" in cmdline:
-        return "ray worker (pooled)"
     return None
 
 
