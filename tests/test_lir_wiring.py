@@ -284,8 +284,10 @@ def test_bce_representation_term_of_the_generator_confuses_d_r_to_one_half():
 
 def test_the_validation_picture_shows_the_learned_noise_on_the_clean_image():
     """preview: noisy | restored G_Y(E_X(x)) | clean | degraded clean G_X(E_Y(y), E^N_X(x)), each back in [0, 1]:
-    (0.6 + 1) / 2, (3 * 0.3 + 1) / 2, (-0.2 + 1) / 2, (-0.05 + 0.06 + 1) / 2."""
+    (0.6 + 1) / 2, (3 * 0.3 + 1) / 2, (-0.2 + 1) / 2, (-0.05 + 0.06 + 1) / 2; 10 px sides cropped to 8, the
+    encoder stride's multiple."""
     m, log = wired()
-    tiles = m.preview((const(Y) + 1) / 2, (const(X) + 1) / 2)
+    tiles = m.preview((const(Y, 10) + 1) / 2, (const(X, 10) + 1) / 2)
+    assert [tuple(t.shape[-2:]) for t in tiles] == [(8, 8)] * 4
     assert [round(float(t.mean()), 4) for t in tiles] == pytest.approx([0.8, 0.95, 0.4, 0.505], abs=TOL)
     assert seen(log, "enc_clean") == [Y] and seen(log, "enc_noise") == [X]  # the clean image's code, x's noise code
