@@ -344,6 +344,7 @@ def test_level_prior_keeps_true_levels_and_only_a_trusted_level_nets_predictions
     assert s.range() == pytest.approx((0.0, 0.2))
     summ = s.summary()
     assert summ["level_paired_max"] == pytest.approx(0.12 * 255) and summ["level_predictions"] == 2
+    assert summ["level_paired_mean"] == pytest.approx(0.11 * 255) and summ["level_prior_min"] == 0.0
     with pytest.raises(ValueError, match="seen no noise levels"):
         LevelStats(4).sample(1)
 
@@ -492,6 +493,11 @@ def test_posterior_fit_reads_the_pair_through_q_z_x_and_q_z_n_and_standardises_b
     out = vae.top_down(vae.enc_x(x), None, vae.enc_n(y), level, noise="posterior", content_temperature=0.0)[0]
     mean = vae.top_down(vae.enc_x(x), None, level=level, noise="prior", temperature=0.0, content_temperature=0.0)[0]
     assert torch.allclose(explained, (out - mean) / level, atol=1e-5)  # the same draws: seeded alike
+    # the standardisation by the prior, known values: q(z_n) says 0.5 (std ~0), p(z_n) says -0.1 with log-std 0.4
+    const_heads(vae.q_zn, 0.5, -30.0)
+    const_heads(vae.p_zn, -0.1, 0.4)
+    for f in vae.posterior_fit(x, y)[2]:
+        assert torch.allclose(f, torch.full_like(f, (0.5 + 0.1) / math.exp(0.4)), atol=1e-5)  # 0.4022
 
 
 def test_fit_colors_all_reduces_its_spectra_across_ranks(tmp_path):
