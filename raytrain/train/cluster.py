@@ -196,14 +196,11 @@ def data_files(cfg, per_root: int = 64) -> list[str]:
     """Up to ``per_root`` files of each local folder ``cfg.data`` reads (``source``, ``noisy_source``, ``clean_only``,
     ``noisy_only``, ``synthetic``, a dataset's ``KIND:PATH``): what a process that loads the run's data on its own
     node (a Tune trial) must find there."""
-    from raytrain.data.datasets import dataset_kind
+    from raytrain.train.preflight import data_roots
 
-    d, out = cfg.data, []
-    for root in (d.source, d.noisy_source, d.clean_only, d.noisy_only, d.synthetic):
-        if not root or root == "samples":
-            continue
-        kind = dataset_kind(root)
-        path = locations.local_path(kind[1] if kind else root)
+    out = []
+    for _, root in data_roots(cfg):
+        path = locations.local_path(root)
         if locations.is_uri(path) or not os.path.exists(path):
             continue  # a URI every node reads; a missing folder is the data loader's one line
         if os.path.isfile(path):

@@ -15,6 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import ray
 import ray.train
@@ -31,6 +32,9 @@ from raytrain.train.backend import torch_config
 from raytrain.train.loop import train_loop_per_worker
 from raytrain.train.preflight import check_compile, check_data_sources, check_rerun, check_resume, storage_path
 from raytrain.train.progress import DriverProgress, ProgressBoard
+
+if TYPE_CHECKING:
+    from raytrain.tracking import Store
 
 
 @dataclass
@@ -266,7 +270,7 @@ def root_cause(exc: BaseException) -> BaseException:
     return chain[-1]
 
 
-def preflight(cfg: RunConfig):
+def preflight(cfg: RunConfig) -> tuple[Store, list[dict], str | None]:
     """Every check a run makes before it reads its data: weight files, ``resume_from``, compile, a re-run, the local
     machine's cores, the tracking store; then Ray (connected) and what a cluster needs (tracking server, storage
     every node writes, the workers' files on every node, the worker group and the CPUs of its patch streams).

@@ -27,18 +27,25 @@ def outputs_folder(cfg: RunConfig, kind: str, name: str) -> str:
     return locations.join(locations.absolute(root), kind, name)
 
 
+def data_roots(cfg: RunConfig) -> list[tuple[str, str]]:
+    """(key, folder) of every folder ``cfg.data`` reads (``source``, ``noisy_source``, ``clean_only``, ``noisy_only``,
+    ``synthetic``; a dataset's ``KIND:PATH`` gives its PATH); the bundled samples are none."""
+    from raytrain.data.datasets import dataset_kind
+
+    out = []
+    for key in ("source", "noisy_source", "clean_only", "noisy_only", "synthetic"):
+        root = getattr(cfg.data, key)
+        if root and root != "samples":
+            kind = dataset_kind(root)
+            out.append((key, kind[1] if kind else root))
+    return out
+
+
 def check_data_sources(cfg: RunConfig) -> None:
     """Every folder ``cfg.data`` names exists (a local path or a URI): a typo is one line before Ray starts."""
-    from raytrain.data.datasets import dataset_kind
     from raytrain.errors import DataError
 
-    d = cfg.data
-    for key in ("source", "noisy_source", "clean_only", "noisy_only", "synthetic"):
-        root = getattr(d, key)
-        if not root or root == "samples":
-            continue
-        kind = dataset_kind(root)
-        path = kind[1] if kind else root
+    for key, path in data_roots(cfg):
         if not locations.exists(path):
             raise DataError(f"{locations.display(path)}: folder not found (data.{key})")
 
