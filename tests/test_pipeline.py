@@ -108,6 +108,21 @@ def test_ray_dataset_stream_and_split(ray_local, tiny):
     assert counts == [50, 50]
 
 
+def test_one_worker_streams_the_whole_dataset_without_a_split_coordinator(ray_local):
+    """The run's Ray Data hand-over (launch.data_config): two workers get disjoint halves through a split coordinator
+    actor; one worker the whole stream, executed in its own process (no coordinator actor to start)."""
+    from ray.data._internal.iterator.stream_split_iterator import StreamSplitDataIterator
+
+    from raytrain.train.launch import data_config
+
+    ds = patch_dataset(_domain(), 100, 16, True, 0, "paired")
+    (one,) = data_config(1).configure({"paired": ds}, world_size=1, worker_handles=None, worker_node_ids=None)
+    assert not isinstance(one["paired"], StreamSplitDataIterator)
+    assert sum(len(b["clean"]) for b in one["paired"].iter_batches(batch_size=10)) == 100
+    two = data_config(2).configure({"paired": ds}, world_size=2, worker_handles=None, worker_node_ids=None)
+    assert all(isinstance(w["paired"], StreamSplitDataIterator) for w in two)
+
+
 def test_collection_domains_from_config(tiny):
     cfg = tiny("data.paired.fraction=0.4", "data.val_crop=32")
     col = load_domains(cfg)
