@@ -222,7 +222,7 @@ def test_an_interrupted_sweep_resumes_without_duplicates_or_running_runs(ray_loc
     from raytrain.tune.driver import run_sweep
 
     # trials long enough to be interrupted in the middle (one-worker trials start in ~3 s in the trial's process)
-    longer = ["train.steps=1000", "train.val_every=500", "train.checkpoint_every=500", "train.log_every=250"]
+    longer = ["train.steps=500", "train.val_every=250", "train.checkpoint_every=250", "train.log_every=125"]
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(to_raw(load_config(None, [f"workdir={tmp_path}", *SWEEP,
                                                                                 *longer]))))  # fmt: skip
     (tmp_path / "space.yaml").write_text(yaml.safe_dump({"params": {"train.lr": {"loguniform": [1e-4, 3e-3]}}}))
@@ -246,7 +246,7 @@ def test_an_interrupted_sweep_resumes_without_duplicates_or_running_runs(ray_loc
     cfg = load_config(tmp_path / "cfg.yaml")
     res = run_sweep(cfg, parse_space({"params": {"train.lr": {"loguniform": [1e-4, 3e-3]}}}), "rs", 2, 1,
                     ["val_psnr"], ["max"], resume=True)  # fmt: skip
-    assert len(res.rows) == 2 and all(r["status"] == "TERMINATED" and r["step"] == 1000 for r in res.rows)
+    assert len(res.rows) == 2 and all(r["status"] == "TERMINATED" and r["step"] == 500 for r in res.rows)
     parent, children = _runs(tmp_path, res.parent_run_id)
     statuses = sorted(c.info.status for c in children)
     assert parent.info.status == "FINISHED"
