@@ -67,8 +67,9 @@ def trained(ray_local, tmp_path_factory):
 class Background:
     """Compute-only fixtures run as background processes at the lowest CPU priority, started when the suite is
     collected. The Ray tests leave about a quarter of the two cores idle while they wait on actors starting and
-    polling; a niced process soaks that up without slowing them (Linux gives nice 19 ~1.5% of a busy core). Their tests
-    are moved to the end of the run, so the job has the whole suite to finish in. A job prints its result as JSON."""
+    polling; a process at the lowest priority soaks that up (Linux gives nice 19 ~1.5% of a busy core; the Ray tests
+    still ran 10-20% slower beside it, measured, against 3.4 minutes saved). Their tests are moved to the end of the
+    run, so the job has the whole suite to finish in. A job prints its result as JSON."""
 
     JOBS = {"fidelity": ("learned", [sys.executable, str(HERE / "test_senm_fidelity.py")])}  # name: (fixture, command)
 
