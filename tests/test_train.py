@@ -39,9 +39,9 @@ def test_mlflow_run_holds_params_metrics_images_and_weights(trained):
 def test_rerun_with_resume_from_continues_the_step_count(ray_local, tiny, trained):
     from raytrain.train.launch import run_training
 
-    _, first = trained
+    _, first = trained  # two workers' checkpoint, resumed by one (the world size is not part of the state)
     cfg = tiny("name=continued", "train.steps=130", "train.val_every=10", "train.checkpoint_every=10",
-               f"train.resume_from={first.checkpoint}", "tracking.enabled=false")  # fmt: skip
+               f"train.resume_from={first.checkpoint}", "tracking.enabled=false", "scaling.num_workers=1")  # fmt: skip
     res = run_training(cfg)
     assert res.metrics["start_step"] == 120 and res.metrics["step"] == 130
 
@@ -51,7 +51,7 @@ def test_failure_without_retries_is_one_clear_error(ray_local, tiny):
     from raytrain.train.launch import run_training
 
     cfg = tiny("name=dies", "train.steps=20", "train.fail_at_step=5", "scaling.max_failures=0",
-               "tracking.enabled=false")  # fmt: skip
+               "tracking.enabled=false", "scaling.num_workers=1")  # fmt: skip
     with pytest.raises(RaytrainError, match="injected failure at step 5"):
         run_training(cfg)
 
@@ -65,7 +65,7 @@ def test_a_diverged_run_fails_with_its_own_line_and_a_failed_mlflow_run(ray_loca
     from raytrain.train.launch import run_training
 
     cfg = tiny("name=diverges", "train.steps=20", "train.grad_skip=1e-12", "train.max_bad_steps=3",
-               "scaling.max_failures=1")  # fmt: skip
+               "scaling.max_failures=1", "scaling.num_workers=1")  # fmt: skip
     t0 = time.time()
     with pytest.raises(RaytrainError, match=r"^loss was NaN/Inf \(or over train.grad_skip\) for 3 steps in a row up to "
                                             r"step 3 \(.*\); lower train.lr"):  # fmt: skip
