@@ -189,24 +189,37 @@ def test_long_runs_keep_blocks_small(ray_local, tiny):
     assert ds.take_batch(4)["clean"].shape == (4, 1, 32, 32)  # streams at once, no giant first block
 
 
-def test_each_pass_cuts_new_patches_and_a_pass_is_reproducible(ray_local, tiny):
-    """The PassCounter offsets pass k's ids by k * n: pass 1 differs from pass 0, pass 0 again is identical, and a
-    domain's pass does not move another domain's."""
+@pytest.mark.parametrize("holder", ["PassCounter", "ProgressBoard"])
+def test_each_pass_cuts_new_patches_and_a_pass_is_reproducible(ray_local, tiny, holder):
+    """The pass counter offsets pass k's ids by k * n: pass 1 differs from pass 0, pass 0 again is identical, and a
+    domain's pass does not move another domain's. A run's progress board is its pass counter (one actor for both)."""
     import ray
 
     from raytrain.data.pipeline import PassCounter
+    from raytrain.train.progress import ProgressBoard
 
     cfg = tiny("train.steps=4", "data.paired.fraction=1.0")
-    counter = PassCounter.remote()
+    counter = {"PassCounter": PassCounter, "ProgressBoard": ProgressBoard}[holder].remote()
     ds = build_datasets(cfg, load_domains(cfg), ("paired",), 1, counter)["paired"]
     first = ds.take_batch(8)["clean"]
-    ray.get(counter.set.remote("paired", 1))
+    ray.get(counter.set_pass.remote("paired", 1))
     second = ds.take_batch(8)["clean"]
-    ray.get(counter.set.remote("paired", 0))
-    ray.get(counter.set.remote("source", 5))  # after paired's reset: a counter shared by the domains would show here
+    ray.get(counter.set_pass.remote("paired", 0))
+    ray.get(counter.set_pass.remote("source", 5))  # after paired's reset: a counter shared by the domains would show here
     again = ds.take_batch(8)["clean"]
     assert not np.allclose(first, second)
     np.testing.assert_array_equal(first, again)
+
+
+def test_a_run_with_a_progress_board_counts_its_passes_on_it_and_a_trial_on_a_counter_of_its_own(ray_local, tiny):
+    from raytrain.train.launch import prepare_run
+    from raytrain.train.progress import ProgressBoard
+
+    cfg = tiny("train.steps=4", "data.paired.fraction=1.0")
+    col, board = load_domains(cfg), ProgressBoard.remote()
+    assert prepare_run(cfg, col, None, board, None)[2]["pass_counter"] == board  # a run: one actor for both
+    own = prepare_run(cfg, col, None, None, None)[2]["pass_counter"]  # a Tune trial draws no bar: a counter
+    assert own is not None and own != board
 
 
 def _id_stream(start: int, batch: int):

@@ -20,6 +20,7 @@ import ray
 from raytrain.config.sections import augment_name
 from raytrain.data.collection import Collection, DomainImages, data_scale
 from raytrain.data.degrade import NoiseModel, noise_model, rng_for
+from raytrain.data.passes import Passes
 from raytrain.data.resize import bicubic_down
 from raytrain.data.stored import pixels
 from raytrain.errors import DataError
@@ -150,7 +151,7 @@ def patch_dataset(
     code = DOMAIN_CODES[name]
 
     def to_patches(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        offset = ray.get(counter.get.remote(name)) * n_patches if counter is not None else 0
+        offset = ray.get(counter.get_pass.remote(name)) * n_patches if counter is not None else 0
         return cut_patches(batch["id"] + offset, ray.get(ref), size, augment, seed, code, resample)
 
     # Small blocks (<= PATCHES_PER_BLOCK rows): a map task's output block stays a few MB however long the run is.
@@ -174,20 +175,7 @@ def pass_size(cfg, num_workers: int) -> int:
     return min(cfg.train.steps * per_step + per_step, cap)
 
 
-@ray.remote(num_cpus=0)
-class PassCounter:
-    """The pass each of a run's domain streams is in: set by the workers before each pass, read by every crop task,
-    so pass ``k`` cuts the ids ``k * n .. (k + 1) * n - 1`` (the workers draw the same domains every step, so they
-    set the same ``k``)."""
-
-    def __init__(self) -> None:
-        self.k: dict[str, int] = {}
-
-    def set(self, domain: str, k: int) -> None:
-        self.k[domain] = k
-
-    def get(self, domain: str) -> int:
-        return self.k.get(domain, 0)
+PassCounter = ray.remote(num_cpus=0)(Passes)
 
 
 def build_datasets(

@@ -25,7 +25,7 @@ def batch_stream(
     fmt = torch.channels_last if cfg.train.channels_last else None
     for k in itertools.count():
         if counter is not None:
-            ray.get(counter.set.remote(name, k))
+            ray.get(counter.set_pass.remote(name, k))
         got = False
         for batch in shard.iter_torch_batches(
             batch_size=cfg.train.batch_size,

@@ -175,7 +175,9 @@ def prepare_run(cfg: RunConfig, collection: Collection, tracking: dict | None, b
     each start-up phase ended, reported with the first step as ``startup_<phase>_s``)."""
     cfg = without_empty_domains(cfg, collection)
     domains = method_class(cfg.method.name).domains_for(cfg)
-    counter = PassCounter.remote()  # the pass the streams are in (the workers set it, the crop tasks read it)
+    # the pass the streams are in (the workers set it, the crop tasks read it): the progress board where the run has
+    # one (the same 0-CPU actor, one process fewer per run), else an actor of its own (a Tune trial)
+    counter = board if board is not None else PassCounter.remote()
     datasets = build_datasets(cfg, collection, domains, cfg.scaling.num_workers, counter)
     loop_config = {
         "run": to_raw(cfg),

@@ -16,12 +16,16 @@ import time
 
 import ray
 
+from raytrain.data.passes import Passes
+
 
 @ray.remote(num_cpus=0)
-class ProgressBoard:
-    """The latest (step, total, description) rank 0 reported."""
+class ProgressBoard(Passes):
+    """The latest (step, total, description) rank 0 reported; also the run's pass counter (:class:`Passes`: the
+    workers set the pass of each patch stream, the crop tasks read it): one actor process per run for both."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.state: tuple[int, int, str] = (0, 0, "")
 
     def set(self, n: int, total: int, desc: str) -> None:
