@@ -9,6 +9,8 @@ calls :func:`set_verbose` before anything imports Ray or MLflow.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 
@@ -47,3 +49,21 @@ def quiet_ray_data() -> None:
     for handler in logging.getLogger("ray.data").handlers:
         if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
             handler.setLevel(logging.WARNING)  # the session's ray-data.log keeps everything
+
+
+@contextlib.contextmanager
+def quiet_tune():
+    """Around a Tune run that is a step of raytrain's own (a pipeline stage's runs): Tune's experiment box, results
+    path and state-file notices only when verbose; raytrain draws each run's progress itself (to the stdout it had
+    before this block, see :class:`~raytrain.train.progress.DriverProgress` ``file``)."""
+    if verbose():
+        yield
+        return
+    tune_log = logging.getLogger("ray.tune")
+    level = tune_log.level
+    tune_log.setLevel(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        tune_log.setLevel(level)

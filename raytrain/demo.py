@@ -20,7 +20,7 @@ from raytrain.config import load_config
 from raytrain.errors import RaytrainError
 from raytrain.noise_pipeline import run_pipeline
 from raytrain.tables import markdown_table
-from raytrain.train.launch import run_training
+from raytrain.train.group import run_group
 from raytrain.tune.ablate import plot_curves
 
 COUNTS = (10,)
@@ -64,7 +64,9 @@ def run_demo(workdir: str = "runs/demo", counts: tuple[int, ...] = COUNTS, quick
                 for i, count in enumerate(counts)}  # fmt: skip
         print(f"\n[demo] {len(counts) + 1}/{len(counts) + 1}: LIR (unsupervised), blind AWGN sigma in [5, 50]")
         sets = [f"workdir={workdir}", f"name=demo-lir-{stamp}", *LIR_SHORT, *(QUICK if quick else [])]
-        lir_run = run_training(load_config(repo_config("lir_awgn_blind.yaml"), sets), parent.run_id)
+        # a Tune trial in its own process (raytrain/train/group.py): its history holds every validation
+        (lir_run,) = run_group([load_config(repo_config("lir_awgn_blind.yaml"), sets)], f"demo-lir-{stamp}",
+                               parent.run_id)  # fmt: skip
         lir = lir_run.metrics
         report = write_report(out, counts, arms, rows, lir, time.perf_counter() - t0)
         curve = [(int(h["step"]), float(h["val_psnr"])) for h in lir_run.history if h.get("val_psnr") is not None]

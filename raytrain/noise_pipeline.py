@@ -155,11 +155,12 @@ class Stages:
     def noise_model(self, collection: Collection) -> dict[str, object]:
         """1. Train SeNM-VAE; returns the noise sources of the arms (the trained model, the fitted baselines).
         ``collection``: the pairs the noise models learn from (an SR run's LR view)."""
-        from raytrain.train.launch import run_training
+        from raytrain.train.group import run_group
 
         cfg, p = self.cfg, self.cfg.pipeline
-        print("[pipeline] 1/4 noise model (SeNM-VAE)")
-        res = run_training(noise_config(cfg, f"{cfg.name}-{self.tag}-noise"), parent_run_id=self.parent.run_id)
+        print("[pipeline] 1/4 noise model (SeNM-VAE)", flush=True)
+        name = f"{cfg.name}-{self.tag}-noise"
+        (res,) = run_group([noise_config(cfg, name)], name, self.parent.run_id)
         if not res.checkpoint:
             raise RaytrainError("the noise model produced no checkpoint")
         self.runs["noise_model"] = res.run_id or ""
@@ -193,14 +194,15 @@ class Stages:
 
     def downstream(self, folders: dict[str, str]) -> dict[str, str]:
         """3. One downstream denoiser per arm; returns arm -> checkpoint."""
-        from raytrain.train.launch import run_training
+        from raytrain.train.group import concurrency, run_group
 
         cfg, arms = self.cfg, self.cfg.pipeline.arms
         trained: dict[str, str] = {}
-        for i, arm in enumerate(arms):
-            print(f"[pipeline] 3/4 downstream {cfg.pipeline.downstream.method.name} {i + 1}/{len(arms)}: {arm}")
-            dcfg = downstream_config(cfg, arm, f"{cfg.name}-{self.tag}-dn-{arm}", folders.get(arm))
-            r = run_training(dcfg, parent_run_id=self.parent.run_id)
+        dcfgs = [downstream_config(cfg, arm, f"{cfg.name}-{self.tag}-dn-{arm}", folders.get(arm)) for arm in arms]
+        print(f"[pipeline] 3/4 downstream {cfg.pipeline.downstream.method.name} x {len(arms)} ({', '.join(arms)}), "
+              f"{concurrency(dcfgs)} at a time", flush=True)  # fmt: skip
+        results = run_group(dcfgs, f"{cfg.name}-{self.tag}-downstream", self.parent.run_id)
+        for arm, r in zip(arms, results, strict=True):
             made_from = self.runs.get(f"synthesize/{arm}", "none")
             self.parent.store.get(r.run_id).set_tags({"raytrain.stage": "downstream", "raytrain.arm": arm,
                                                       "raytrain.synthesis_run": made_from})  # fmt: skip

@@ -171,6 +171,15 @@ class Store:
             f" and {where}" if where else "")  # fmt: skip
         return [self.get(r.info.run_id) for r in self.client.search_runs([self.experiment_id], query)]
 
+    def find(self, parent: str | None, where: str) -> Run:
+        """The child run of ``parent`` that ``where`` (an MLflow filter, e.g. on a tag) picks, whatever its status; a
+        run that records nothing when tracking is off or none matches."""
+        if not (self.enabled and parent):
+            return Run(self, None)
+        query = f"tags.mlflow.parentRunId = '{parent}' and {where}"
+        found = self.client.search_runs([self.experiment_id], query, max_results=1)
+        return self.get(found[0].info.run_id if found else None)
+
     def end_children(self, parent: str | None, status: str, where: str = "") -> int:
         """End every child run of ``parent`` still RUNNING with ``status``; returns how many."""
         runs = self.children(parent, where)

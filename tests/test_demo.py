@@ -25,6 +25,7 @@ def test_quick_demo_writes_the_table_and_plots(ray_local, tmp_path, capsys):
     assert (tmp_path / "demo" / "psnr_vs_paired.png").stat().st_size > 1000
     assert (tmp_path / "demo" / "noise_samples_4.png").stat().st_size > 1000
     assert (tmp_path / "demo" / "lir_curve.png").stat().st_size > 1000
+    assert "LIR (unsupervised, blind AWGN sigma in [5, 50], 4 steps)" in report
     assert "mlflow ui --backend-store-uri sqlite:///" in out and "127.0.0.1" in out
     from mlflow.tracking import MlflowClient
 

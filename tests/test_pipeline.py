@@ -271,3 +271,24 @@ def test_per_sample_domain_mixing_uses_every_patch_it_is_given():
     pulled = sum(b.pulled for b in buffers.values())
     assert used == 1600 and used / pulled >= 0.95
     assert len(seen["paired"]) == pytest.approx(800, rel=0.1), "the mix's shares: paired 2 of 4"
+
+
+def test_a_groups_runs_go_side_by_side_as_far_as_the_cores_or_the_cluster_hold_them(tiny, monkeypatch):
+    """raytrain/train/group.py: a pipeline stage's runs at once, as many as fit: the embedded Ray counts this
+    machine's cores against each run's workers; a cluster its CPUs against workers + patch streams, and its GPUs."""
+    import os
+
+    import ray
+
+    from raytrain.train.group import concurrency
+
+    one = ["scaling.num_workers=1"]
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert concurrency([tiny(*one)] * 3) == 2 and concurrency([tiny(*one, "scaling.cpus_per_worker=2")] * 3) == 1
+    assert concurrency([tiny("scaling.num_workers=2")] * 3) == 1 and concurrency([tiny(*one)]) == 1
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert concurrency([tiny("scaling.num_workers=2")] * 3) == 1  # never 0: one at a time
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 16.0, "GPU": 2.0})
+    cluster = ["address=ray://127.0.0.1:10001", *one]
+    assert concurrency([tiny(*cluster)] * 8) == 8  # 16 CPUs / (1 worker + 1 stream)
+    assert concurrency([tiny(*cluster, "scaling.use_gpu=true")] * 8) == 2  # one GPU each

@@ -199,3 +199,19 @@ def test_a_corrupt_streamed_file_is_one_line_naming_it_where_it_is_read(tmp_path
     plain = RuntimeError("outer")
     plain.__cause__ = ValueError("inner")
     assert isinstance(root_cause(plain), ValueError)  # no raytrain error anywhere: the innermost one
+
+
+def test_a_raytrain_error_raised_in_a_trial_reaches_the_driver_as_its_own_line():
+    """A Tune trial's (or any task's) RaytrainError comes back as Ray's RayTaskError made a subclass of it, whose text
+    is the remote traceback: the line the trial raised is rebuilt from it, not the traceback's first line."""
+    from ray.exceptions import RayTaskError
+
+    from raytrain.train.launch import root_cause
+
+    try:
+        raise DataError("pipe-noise: /data: no images in this folder")
+    except DataError as exc:
+        remote = RayTaskError("group_trial", __import__("traceback").format_exc(), exc).as_instanceof_cause()
+    assert isinstance(remote, DataError) and str(remote).count("\n") > 1  # the dual class: a traceback as its text
+    got = root_cause(remote)
+    assert type(got) is DataError and str(got) == "pipe-noise: /data: no images in this folder"

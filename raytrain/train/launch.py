@@ -227,13 +227,13 @@ def in_process(cfg: RunConfig) -> bool:
 
 
 def train_in_process(cfg: RunConfig, collection: Collection, tracking: dict | None, started_at: float,
-                     marks: dict | None = None) -> None:  # fmt: skip
+                     marks: dict | None = None, board=None) -> None:  # fmt: skip
     """The one loop with one worker in this process (a Tune trial): no worker group, no process group; reports and
-    checkpoints go to Tune (raytrain/train/session.py)."""
+    checkpoints go to Tune (raytrain/train/session.py). ``board``: a progress board for the driver to draw."""
     from raytrain.train.loop import run_loop
     from raytrain.train.session import TrialSession
 
-    cfg, datasets, loop_config = prepare_run(cfg, collection, tracking, None, started_at, marks)
+    cfg, datasets, loop_config = prepare_run(cfg, collection, tracking, board, started_at, marks)
     session = TrialSession(datasets, cfg.scaling.use_gpu)
     try:
         run_loop(loop_config, session)
@@ -267,8 +267,8 @@ def root_cause(exc: BaseException) -> BaseException:
     from raytrain import errors
 
     chain = error_chain(exc)
-    for e in chain:
-        if isinstance(e, RaytrainError):
+    for e in chain:  # Ray's RayTaskError as a subclass of the error it carries: its text is a traceback, not a line
+        if isinstance(e, RaytrainError) and not isinstance(e, ray.exceptions.RayError):
             return e
     for e in chain:
         m = _RAISED.search(str(e))
@@ -323,12 +323,17 @@ def run_training(cfg: RunConfig, parent_run_id: str | None = None) -> TrainResul
         history = result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
         checkpoint = checkpoint_location(storage, result.checkpoint) if result.checkpoint else None
         if result.checkpoint:
-            # Ray's Checkpoint API reads it from wherever the storage is (S3, NFS, a local folder)
-            with result.checkpoint.as_directory() as local:
-                if Path(local, "model.pt").is_file():
-                    run.log_artifact(Path(local, "model.pt"), "weights")
-            run.set_tags({"raytrain.checkpoint": locations.display(checkpoint)})
+            record_checkpoint(run, result.checkpoint, checkpoint)
     return TrainResult(result.metrics or {}, checkpoint, run.run_id, storage, history)
+
+
+def record_checkpoint(run, checkpoint: ray.train.Checkpoint, location: str) -> None:
+    """The run's weights artifact (``weights/model.pt``) and its ``raytrain.checkpoint`` tag (``location``). Ray's
+    Checkpoint API reads the checkpoint from wherever the storage is (S3, NFS, a local folder)."""
+    with checkpoint.as_directory() as local:
+        if Path(local, "model.pt").is_file():
+            run.log_artifact(Path(local, "model.pt"), "weights")
+    run.set_tags({"raytrain.checkpoint": locations.display(location)})
 
 
 def checkpoint_location(storage: str, checkpoint: ray.train.Checkpoint) -> str:
