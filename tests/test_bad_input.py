@@ -252,6 +252,7 @@ def _listeners_during_a_run(ray_local, config, out):
     return got["socks"], outside
 
 
+@pytest.mark.slow  # two Ray Train worker groups
 def test_the_local_ray_listens_on_loopback_only_during_a_run(ray_local, tmp_path):
     """During a 2-worker run on the embedded Ray nothing listens beyond loopback; the control run with Ray's own
     TorchConfig shows what raytrain.train.backend removes (rank 0's TCPStore on every interface)."""
