@@ -205,7 +205,7 @@ def test_each_pass_cuts_new_patches_and_a_pass_is_reproducible(ray_local, tiny, 
     ray.get(counter.set_pass.remote("paired", 1))
     second = ds.take_batch(8)["clean"]
     ray.get(counter.set_pass.remote("paired", 0))
-    ray.get(counter.set_pass.remote("source", 5))  # after paired's reset: a counter shared by the domains would show here
+    ray.get(counter.set_pass.remote("source", 5))  # after the reset: a counter shared by the domains would show
     again = ds.take_batch(8)["clean"]
     assert not np.allclose(first, second)
     np.testing.assert_array_equal(first, again)

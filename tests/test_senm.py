@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from raytrain import locations
 from raytrain.config import load_config
 from raytrain.errors import ConfigError
 from raytrain.layout import to_image
@@ -278,13 +279,15 @@ def test_a_full_paired_split_drops_the_empty_unpaired_domains(capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("setting", [["data.paired.fraction=1.0"], ["data.mix={paired: 1, source: 0, target: 0}"]])
-def test_full_paired_and_paired_only_runs_train(ray_local, tmp_path, setting):
-    from raytrain.train.launch import run_training
+def test_full_paired_and_paired_only_runs_train(ray_local, tmp_path):
+    """Both settings side by side (raytrain/train/group.py, tracking off): each a one-worker Tune trial."""
+    from raytrain.train.group import run_group
 
-    cfg = load_config(None, [*TINY_SENM, f"workdir={tmp_path}", "name=t7", "train.steps=3", "train.val_every=3",
-                             "train.checkpoint_every=3", "scaling.num_workers=1", "data.max_size=64", "data.tiles=32",
-                             "data.patches.size=32", "data.val_images=2", "data.val_crop=32", "tracking.enabled=false",
-                             *setting])  # fmt: skip
-    res = run_training(cfg)
-    assert res.checkpoint and res.metrics["step"] == 3 and np.isfinite(res.metrics["val_kld"])
+    settings = [["data.paired.fraction=1.0"], ["data.mix={paired: 1, source: 0, target: 0}"]]
+    cfgs = [load_config(None, [*TINY_SENM, f"workdir={tmp_path}", f"name=t7-{i}", "train.steps=3", "train.val_every=3",
+                               "train.checkpoint_every=3", "scaling.num_workers=1", "data.max_size=64", "data.tiles=32",
+                               "data.patches.size=32", "data.val_images=2", "data.val_crop=32",
+                               "tracking.enabled=false", *setting]) for i, setting in enumerate(settings)]  # fmt: skip
+    for res in run_group(cfgs, "t7"):
+        assert res.checkpoint and res.metrics["step"] == 3 and np.isfinite(res.metrics["val_kld"])
+        assert locations.is_file(locations.join(res.checkpoint, "model.pt")) and res.run_id is None

@@ -226,8 +226,10 @@ def test_an_interrupted_sweep_resumes_without_duplicates_or_running_runs(ray_loc
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(to_raw(load_config(None, [f"workdir={tmp_path}", *SWEEP,
                                                                                 *longer]))))  # fmt: skip
     (tmp_path / "space.yaml").write_text(yaml.safe_dump({"params": {"train.lr": {"loguniform": [1e-4, 3e-3]}}}))
+    # a driver of its own on the suite's Ray (--address: no second embedded Ray to start), interrupted as a user would
     cmd = [sys.executable, "-m", "raytrain.cli", "tune", str(tmp_path / "cfg.yaml"), "--space",
-           str(tmp_path / "space.yaml"), "--samples", "2", "--name", "rs"]  # fmt: skip
+           str(tmp_path / "space.yaml"), "--samples", "2", "--name", "rs",
+           "--address", ray_local.get_runtime_context().gcs_address]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     deadline = time.time() + 240

@@ -19,6 +19,7 @@ the CLI as a user types it, as the driver on the head's machine:
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -82,6 +83,28 @@ def raytrain(c, *args: str, timeout: float = 600):
     return r.returncode, r.stdout, "\n".join(err)
 
 
+def raytrain_many(c, *commands: list[str]) -> list[tuple[int, str, str]]:
+    """Several CLI commands (``raytrain ARGS``) in one Python process inside the cluster, one after the other, each
+    through the CLI's ``main`` as the console script calls it: (exit code, stdout, stderr) each. One interpreter
+    start-up instead of one per command."""
+    code = (
+        "import contextlib, io, json, sys\nfrom raytrain.cli import main\nout = []\n"
+        "for args in json.loads(sys.argv[1]):\n"
+        "    o, e = io.StringIO(), io.StringIO()\n"
+        "    with contextlib.redirect_stdout(o), contextlib.redirect_stderr(e):\n"
+        "        try:\n            code = main(args)\n"
+        "        except SystemExit as exc:\n            code = exc.code\n"
+        "    out.append([code, o.getvalue(), e.getvalue()])\n"
+        "print('\\n' + json.dumps(out))\n"
+    )  # fmt: skip
+    t0 = time.time()
+    r = c.run([sys.executable, "-c", code, json.dumps(commands)], timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    print(f"{len(commands)} raytrain commands in one process: {time.time() - t0:.0f} s")
+    return [(code, out, "\n".join(ln for ln in err.splitlines() if "network_util" not in ln)) for code, out, err in got]
+
+
 def on_server(c, code: str):
     """``code`` (with ``client``: an MlflowClient of the cluster's server) run inside the cluster; its JSON print."""
     head = f"import json; from mlflow.tracking import MlflowClient; client = MlflowClient({c.tracking!r})\n"
@@ -96,15 +119,22 @@ def in_bucket(c, prefix: str) -> list[str]:
         "print(json.dumps(sorted(i.path for i in infos if i.type == f.FileType.File)))"))  # fmt: skip
 
 
-def registered(c, run: str) -> list[int]:
-    """The steps of the checkpoints Ray Train has registered for a run stored in the bucket."""
+def registered(c, run: str, wait_s: float = 0.0) -> list[int]:
+    """The steps of the checkpoints Ray Train has registered for a run stored in the bucket; with ``wait_s``, polled
+    (every 0.3 s, in the one process) until there is one or the time is up."""
     return json.loads(c.python(
-        "import json, pyarrow.fs as f; fs = f.S3FileSystem(endpoint_override='127.0.0.1:9000', scheme='http')\n"
-        "try:\n"
-        f"    snap = json.loads(fs.open_input_stream({run + '/checkpoint_manager_snapshot.json'!r}).read())\n"
-        "    print(json.dumps([int(r['metrics']['step']) for r in snap['checkpoint_results']]))\n"
-        "except (OSError, ValueError, KeyError):\n"
-        "    print('[]')"))  # fmt: skip
+        "import json, time, pyarrow.fs as f; fs = f.S3FileSystem(endpoint_override='127.0.0.1:9000', scheme='http')\n"
+        f"end = time.time() + {wait_s}\n"
+        "while True:\n"
+        "    try:\n"
+        f"        snap = json.loads(fs.open_input_stream({run + '/checkpoint_manager_snapshot.json'!r}).read())\n"
+        "        got = [int(r['metrics']['step']) for r in snap['checkpoint_results']]\n"
+        "    except (OSError, ValueError, KeyError):\n"
+        "        got = []\n"
+        "    if got or time.time() > end:\n"
+        "        break\n"
+        "    time.sleep(0.3)\n"
+        "print(json.dumps(got))", timeout=wait_s + 60))  # fmt: skip
 
 
 def base(c) -> list[str]:
@@ -113,35 +143,26 @@ def base(c) -> list[str]:
 
 def test_the_defaults_and_unreadable_data_are_refused_before_any_worker_starts(cluster):
     c = cluster
-    code, _, err = raytrain(c, "train", *base(c), "--set", f"data.source={c.data}")
+    code, _, err = raytrain(c, "train", *base(c), "--set", f"data.source={c.data}")  # the console script itself
     assert code == 2 and err.count("\n") == 0, err
     assert "tracking store sqlite:///" in err and "node 127.0.0.2" in err and "MLflow server" in err
-    code, _, err = raytrain(c, "train", *base(c), "--set", f"data.source={c.data}", "--set",
-                            f"tracking.uri={c.tracking}")  # fmt: skip
-    assert code == 2 and f"storage_path {c.work}/ray is on this machine's disk only" in err, err
-    code, _, err = raytrain(
+    server, s3 = ["--set", f"tracking.uri={c.tracking}"], ["--set", f"storage_path={c.s3('runs/refused')}"]
+    got = raytrain_many(
         c,
-        "train",
-        *base(c),
-        "--set",
-        f"data.source={c.data}",
-        "--set",
-        "data.stream=true",
-        "--set",
-        f"tracking.uri={c.tracking}",
-        "--set",
-        f"storage_path={c.s3('runs/refused')}",
-    )
-    assert code == 2 and f"the data file {c.data}/" in err and "not readable on node 127.0.0.2" in err, err
-    code, _, err = raytrain(c, "train", *base(c), "--set", f"tracking.uri={c.tracking}",
-                            "--set", f"storage_path={c.s3('no-such-bucket/x')}")  # fmt: skip
-    assert code == 2 and "the bucket does not exist" in err, err
-    # the pipeline's own scaling (1 worker x 2 CPUs) and SeNM-VAE's 3 patch streams do not fit the 4-CPU node: it
-    # would sit at step 0 forever; refused before its parent MLflow run opens
-    code, _, err = raytrain(c, "pipeline", PIPELINE, "--address", c.address, "--set", f"workdir={c.work}",
-                            "--set", f"data.source={c.data}", "--set", f"tracking.uri={c.tracking}",
-                            "--set", f"storage_path={c.s3('runs/refused')}")  # fmt: skip
-    assert code == 2 and "1 workers x 2 CPUs leave 2 for Ray Data's 3 patch stream(s)" in err, err
+        ["train", *base(c), "--set", f"data.source={c.data}", *server],
+        ["train", *base(c), "--set", f"data.source={c.data}", "--set", "data.stream=true", *server, *s3],
+        ["train", *base(c), *server, "--set", f"storage_path={c.s3('no-such-bucket/x')}"],
+        # the pipeline's own scaling (1 worker x 2 CPUs) and SeNM-VAE's 3 patch streams do not fit the 4-CPU node:
+        # it would sit at step 0 forever; refused before its parent MLflow run opens
+        ["pipeline", PIPELINE, "--address", c.address, "--set", f"workdir={c.work}", "--set", f"data.source={c.data}",
+         *server, *s3],
+    )  # fmt: skip
+    (code, _, err), (code2, _, err2), (code3, _, err3), (code4, _, err4) = got
+    assert code == 2 and f"storage_path {c.work}/ray is on this machine's disk only" in err, err
+    assert code2 == 2 and f"the data file {c.data}/" in err2 and "not readable on node 127.0.0.2" in err2, err2
+    assert code3 == 2 and "the bucket does not exist" in err3, err3
+    assert code4 == 2 and "1 workers x 2 CPUs leave 2 for Ray Data's 3 patch stream(s)" in err4, err4
+    assert all(e.strip().count("\n") == 0 for _, _, e in got), got  # one line each
     runs = on_server(c, "print(sum(len(client.search_runs([e.experiment_id])) for e in client.search_experiments()))")
     assert runs == 0  # nothing started: no MLflow run, no checkpoint
     assert not in_bucket(c, "runs/refused")
@@ -157,14 +178,12 @@ def test_a_killed_worker_resumes_from_the_bucket_and_eval_reads_the_stored_run_f
                    "--set", "train.steps=400", "--set", "train.checkpoint_every=40", "--set", "train.val_every=40",
                    "--set", "scaling.max_failures=1", "--set", f"tracking.uri={c.tracking}",
                    "--set", f"storage_path={c.s3('runs/k')}"])  # fmt: skip
-    victim, deadline = None, time.time() + 300
-    while run.poll() is None and time.time() < deadline:
-        if registered(c, "runs/k/killed"):  # Ray holds a checkpoint in the bucket: a restart resumes from it
-            time.sleep(0.5)  # a few steps past it: those are replayed
-            victim = c.worker_process("RayTrainWorker")
-            c.kill(victim)
-            break
-        time.sleep(0.5)
+    victim = None
+    # one process polls the bucket until Ray holds a checkpoint there: a restart resumes from it
+    if registered(c, "runs/k/killed", wait_s=300) and run.poll() is None:
+        time.sleep(0.5)  # a few steps past it: those are replayed
+        victim = c.worker_process("RayTrainWorker")
+        c.kill(victim)
     out, _ = run.communicate(timeout=400)
     assert victim, f"the run ended before a worker could be killed: {out[-2000:]}"
     assert run.returncode == 0, out[-3000:]

@@ -140,4 +140,3 @@ def run_group(cfgs: list[RunConfig], experiment: str, parent_run_id: str | None 
         history = df.to_dict("records") if df is not None else []
         done[i] = TrainResult(metrics, checkpoint, run.run_id, storage, history)
     return [done[i] for i in range(len(cfgs))]
-
