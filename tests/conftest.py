@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -74,7 +75,11 @@ class Background:
     JOBS = {"fidelity": ("learned", [sys.executable, str(HERE / "test_senm_fidelity.py")])}  # name: (fixture, command)
 
     def __init__(self) -> None:
+        self.t0 = time.time()  # the session's start (the configure hook)
         self.procs: dict[str, tuple[subprocess.Popen, float]] = {}
+        self.ended: dict[str, tuple[float, str, str]] = {}  # name -> (when it ended, its stdout, its stderr)
+        self.readers: dict[str, threading.Thread] = {}
+        self.waited: dict[str, float] = {}  # name -> seconds a test waited for it
         self.results: dict[str, object] = {}
 
     def start(self, name: str) -> None:
@@ -82,23 +87,45 @@ class Background:
                                 preexec_fn=_lowest_priority)  # fmt: skip
         self.procs[name] = (proc, time.time())
 
+        def read() -> None:  # the job's output, and when it ended (for the summary: did the suite wait for it?)
+            out, err = proc.communicate()
+            self.ended[name] = (time.time(), out, err)
+
+        self.readers[name] = threading.Thread(target=read, daemon=True)
+        self.readers[name].start()
+
     def result(self, name: str, timeout: float = 900):
         if name not in self.results:
             if name not in self.procs:
                 self.start(name)
-            proc, t0 = self.procs[name]
-            out, err = proc.communicate(timeout=timeout)
+            proc, _ = self.procs[name]
+            t = time.time()
+            self.readers[name].join(timeout)
+            self.waited[name] = time.time() - t
+            if name not in self.ended:
+                raise RuntimeError(f"background job {name} still running after {timeout:.0f} s")
+            _, out, err = self.ended[name]
             if proc.returncode != 0:
                 raise RuntimeError(f"background job {name} failed (exit {proc.returncode}): {err[-3000:]}")
             self.results[name] = json.loads(out.strip().splitlines()[-1])
-            print(f"[background job {name}: {time.time() - t0:.0f} s after its start] {self.results[name]}")
         return self.results[name]
+
+    def summary(self) -> list[str]:
+        """A line per job: when it started and ended in the session, and how long its tests waited for it."""
+        lines = []
+        for name, (_, started) in self.procs.items():
+            end = self.ended.get(name)
+            done = f"ended at {end[0] - self.t0:.0f} s" if end else "still running"
+            lines.append(f"background job {name}: started at {started - self.t0:.0f} s, {done} of the session; "
+                         f"its tests waited {self.waited.get(name, 0.0):.0f} s for it")  # fmt: skip
+        return lines
 
     def stop(self) -> None:
         for proc, _ in self.procs.values():
             if proc.poll() is None:
                 proc.kill()
-                proc.communicate()
+        for reader in self.readers.values():
+            reader.join(10)
 
 
 def _lowest_priority() -> None:
@@ -128,6 +155,11 @@ def pytest_collection_modifyitems(session, config, items):
         if users:
             items[:] = [i for i in items if i not in users] + users
             bg.start(name)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    for line in config.stash[BACKGROUND].summary():
+        terminalreporter.write_line(line)
 
 
 def pytest_unconfigure(config):
