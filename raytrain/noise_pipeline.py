@@ -160,11 +160,10 @@ class Stages:
         cfg, p = self.cfg, self.cfg.pipeline
         print("[pipeline] 1/4 noise model (SeNM-VAE)", flush=True)
         name = f"{cfg.name}-{self.tag}-noise"
-        (res,) = run_group([noise_config(cfg, name)], name, self.parent.run_id)
+        (res,) = run_group([noise_config(cfg, name)], name, self.parent.run_id, [{"raytrain.stage": "noise_model"}])
         if not res.checkpoint:
             raise RaytrainError("the noise model produced no checkpoint")
         self.runs["noise_model"] = res.run_id or ""
-        self.parent.store.get(res.run_id).set_tags({"raytrain.stage": "noise_model"})
         sources: dict[str, object] = {}
         if "senm" in p.arms:
             sources["senm"] = VAESource(res.checkpoint, None if p.level == "prior" else float(p.level), p.temperature,
@@ -201,11 +200,10 @@ class Stages:
         dcfgs = [downstream_config(cfg, arm, f"{cfg.name}-{self.tag}-dn-{arm}", folders.get(arm)) for arm in arms]
         print(f"[pipeline] 3/4 downstream {cfg.pipeline.downstream.method.name} x {len(arms)} ({', '.join(arms)}), "
               f"{concurrency(dcfgs)} at a time", flush=True)  # fmt: skip
-        results = run_group(dcfgs, f"{cfg.name}-{self.tag}-downstream", self.parent.run_id)
+        tags = [{"raytrain.stage": "downstream", "raytrain.arm": arm,
+                 "raytrain.synthesis_run": self.runs.get(f"synthesize/{arm}", "none")} for arm in arms]  # fmt: skip
+        results = run_group(dcfgs, f"{cfg.name}-{self.tag}-downstream", self.parent.run_id, tags)
         for arm, r in zip(arms, results, strict=True):
-            made_from = self.runs.get(f"synthesize/{arm}", "none")
-            self.parent.store.get(r.run_id).set_tags({"raytrain.stage": "downstream", "raytrain.arm": arm,
-                                                      "raytrain.synthesis_run": made_from})  # fmt: skip
             self.runs[f"downstream/{arm}"] = r.run_id or ""
             if not r.checkpoint:
                 raise RaytrainError(f"downstream arm {arm} produced no checkpoint")

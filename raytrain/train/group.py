@@ -28,7 +28,7 @@ from raytrain.train.launch import TrainResult
 
 
 def group_trial(params: dict, raws: list[dict], collections: list, store, parent: str | None, experiment: str,
-                boards: list) -> None:  # fmt: skip
+                boards: list, tags: list[dict]) -> None:  # fmt: skip
     """The trial of run ``params["run"]``: its config, its child MLflow run, trained in this process (one worker) or
     by a TorchTrainer on the images the driver read (``collections``: through the object store, so a trial on a node
     that cannot see the driver's disk trains on them); rank 0 writes its progress to the run's board (``boards``),
@@ -39,9 +39,10 @@ def group_trial(params: dict, raws: list[dict], collections: list, store, parent
     started = time.time()
     cfg, board = validate(raws[params["run"]], "config"), boards[params["run"]]
     trial_id = tune.get_context().get_trial_id()
-    tags = {"method": cfg.method.name, "raytrain.trial_id": trial_id, "raytrain.group": experiment,
-            "raytrain.trial_runner": "process" if in_process(cfg) else "trainer"}  # fmt: skip
-    with store.run(cfg.name, parent, tags, flatten(cfg)) as run:
+    runner = "process" if in_process(cfg) else "trainer"
+    run_tags = {"method": cfg.method.name, "raytrain.trial_id": trial_id, "raytrain.group": experiment,
+                "raytrain.trial_runner": runner, **tags[params["run"]]}  # fmt: skip
+    with store.run(cfg.name, parent, run_tags, flatten(cfg)) as run:
         marks = {"mlflow": time.time()}
         try:
             collection = collections[params["run"]]
@@ -80,9 +81,11 @@ def concurrency(cfgs: list[RunConfig]) -> int:
     return int(max(1, min(len(cfgs), fit)))
 
 
-def run_group(cfgs: list[RunConfig], experiment: str, parent_run_id: str | None = None) -> list[TrainResult]:
+def run_group(cfgs: list[RunConfig], experiment: str, parent_run_id: str | None = None,
+              tags: list[dict] | None = None) -> list[TrainResult]:  # fmt: skip
     """Train ``cfgs`` (independent runs with the same scaling) side by side as the trials of Tune experiment
-    ``experiment``; returns their results in order. Raises RaytrainError naming the first run that failed."""
+    ``experiment``; returns their results in order. ``tags``: each run's own MLflow tags, set when it opens (an
+    interrupted stage's runs carry them too). Raises RaytrainError naming the first run that failed."""
     from raytrain.config import to_raw
     from raytrain.data.collection import load_domains
     from raytrain.tracking import Store
@@ -104,7 +107,7 @@ def run_group(cfgs: list[RunConfig], experiment: str, parent_run_id: str | None 
     raws = [absolute_paths(to_raw(c)) for c in cfgs]
     boards = [ProgressBoard.remote() for _ in cfgs]  # each run's progress (and pass counter), drawn here
     fn = tune.with_parameters(group_trial, raws=raws, collections=collections, store=store, parent=parent_run_id,
-                              experiment=experiment, boards=boards)  # fmt: skip
+                              experiment=experiment, boards=boards, tags=tags or [{} for _ in cfgs])  # fmt: skip
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Ctrl-C raises here: the runs are closed KILLED
     tuner = tune.Tuner(
         tune.with_resources(fn, trial_resources(cfgs[0])),
