@@ -33,8 +33,7 @@ def group_trial(params: dict, raws: list[dict], collections: list, store, parent
     by a TorchTrainer on the images the driver read (``collections``: through the object store, so a trial on a node
     that cannot see the driver's disk trains on them); rank 0 writes its progress to the run's board (``boards``),
     which the driver draws."""
-    from raytrain.train.launch import in_process, make_trainer, root_cause, train_in_process
-    from raytrain.tune.driver import ValidationReportCallback
+    from raytrain.train.launch import in_process, root_cause, train_trial
 
     started = time.time()
     cfg, board = validate(raws[params["run"]], "config"), boards[params["run"]]
@@ -49,10 +48,7 @@ def group_trial(params: dict, raws: list[dict], collections: list, store, parent
             run.set_tags({"split_sizes": json.dumps(collection.split.sizes()),
                           "val_images": ",".join(collection.val_names)})  # fmt: skip
             marks["images"] = time.time()
-            if in_process(cfg):
-                train_in_process(cfg, collection, run.info, started, marks, board)
-            else:
-                make_trainer(cfg, collection, run.info, [ValidationReportCallback()], board, started, marks).fit()
+            train_trial(cfg, collection, run.info, started, marks, board)
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:
@@ -88,7 +84,6 @@ def run_group(cfgs: list[RunConfig], experiment: str, parent_run_id: str | None 
     interrupted stage's runs carry them too). Raises RaytrainError naming the first run that failed."""
     from raytrain.config import to_raw
     from raytrain.data.collection import load_domains
-    from raytrain.tracking import Store
     from raytrain.train.cluster import check_data
     from raytrain.train.launch import checkpoint_location, preflight, record_checkpoint, root_cause
     from raytrain.train.preflight import storage_path
@@ -99,10 +94,9 @@ def run_group(cfgs: list[RunConfig], experiment: str, parent_run_id: str | None 
         return []
     collections = []
     for cfg in cfgs:  # every check run_training makes, for every run, before any starts
-        _, nodes, _ = preflight(cfg)
+        store, nodes, _ = preflight(cfg)
         collections.append(load_domains(cfg))
         check_data(collections[-1], nodes)
-    store = Store.of(cfgs[0])
     storage = storage_path(cfgs[0])
     raws = [absolute_paths(to_raw(c)) for c in cfgs]
     boards = [ProgressBoard.remote() for _ in cfgs]  # each run's progress (and pass counter), drawn here

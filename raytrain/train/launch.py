@@ -241,6 +241,18 @@ def train_in_process(cfg: RunConfig, collection: Collection, tracking: dict | No
         session.close()
 
 
+def train_trial(cfg: RunConfig, collection: Collection, tracking: dict | None, started_at: float,
+                marks: dict | None = None, board=None) -> None:  # fmt: skip
+    """A Tune trial's training (a sweep's, a pipeline stage's): in the trial's own process (one worker, see
+    :func:`in_process`) or by a TorchTrainer whose validation reports go on to Tune."""
+    if in_process(cfg):
+        train_in_process(cfg, collection, tracking, started_at, marks, board)
+        return
+    from raytrain.tune.driver import ValidationReportCallback
+
+    make_trainer(cfg, collection, tracking, [ValidationReportCallback()], board, started_at, marks).fit()
+
+
 def error_chain(exc: BaseException) -> list[BaseException]:
     """``exc`` and every error behind it (causes, contexts, Ray's ``cause`` and ``worker_failures``), outside in."""
     seen, todo, out = set(), [exc], []

@@ -47,7 +47,7 @@ def trial(params: dict, base_raw: dict, sweep: str, store: Store, parent: str | 
     :func:`~raytrain.train.launch.in_process`) or by a TorchTrainer; a child MLflow run."""
     from raytrain.config import flatten
     from raytrain.data.collection import load_domains
-    from raytrain.train.launch import in_process, make_trainer, root_cause, train_in_process
+    from raytrain.train.launch import in_process, root_cause, train_trial
 
     started = time.time()
     trial_id = tune.get_context().get_trial_id()
@@ -60,10 +60,7 @@ def trial(params: dict, base_raw: dict, sweep: str, store: Store, parent: str | 
         try:
             collection = load_domains(cfg)
             marks["images"] = time.time()
-            if in_process(cfg):
-                train_in_process(cfg, collection, run.info, started, marks)
-            else:
-                make_trainer(cfg, collection, run.info, [ValidationReportCallback()], None, started, marks).fit()
+            train_trial(cfg, collection, run.info, started, marks)
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:
