@@ -112,3 +112,15 @@ def test_the_methods_do_not_import_the_run_config_at_run_time():
             "print(sorted(m for m in sys.modules if m.startswith('raytrain.config')))")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_data_path_ray_data_processes_unpickle_does_not_import_torch():
+    """Ray's dataset manager, split coordinators and crop tasks import the module of the crop functions they run
+    (data/pipeline.py and what it imports); without torch, scipy and scikit-image at import time each such process
+    starts ~1.5 CPU-s cheaper (measured: 27.8 -> 22.5 CPU-s of Ray processes for a tiny two-worker run)."""
+    import subprocess
+
+    code = ("import sys, raytrain.data.pipeline, raytrain.data.collection, raytrain.data.degrade; "
+            "print(sorted(m for m in ('torch', 'scipy', 'skimage') if m in sys.modules))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]"

@@ -9,8 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
-from skimage.util import random_noise
 
 from raytrain.data.images import quantize8
 
@@ -31,6 +29,8 @@ def awgn(img: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:
 
 def poisson_skimage(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """``skimage.util.random_noise(mode="poisson")`` on the image quantised to 8 bits (counts = 8-bit levels)."""
+    from skimage.util import random_noise  # here: ~0.15 s to import, for this noise only
+
     img8 = quantize8(img)
     seed = int(rng.integers(0, 2**31 - 1))
     return random_noise(img8, mode="poisson", rng=seed, clip=True).astype(np.float32)
@@ -51,6 +51,8 @@ def correlated_field(shape: tuple[int, ...], rng: np.random.Generator, correlati
     """Unit-variance Gaussian noise, spatially correlated by a Gaussian blur of ``correlation`` px (0 = white)."""
     field = rng.standard_normal(shape)
     if correlation > 0:
+        from scipy.ndimage import gaussian_filter  # here: scipy only where noise is correlated
+
         sig = (correlation, correlation) + (0,) * (len(shape) - 2)
         field = gaussian_filter(field, sigma=sig, mode="reflect")
         # Variance of a blurred white field = product over the two axes of the sum of squared kernel taps.

@@ -25,7 +25,6 @@ from raytrain.data.resize import bicubic_down
 from raytrain.data.stored import pixels
 from raytrain.errors import DataError
 from raytrain.layout import chw
-from raytrain.metrics import noise_correlation
 
 DOMAIN_CODES = {"paired": 1, "source": 2, "target": 3}
 PATCHES_PER_BLOCK = 1024
@@ -54,6 +53,8 @@ def resolve_augment(augment: str, collection: Collection) -> tuple[str, str]:
     real = list(range(len(paired) if paired.synthetic_from is None else paired.synthetic_from))
     if paired.patches_per_image > 1 and len(real) > AUGMENT_SAMPLE:  # streamed: read a spread of the pairs only
         real = [real[int(i)] for i in np.linspace(0, len(real) - 1, AUGMENT_SAMPLE)]
+    from raytrain.metrics import noise_correlation  # here: raytrain.metrics imports torch (see data/resize.py)
+
     # the real pairs only: synthetic ones (a downstream arm's) do not count
     rho = [noise_correlation(pixels(paired.noisy[i]).astype(np.float64) - bicubic_down(pixels(paired.clean[i]),
                                                                                         paired.scale))

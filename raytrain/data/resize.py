@@ -7,9 +7,16 @@ scale, the scheme of PIL's and MATLAB's ``imresize``; border handling differs fr
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported where it is used: this module is imported by the data path (data/collection.py, the crop tasks'
+# data/pipeline.py), which Ray's Data processes (the dataset manager, the split coordinators, the crop tasks)
+# unpickle without needing torch (~1.5 CPU-s a process, tests/test_packaging.py)
 
 
 def mod_crop(img: np.ndarray, scale: int) -> np.ndarray:
@@ -26,6 +33,9 @@ def bicubic_down(img: np.ndarray, scale: int) -> np.ndarray:
     h, w = img.shape[:2]
     if h % scale or w % scale:
         raise ValueError(f"image {h}x{w} is not a multiple of the scale {scale} (mod_crop it first)")
+    import torch
+    import torch.nn.functional as F
+
     arr = np.ascontiguousarray(img, dtype=np.float32)
     x = torch.from_numpy(arr if arr.flags.writeable else arr.copy()).permute(2, 0, 1)[None]  # cached: read-only
     y = F.interpolate(x, size=(h // scale, w // scale), mode="bicubic", align_corners=False, antialias=True)
@@ -34,6 +44,8 @@ def bicubic_down(img: np.ndarray, scale: int) -> np.ndarray:
 
 def bicubic_up(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """An NCHW batch upscaled to ``size`` by bicubic interpolation, clipped to [0, 1]: the SR baseline."""
+    import torch.nn.functional as F
+
     return F.interpolate(x, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
 
 
