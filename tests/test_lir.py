@@ -236,8 +236,10 @@ def test_missing_vgg_file_names_it(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ Ray Train
 @pytest.mark.slow
-def test_two_worker_cpu_run_beats_the_noisy_input_and_logs_every_loss(ray_local, tmp_path):
-    """configs/lir_awgn_blind.yaml (the CPU recipe) on 2 Ray Train workers, shortened: 100 steps of 32 px patches."""
+def test_a_cpu_run_beats_the_noisy_input_and_logs_every_loss(ray_local, tmp_path):
+    """configs/lir_awgn_blind.yaml (the CPU recipe) on one Ray Train worker, shortened: 100 steps of 32 px patches
+    (20.49 dB against the noisy input's 19.58; on the recipe's 2 workers 20.54 at twice the CPU time). LIR on two
+    ranks is pinned by tests/test_multiworker_state.py (the same weights and statistics on both ranks)."""
     import imageio.v3 as iio
     from mlflow.tracking import MlflowClient
 
@@ -246,6 +248,7 @@ def test_two_worker_cpu_run_beats_the_noisy_input_and_logs_every_loss(ray_local,
     cfg = load_config("configs/lir_awgn_blind.yaml", [
         f"workdir={tmp_path}", "train.steps=100", "train.val_every=50", "train.checkpoint_every=100",
         "train.log_every=25", "method.n_res=1", "data.patches.size=32", "data.max_size=128", "data.val_crop=96",
+        "scaling.num_workers=1",
     ])  # fmt: skip
     res = run_training(cfg)
     m = res.metrics
