@@ -69,7 +69,10 @@ class TwoNodeCluster:
         # workers every 0.25 s (the README's advice for cluster nodes, as raytrain's embedded Ray does)
         self.env = {**os.environ, **CREDENTIALS, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
                     "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1", "RAY_AUTH_MODE": "token",
-                    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25"}  # fmt: skip
+                    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25",
+                    # MLflow 3's server starts a job runner with Huey consumers (~20 CPU-s over a test module) for
+                    # features raytrain does not use
+                    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # fmt: skip
         for var in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "RAYTRAIN_VERBOSE"):
             self.env.pop(var, None)
         self.env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # "0" refuses a second node
