@@ -73,8 +73,12 @@ def stop_group(proc: subprocess.Popen, marker: str | None = None, grace: float =
 @pytest.fixture(scope="module")
 def cluster():
     tmp = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))  # short: Ray's socket paths have a length limit
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0",
-           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # MLflow's job runner (Huey consumers, ~20 CPU-s): unused
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }  # MLflow's job runner (Huey consumers, ~20 CPU-s): unused
     gcs, dash, mlf = free_port(), free_port(), free_port()
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
