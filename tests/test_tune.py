@@ -171,24 +171,32 @@ def test_four_trial_sweep_two_concurrent_logs_one_parent_and_four_children(ray_l
 @pytest.mark.slow
 def test_a_one_worker_trial_trains_in_its_own_process_with_the_trainers_history(ray_local, tmp_path):
     """``scaling.trial_runner: auto`` trains a one-worker trial in the trial's process, ``trainer`` by a
-    TorchTrainer; both run the one loop, so a seeded trial has the same validation history either way."""
+    TorchTrainer; both run the one loop, so a seeded trial has the same validation history either way. Trials reuse
+    their process (``reuse_actors``: no second start-up): two identical trials one after the other in one process
+    have the same history too (nothing of the first leaks into the second)."""
+    import json
+
     from raytrain.tune.driver import run_sweep
 
-    got = {}
-    for runner in ("auto", "trainer"):
+    got, pids = {}, set()
+    for runner, samples in (("auto", 2), ("trainer", 1)):
         cfg = load_config(None, [f"workdir={tmp_path / runner}", *SWEEP, "name=tr", f"scaling.trial_runner={runner}"])
-        res = run_sweep(cfg, space({"train.lr": {"choice": [1e-3]}}), "tr", 1, 1, ["val_psnr"], ["max"])
-        (row,) = res.rows
-        parent, (child,) = _runs(tmp_path / runner, res.parent_run_id)
-        assert child.info.status == "FINISHED" and parent.info.status == "FINISHED"
-        hist = [v for h in res.histories[row["trial_id"]] for v in (h["step"], h["val_psnr"], h["val_ssim"])]
-        got[runner] = (child.data.tags["raytrain.trial_runner"], hist, row["startup_s"])
+        res = run_sweep(cfg, space({"train.lr": {"choice": [1e-3]}}), "tr", samples, 1, ["val_psnr"], ["max"])
+        parent, children = _runs(tmp_path / runner, res.parent_run_id)
+        assert parent.info.status == "FINISHED" and [c.info.status for c in children] == ["FINISHED"] * samples
+        for row in res.rows:
+            hist = [v for h in res.histories[row["trial_id"]] for v in (h["step"], h["val_psnr"], h["val_ssim"])]
+            got[(runner, row["trial_id"])] = (children[0].data.tags["raytrain.trial_runner"], hist, row["startup_s"])
         where = res.folder.local if runner == "auto" else tmp_path / runner / "ray"  # persisted by Tune / by Ray Train
         assert any(where.rglob("model.pt")), f"no checkpoint under {where}"
+        if runner == "auto":  # the process each trial reported from (Tune's own result files)
+            pids = {json.loads(line)["pid"] for f in where.rglob("result.json") for line in f.read_text().splitlines()}
     print({k: (v[0], f"startup {v[2]:.1f} s") for k, v in got.items()})
-    assert got["auto"][0] == "process" and got["trainer"][0] == "trainer"
-    assert got["auto"][1][::3] == [6, 12]
-    assert got["auto"][1] == pytest.approx(got["trainer"][1], rel=1e-5), got
+    (a1, a2), (t,) = [v for k, v in got.items() if k[0] == "auto"], [v for k, v in got.items() if k[0] == "trainer"]
+    assert a1[0] == a2[0] == "process" and t[0] == "trainer"
+    assert len(pids) == 1, f"the second trial did not reuse the first one's process: {pids}"
+    assert a1[1][::3] == [6, 12] and a1[1] == a2[1], (a1, a2)
+    assert a1[1] == pytest.approx(t[1], rel=1e-5), (a1, t)
 
 
 @pytest.mark.slow

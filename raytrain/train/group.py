@@ -106,7 +106,7 @@ def run_group(cfgs: list[RunConfig], experiment: str, parent_run_id: str | None 
     tuner = tune.Tuner(
         tune.with_resources(fn, trial_resources(cfgs[0])),
         param_space={"run": tune.grid_search(list(range(len(cfgs))))},
-        tune_config=tune.TuneConfig(max_concurrent_trials=concurrency(cfgs), reuse_actors=False),
+        tune_config=tune.TuneConfig(max_concurrent_trials=concurrency(cfgs), reuse_actors=True),
         run_config=tune.RunConfig(
             name=experiment, storage_path=storage, verbose=0, callbacks=[MLflowStatus(store, parent_run_id, 0)],
             failure_config=tune.FailureConfig(max_failures=cfgs[0].scaling.max_failures),

@@ -259,7 +259,7 @@ def make_tuner(fn, space: Space, name: str, folder: str, samples: int, concurren
         param_space=to_tune(space, grid_as_search=search == "grid"),
         tune_config=tune.TuneConfig(
             metric=metrics[0] if single else None, mode=modes[0] if single else None, search_alg=searcher,
-            scheduler=sched, num_samples=samples, max_concurrent_trials=concurrent, reuse_actors=False,
+            scheduler=sched, num_samples=samples, max_concurrent_trials=concurrent, reuse_actors=True,
         ),
         run_config=tune.RunConfig(name=name, storage_path=locations.parent(folder), callbacks=callbacks,
                                   failure_config=tune.FailureConfig(max_failures=0), verbose=1),
