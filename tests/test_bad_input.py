@@ -252,10 +252,15 @@ def _listeners_during_a_run(ray_local, config, out):
     return got["socks"], outside
 
 
-@pytest.mark.slow  # two Ray Train worker groups
+@pytest.mark.slow  # a Ray Train worker group
 def test_the_local_ray_listens_on_loopback_only_during_a_run(ray_local, tmp_path):
-    """During a 2-worker run on the embedded Ray nothing listens beyond loopback; the control run with Ray's own
-    TorchConfig shows what raytrain.train.backend removes (rank 0's TCPStore on every interface)."""
+    """During a 2-worker run on the embedded Ray nothing listens beyond loopback. The control shows what
+    raytrain.train.backend removes: Ray's own TorchConfig meets through ``env://`` (MASTER_ADDR / MASTER_PORT of
+    rank 0), and torch serves that rendezvous (a TCPStore) on every interface even for MASTER_ADDR 127.0.0.1 (run
+    here in a process of its own, as Ray's rank 0 runs it; the same listener a control TorchTrainer run showed)."""
+    import subprocess
+    import sys
+
     from ray.train.torch import TorchConfig
 
     from raytrain.train.backend import LoopbackTorchConfig, torch_config
@@ -265,8 +270,22 @@ def test_the_local_ray_listens_on_loopback_only_during_a_run(ray_local, tmp_path
     print(f"{len(socks)} listening sockets during the run, {len(outside)} not on loopback")
     assert len(socks) >= 6 and not outside, outside
     assert ray_local.util.get_node_ip_address() == "127.0.0.1"
-    _, outside = _listeners_during_a_run(ray_local, TorchConfig(), tmp_path / "ray_default.json")
-    assert outside, "Ray's own TorchConfig no longer listens beyond loopback: raytrain/train/backend.py can go"
+    ray_default = TorchConfig()
+    assert ray_default.init_method == "env" and not isinstance(ray_default, LoopbackTorchConfig)
+    control = (
+        "import json, os, socket, psutil, torch.distributed as dist\n"
+        "with socket.socket() as s:\n    s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]\n"
+        "os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))\n"
+        "dist.init_process_group('gloo', init_method='env://', rank=0, world_size=1)\n"
+        "print(json.dumps([c.laddr.ip for c in psutil.Process().net_connections(kind='inet')"
+        " if c.status == psutil.CONN_LISTEN]))\n"
+        "dist.destroy_process_group()\n"
+    )  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", control], capture_output=True, text=True, timeout=120, check=True)
+    ips = json.loads(out.stdout.strip().splitlines()[-1])
+    assert set(ips) - {"127.0.0.1", "::1", "::ffff:127.0.0.1"}, (
+        f"torch's env:// rendezvous no longer listens beyond loopback ({ips}): raytrain/train/backend.py can go"
+    )
 
 
 def test_plain_http_to_another_host_is_flagged():

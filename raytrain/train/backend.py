@@ -9,8 +9,9 @@ keep Ray's own ``TorchConfig``: their ranks may be on other machines.
 
 Built on Ray's public ``TorchConfig`` and its developer API ``ray.train.backend.Backend`` (the documented way to
 give a trainer its own process-group set-up); it sets the variables torchrun and Ray's own backend set (``RANK``,
-``LOCAL_RANK``, ...). ``tests/test_bad_input.py`` runs it and Ray's own backend and fails if this one listens beyond
-loopback, or if Ray's stops doing so (then this module is no longer needed).
+``LOCAL_RANK``, ...). ``tests/test_bad_input.py`` runs it and fails if it listens beyond loopback; its control fails
+when Ray's own backend stops meeting through ``env://`` or torch's rendezvous stops serving every interface (then
+this module is no longer needed).
 """
 
 from __future__ import annotations
