@@ -229,8 +229,9 @@ def test_an_interrupted_sweep_resumes_without_duplicates_or_running_runs(ray_loc
 
     from raytrain.tune.driver import run_sweep
 
-    # trials long enough to be interrupted in the middle (one-worker trials start in ~3 s in the trial's process)
-    longer = ["train.steps=500", "train.val_every=250", "train.checkpoint_every=250", "train.log_every=125"]
+    # trials long enough to be interrupted in the middle (one-worker trials start in ~3 s in the trial's process, the
+    # second in the first one's process in ~1 s)
+    longer = ["train.steps=400", "train.val_every=200", "train.checkpoint_every=200", "train.log_every=100"]
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(to_raw(load_config(None, [f"workdir={tmp_path}", *SWEEP,
                                                                                 *longer]))))  # fmt: skip
     (tmp_path / "space.yaml").write_text(yaml.safe_dump({"params": {"train.lr": {"loguniform": [1e-4, 3e-3]}}}))
@@ -242,13 +243,14 @@ def test_an_interrupted_sweep_resumes_without_duplicates_or_running_runs(ray_loc
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:  # interrupt during the second trial
-        time.sleep(2)
+        time.sleep(0.5)
         try:
             runs = client.search_runs(client.search_experiments()[0].experiment_id, "tags.`raytrain.trial_id` != ''")
         except Exception:  # noqa: BLE001 - the database may not exist yet
             continue
-        if [r.info.status for r in runs].count("FINISHED") >= 1 and len(runs) >= 2:
-            time.sleep(3)  # the second trial is training; Tune has snapshotted the first one's end (every 2 s)
+        # the second trial is training, and Tune's snapshot of the experiment (every 2 s) holds the first one's end
+        snapshot = "".join(f.read_text() for f in tmp_path.rglob("experiment_state-*.json"))
+        if [r.info.status for r in runs].count("FINISHED") >= 1 and len(runs) >= 2 and "TERMINATED" in snapshot:
             break
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
@@ -256,7 +258,7 @@ def test_an_interrupted_sweep_resumes_without_duplicates_or_running_runs(ray_loc
     cfg = load_config(tmp_path / "cfg.yaml")
     res = run_sweep(cfg, parse_space({"params": {"train.lr": {"loguniform": [1e-4, 3e-3]}}}), "rs", 2, 1,
                     ["val_psnr"], ["max"], resume=True)  # fmt: skip
-    assert len(res.rows) == 2 and all(r["status"] == "TERMINATED" and r["step"] == 500 for r in res.rows)
+    assert len(res.rows) == 2 and all(r["status"] == "TERMINATED" and r["step"] == 400 for r in res.rows)
     parent, children = _runs(tmp_path, res.parent_run_id)
     statuses = sorted(c.info.status for c in children)
     assert parent.info.status == "FINISHED"
