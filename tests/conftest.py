@@ -72,7 +72,10 @@ class Background:
     still ran 10-20% slower beside it, measured, against 3.4 minutes saved). Their tests are moved to the end of the
     run, so the job has the whole suite to finish in. A job prints its result as JSON."""
 
-    JOBS = {"fidelity": ("learned", [sys.executable, str(HERE / "test_senm_fidelity.py")])}  # name: (fixture, command)
+    JOBS = {  # name: (fixture, command)
+        "fidelity": ("learned", [sys.executable, str(HERE / "test_senm_fidelity.py")]),
+        "lir": ("recipe_run", [sys.executable, str(HERE / "test_lir.py")]),
+    }
 
     def __init__(self) -> None:
         self.t0 = time.time()  # the session's start (the configure hook)
@@ -147,8 +150,11 @@ def pytest_configure(config):
     config.stash[BACKGROUND] = Background()
 
 
+@pytest.hookimpl(trylast=True)  # after -k / -m deselected what does not run: a deselected test starts no job
 def pytest_collection_modifyitems(session, config, items):
     """Start the background jobs the selected tests need and move those tests to the end."""
+    if config.option.collectonly:
+        return
     bg = config.stash[BACKGROUND]
     for name, (fixture, _) in Background.JOBS.items():
         users = [i for i in items if fixture in getattr(i, "fixturenames", ())]
