@@ -53,16 +53,63 @@ def tiny(tmp_path):
     return make
 
 
+class Listeners:
+    """The listening sockets of this process's tree (Ray's GCS, raylet, agents, the Train controller and workers),
+    sampled every ``every`` s in a thread while the block runs: ``samples`` holds, per sample, the number of Ray Train
+    workers alive and every listener as (process name, ip, port)."""
+
+    def __init__(self, every: float = 0.5):
+        self.every, self.samples = every, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> tuple[int, list[tuple[str, str, int]]]:
+        import psutil
+
+        root = psutil.Process()
+        workers, socks = 0, []
+        for p in [root, *root.children(recursive=True)]:
+            try:
+                name = p.name()
+                workers += "RayTrainWorker" in name or "RayTrainWorker" in " ".join(p.cmdline())
+                socks += [(name, c.laddr.ip, c.laddr.port) for c in p.net_connections(kind="inet")
+                          if c.status == psutil.CONN_LISTEN]  # fmt: skip
+            except psutil.Error:
+                continue
+        return workers, socks
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self.samples.append(self.sample())
+
+    def __enter__(self) -> Listeners:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 @pytest.fixture(scope="session")
-def trained(ray_local, tmp_path_factory):
-    """A tiny 2-worker DnCNN run on the samples (AWGN sigma 25), shared by the tests that need a checkpoint."""
+def trained_run(ray_local, tmp_path_factory):
+    """A tiny 2-worker DnCNN run on the samples (AWGN sigma 25), shared by the tests that need a checkpoint; with the
+    sockets that listened while it ran (:class:`Listeners`)."""
     from raytrain.config import load_config
     from raytrain.train.launch import run_training
 
     work = tmp_path_factory.mktemp("trained")
     cfg = load_config(None, [f"workdir={work}", *TINY, "name=tiny", "train.steps=120", "train.val_every=60",
                              "train.checkpoint_every=60", "train.lr=0.002"])  # fmt: skip
-    return cfg, run_training(cfg)
+    with Listeners() as listeners:
+        res = run_training(cfg)
+    return cfg, res, listeners
+
+
+@pytest.fixture(scope="session")
+def trained(trained_run):
+    """(config, result) of :func:`trained_run`."""
+    return trained_run[:2]
 
 
 class Background:

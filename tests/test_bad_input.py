@@ -217,47 +217,13 @@ def test_the_cli_asks_for_a_loopback_ray_only_when_it_starts_one(monkeypatch, tm
     assert os.environ.get(localray.LOOPBACK_ENV) == "0"  # conftest asked before importing ray
 
 
-def _listeners_during_a_run(ray_local, config, out):
-    """Run a 2-worker TorchTrainer with ``config`` whose rank 0, after an all-reduce (the process group is up and
-    both ranks are alive at the barrier), lists every listening socket of this test's process tree (Ray's GCS,
-    raylet, agents, the controller, both workers) into ``out``."""
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
-    def loop(cfg):
-        import psutil
-        import torch
-        import torch.distributed as dist
-
-        t = torch.ones(1)
-        dist.all_reduce(t)
-        if ray.train.get_context().get_world_rank() == 0:
-            root = psutil.Process(cfg["root"])
-            socks = []
-            for p in [root, *root.children(recursive=True)]:
-                try:
-                    socks += [[p.name(), c.laddr.ip, c.laddr.port] for c in p.net_connections(kind="inet")
-                              if c.status == psutil.CONN_LISTEN]  # fmt: skip
-                except psutil.Error:
-                    continue
-            Path(cfg["out"]).write_text(json.dumps({"sum": t.item(), "socks": socks}))
-        dist.barrier()
-
-    TorchTrainer(loop, train_loop_config={"root": os.getpid(), "out": str(out)}, torch_config=config,
-                 scaling_config=ray.train.ScalingConfig(num_workers=2),
-                 run_config=ray.train.RunConfig(storage_path=str(out.parent), name=out.stem)).fit()  # fmt: skip
-    got = json.loads(out.read_text())
-    assert got["sum"] == 2.0  # both ranks took part in the all-reduce
-    outside = [s for s in got["socks"] if s[1] not in ("127.0.0.1", "::1", "::ffff:127.0.0.1")]
-    return got["socks"], outside
-
-
-@pytest.mark.slow  # a Ray Train worker group
-def test_the_local_ray_listens_on_loopback_only_during_a_run(ray_local, tmp_path):
-    """During a 2-worker run on the embedded Ray nothing listens beyond loopback. The control shows what
-    raytrain.train.backend removes: Ray's own TorchConfig meets through ``env://`` (MASTER_ADDR / MASTER_PORT of
-    rank 0), and torch serves that rendezvous (a TCPStore) on every interface even for MASTER_ADDR 127.0.0.1 (run
-    here in a process of its own, as Ray's rank 0 runs it; the same listener a control TorchTrainer run showed)."""
+@pytest.mark.slow  # the shared 2-worker run
+def test_the_local_ray_listens_on_loopback_only_during_a_run(ray_local, trained_run):
+    """While the shared 2-worker run trains on the embedded Ray (conftest.py ``trained_run``, its process tree
+    sampled every 0.5 s) nothing listens beyond loopback. The control shows what raytrain.train.backend removes:
+    Ray's own TorchConfig meets through ``env://`` (MASTER_ADDR / MASTER_PORT of rank 0), and torch serves that
+    rendezvous (a TCPStore) on every interface even for MASTER_ADDR 127.0.0.1 (run here in a process of its own, as
+    Ray's rank 0 runs it; the same listener a control TorchTrainer run showed)."""
     import subprocess
     import sys
 
@@ -266,9 +232,14 @@ def test_the_local_ray_listens_on_loopback_only_during_a_run(ray_local, tmp_path
     from raytrain.train.backend import LoopbackTorchConfig, torch_config
 
     assert isinstance(torch_config(), LoopbackTorchConfig)  # this Ray is on loopback only: the backend is chosen
-    socks, outside = _listeners_during_a_run(ray_local, torch_config(), tmp_path / "loopback.json")
-    print(f"{len(socks)} listening sockets during the run, {len(outside)} not on loopback")
-    assert len(socks) >= 6 and not outside, outside
+    samples = trained_run[2].samples
+    both = [socks for workers, socks in samples if workers == 2]  # both ranks alive: their process group is up
+    socks = {s for sample in samples for s in sample[1]}
+    outside = sorted(s for s in socks if s[1] not in ("127.0.0.1", "::1", "::ffff:127.0.0.1"))
+    print(f"{len(samples)} samples ({len(both)} with both workers), {len(socks)} listening sockets, "
+          f"{len(outside)} not on loopback")  # fmt: skip
+    assert len(both) >= 3 and min(len(s) for s in both) >= 6, samples
+    assert not outside, outside
     assert ray_local.util.get_node_ip_address() == "127.0.0.1"
     ray_default = TorchConfig()
     assert ray_default.init_method == "env" and not isinstance(ray_default, LoopbackTorchConfig)
