@@ -179,11 +179,16 @@ class Background:
 
 
 def _lowest_priority() -> None:
-    """In the child before it runs: nice 19, in a session of its own whose autogroup is niced too. With the kernel's
-    autogroups on (sched_autogroup_enabled), CPU is shared between sessions first: a niced process in pytest's session
-    would still get the share of pytest's (mostly waiting) session, half the machine against Ray's processes."""
+    """In the child before it runs: SCHED_IDLE and nice 19, in a session of its own whose autogroup is niced too.
+    With the kernel's autogroups on (sched_autogroup_enabled), CPU is shared between sessions first: a niced process
+    in pytest's session would still get the share of pytest's (mostly waiting) session, half the machine against
+    Ray's processes."""
     os.setsid()
     os.nice(19)
+    try:  # SCHED_IDLE: runs only on a core nothing else wants, preempted at once by any task that wakes there
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):  # not Linux: nice 19 alone
+        pass
     try:
         Path("/proc/self/autogroup").write_text("19")
     except OSError:  # no autogroups (then nice alone does it)
