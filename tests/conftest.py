@@ -64,18 +64,45 @@ class Listeners:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def sample(self) -> tuple[int, list[tuple[str, str, int]]]:
-        import psutil
-
-        root = psutil.Process()
-        workers, socks = 0, []
-        for p in [root, *root.children(recursive=True)]:
+        """One sample, read from /proc directly (the listening sockets of /proc/net/tcp{,6}, matched by inode to the
+        file descriptors of this tree's processes): ~5 ms, where psutil's per-process tables took ~80."""
+        listen = {}  # socket inode -> (ip, port)
+        for table, width in (("tcp", 4), ("tcp6", 16)):
+            for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+                f = line.split()
+                if f[3] == "0A":  # TCP_LISTEN
+                    ip, port = f[1].split(":")
+                    listen[f[9]] = (_proc_ip(ip, width), int(port, 16))
+        kids: dict[int, list[int]] = {}
+        names: dict[int, str] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
-                name = p.name()
-                workers += "RayTrainWorker" in name or "RayTrainWorker" in " ".join(p.cmdline())
-                socks += [(name, c.laddr.ip, c.laddr.port) for c in p.net_connections(kind="inet")
-                          if c.status == psutil.CONN_LISTEN]  # fmt: skip
-            except psutil.Error:
+                text = stat.read_text()
+            except OSError:
                 continue
+            pid, rest = int(stat.parent.name), text[text.rindex(")") + 2 :].split()
+            names[pid] = text[text.index("(") + 1 : text.rindex(")")]
+            kids.setdefault(int(rest[1]), []).append(pid)
+        tree, todo = [], [os.getpid()]
+        while todo:
+            pid = todo.pop()
+            tree.append(pid)
+            todo += kids.get(pid, [])
+        workers, socks = 0, []
+        for pid in tree:
+            name = names.get(pid, "")
+            workers += "RayTrainWorker" in name or "RayTrainWo" in name
+            try:
+                fds = os.listdir(f"/proc/{pid}/fd")
+            except OSError:
+                continue
+            for fd in fds:
+                try:
+                    link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                except OSError:
+                    continue
+                if link.startswith("socket:[") and link[8:-1] in listen:
+                    socks.append((name, *listen[link[8:-1]]))
         return workers, socks
 
     def _run(self) -> None:
@@ -193,6 +220,18 @@ def _lowest_priority() -> None:
         Path("/proc/self/autogroup").write_text("19")
     except OSError:  # no autogroups (then nice alone does it)
         pass
+
+
+def _proc_ip(hexip: str, width: int) -> str:
+    """An address of /proc/net/tcp{,6} (little-endian 32-bit words in hex) as text."""
+    import ipaddress
+
+    raw = bytes.fromhex(hexip)
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    if width == 4:
+        return str(ipaddress.IPv4Address(words))
+    ip = ipaddress.IPv6Address(words)
+    return f"::ffff:{ip.ipv4_mapped}" if ip.ipv4_mapped else str(ip)  # as psutil writes a mapped IPv4 address
 
 
 BACKGROUND = pytest.StashKey[Background]()
