@@ -1,7 +1,9 @@
 """Ray Data patch throughput against what a DnCNN training step consumes.
 
 Prints patches/s of the Ray Data pipeline (64x64 crops + dihedral augmentation + fresh AWGN, streamed through
-``iter_torch_batches`` at batch 16, as a Train worker reads it) and patches/s a DnCNN step consumes at batch 16
+``iter_torch_batches`` at batch 16, as a Train worker reads it; then 64-px RGB at batch 64, with patches per
+CPU-second of every process: 8-bit patches cut by Ray Data, converted and noised by the consumer as on its
+device) and patches/s a DnCNN step consumes at batch 16
 (17 layers, 64 channels, forward+backward+Adam, this machine's CPU threads), and their ratio. Target: ratio >= 10.
 Then, per method, the share of the patches its domain streams deliver that its steps use (the training loop's own
 draw code, ``draw.draw_batches``, over 2000 steps of counted streams; target >= 0.95). Each live run logs the same
@@ -29,17 +31,44 @@ from raytrain.data.pipeline import build_datasets
 from raytrain.methods import build_method
 
 
-def data_rate(cfg, n: int) -> float:
+def tree_cpu() -> float:
+    """CPU seconds of this process and all its children so far (the driver and Ray's processes)."""
+    import psutil
+
+    total = 0.0
+    for p in [psutil.Process(), *psutil.Process().children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            continue
+    return total
+
+
+def data_rate(cfg, n: int, batch: int = 16) -> tuple[float, float, float]:
+    """(patches/s, patches per CPU-second, patches per CPU-second without the device's part) of the paired stream as
+    a worker consumes it: Ray Data cuts the blocks, ``iter_torch_batches`` hands them over, ``train.draw.on_device``
+    converts 8-bit patches to float and draws the resampled noise (on the CPU here, where a GPU would). CPU-seconds
+    of the driver and every Ray process over the steady state (start-up excluded)."""
+    from raytrain.data.device_noise import generator
+    from raytrain.data.pipeline import stream_noise
+    from raytrain.train.draw import on_device
+
     col = load_domains(cfg)
     ds = build_datasets(cfg, col, ("paired",), 1)["paired"].limit(n)
-    it = ds.iter_torch_batches(batch_size=16, local_shuffle_buffer_size=256, drop_last=True)
-    t0, seen = None, 0
-    for batch in it:
+    it = ds.iter_torch_batches(batch_size=batch, local_shuffle_buffer_size=256, drop_last=True)
+    noise, gen = stream_noise(cfg, "paired"), generator(torch.device("cpu"), 0)
+    t0, c0, seen, device_cpu = None, None, 0, 0.0
+    for b in it:
+        d0 = time.thread_time()  # this thread only (Ray's iterator threads run beside it)
+        ready = on_device(b, noise, gen)
         if t0 is None:  # exclude pipeline start-up (task launch) from the steady-state rate
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), tree_cpu()
             continue
-        seen += batch["clean"].shape[0]
-    return seen / (time.perf_counter() - t0)
+        device_cpu += time.thread_time() - d0  # what a GPU does: float conversion and the noise
+        seen += ready["noisy"].shape[0]
+    wall, cpu = time.perf_counter() - t0, tree_cpu() - c0
+    return seen / wall, seen / cpu, seen / (cpu - device_cpu)
 
 
 def step_rate(cfg, steps: int = 12) -> float:
@@ -82,18 +111,26 @@ def used_fraction(overrides: list[str], steps: int = 2000) -> tuple[int, int]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--patches", type=int, default=4000)
+    ap.add_argument("--rgb-patches", type=int, default=40000)
     ap.add_argument("--depth", type=int, default=17)
     ap.add_argument("--width", type=int, default=64)
     a = ap.parse_args()
     cfg = load_config(None, ["data.resample_noise=true", f"method.depth={a.depth}", f"method.width={a.width}",
                              "train.steps=1000", "train.batch_size=16"])  # fmt: skip
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
-    d = data_rate(cfg, a.patches)
+    torch.set_num_threads(1)  # the consumer's conversion and noise: one thread, as a one-CPU worker
+    d, *_ = data_rate(cfg, a.patches)
+    rgb = load_config(None, ["data.resample_noise=true", "data.color=rgb", "data.patches.size=64",
+                             "train.steps=1000", "train.batch_size=64"])  # fmt: skip
+    rgb_rate, rgb_all, rgb_per_core = data_rate(rgb, a.rgb_patches, 64)
     ray.shutdown()
     torch.set_num_threads(os.cpu_count() or 1)
     c = step_rate(cfg)
     print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, ray {ray.__version__}")
-    print(f"Ray Data pipeline:  {d:9.1f} patches/s (64x64, augment, fresh AWGN, batch 16)")
+    print(f"Ray Data pipeline:  {d:9.1f} patches/s (64x64 gray, augment, fresh AWGN, batch 16)")
+    print(f"64-px RGB stream:   {rgb_rate:9.1f} patches/s (uint8 patches, dihedral augmentation, batch 64)")
+    print(f"  per CPU-second of the data path: {rgb_per_core:.0f} (target >= 10000 per core); counting the float "
+          f"conversion and AWGN a GPU does, drawn on this CPU instead: {rgb_all:.0f}")  # fmt: skip
     print(f"DnCNN-{a.depth}x{a.width} step:  {c:9.1f} patches/s consumed (batch 16, fwd+bwd+Adam)")
     print(f"ratio data/consumption: {d / c:.1f}x (target >= 10x)")
     print("\npatches used / delivered per method (2000 steps, batch 16; target >= 0.95):")

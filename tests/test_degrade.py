@@ -102,3 +102,41 @@ def test_clip_and_quantize_as_the_official_lir_data(kind):
     q = model(*sets, "data.noise.quantize=true")(ramp, dg.rng_for(3))
     np.testing.assert_allclose(q, np.round(np.clip(raw, 0, 1) * 255) / 255, atol=1e-7)
     assert len(np.unique(q)) <= 256 and q.min() >= 0 and q.max() <= 1 and q.dtype == np.float32
+
+
+# ---------------------------------------------------------------------------------------- noise drawn on the device
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["data.noise.sigma=25"],
+        ["data.noise.sigma=[5, 50]"],
+        ["data.noise.sigma=25", "data.noise.quantize=true"],
+        ["data.noise.kind=poisson", "data.noise.peak=30"],
+        ["data.noise.kind=poisson"],
+        ["data.noise.kind=poisson_gaussian"],
+        ["data.noise.kind=camera"],
+        ["data.noise.kind=camera", "data.noise.preset=high"],
+        "heteroscedastic",
+    ],
+)
+def test_device_noise_has_the_numpy_models_statistics(overrides):
+    """Each noise model drawn on a torch batch (data/device_noise.py, what a worker draws) against the numpy model
+    of data/degrade.py on the same clean patches: the same std and mean at a dark and a bright level (signal
+    dependence), the same spread of per-patch levels (blind AWGN), the same lag-1 correlation along rows and columns
+    (the camera's correlated field)."""
+    import torch
+
+    from raytrain.data.device_noise import add_noise, generator
+
+    m = dg.NoiseModel("heteroscedastic", {"a": 0.01, "b": 1e-4}) if overrides == "heteroscedastic" else model(*overrides)
+    for level in (0.2, 0.7):
+        clean = np.full((256, 32, 32, 1), level, np.float32)
+        ref = np.stack([m(c, dg.rng_for(3, i)) for i, c in enumerate(clean)]) - clean
+        x = torch.from_numpy(clean).permute(0, 3, 1, 2)
+        got = add_noise(m, x, generator(torch.device("cpu"), 3)).permute(0, 2, 3, 1).numpy() - clean
+        blind = isinstance(m.params.get("sigma"), (list, tuple))  # a level per patch: the pooled std varies more
+        assert got.std() == pytest.approx(ref.std(), rel=0.08 if blind else 0.04), (level, got.std(), ref.std())
+        assert abs(got.mean() - ref.mean()) < 0.1 * ref.std() + 1e-3, (level, got.mean(), ref.mean())
+        assert np.std(got.std(axis=(1, 2, 3))) == pytest.approx(np.std(ref.std(axis=(1, 2, 3))), rel=0.25, abs=2e-4)
+        rg, rr = noise_correlation(got[..., 0].reshape(-1, 32)), noise_correlation(ref[..., 0].reshape(-1, 32))
+        assert abs(rg["rho_h"] - rr["rho_h"]) < 0.05 and abs(rg["rho_v"] - rr["rho_v"]) < 0.05, (rg, rr)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from raytrain.data.collection import DomainImages, load_domains
-from raytrain.data.degrade import noise_model, rng_for
+from raytrain.data.degrade import noise_model
 from raytrain.data.pipeline import build_datasets, cut_patches, dihedral, patch_dataset
 
 RNG = np.random.default_rng(0)
@@ -84,14 +84,91 @@ def test_augment_accepts_the_old_booleans_and_rejects_unknown_names():
         Patches(augment="rot90")
 
 
-def test_resampled_noise_is_fresh_per_patch():
-    dom = _domain(noisy=False)
-    model = noise_model(__import__("raytrain.config", fromlist=["AWGN"]).AWGN(sigma=25))
-    got = cut_patches(np.arange(32), dom, 16, False, seed=0, code=1, resample=model)
+def _reference_patch(domain, pid, size, transforms, seed, code, key="clean"):
+    """One patch the slow, obvious way: the draws of ``pid``, a crop, the dihedral transform, CHW."""
+    from raytrain.data.pipeline import counter_uniforms, pick_images
+
+    u = counter_uniforms(seed, code, np.array([pid]), 5)[:, 0]
+    j = int(pick_images(domain, u[:1], u[1:2])[0])
+    img = getattr(domain, key)[j]
+    top = int(u[2] * (img.shape[0] - size + 1))
+    left = int(u[3] * (img.shape[1] - size + 1))
+    k = transforms[min(int(u[4] * len(transforms)), len(transforms) - 1)]
+    return dihedral(img[top : top + size, left : left + size], k).transpose(2, 0, 1)
+
+
+def test_vectorised_cut_matches_the_patch_by_patch_reference_in_any_blocks():
+    rng = np.random.default_rng(1)
+    clean = [rng.integers(0, 256, (int(rng.integers(20, 40)), int(rng.integers(20, 40)), 3), dtype=np.uint8)
+             for _ in range(5)]  # fmt: skip
+    dom = DomainImages(clean, [255 - c for c in clean])
+    ids = np.arange(1000, 1300)
+    got = cut_patches(ids, dom, 16, "dihedral", seed=7, code=2)
+    assert got["clean"].dtype == np.uint8 and got["clean"].shape == (300, 3, 16, 16)
+    for row, pid in enumerate(ids):
+        assert np.array_equal(got["clean"][row], _reference_patch(dom, pid, 16, range(8), 7, 2)), pid
+    assert np.array_equal(got["noisy"], 255 - got["clean"])  # the same crop and transform of both
+    parts = [cut_patches(ids[i : i + 37], dom, 16, "dihedral", seed=7, code=2)["clean"] for i in range(0, 300, 37)]
+    assert np.array_equal(np.concatenate(parts), got["clean"])  # a patch id is the same patch in any block
+    assert len({p.tobytes() for p in got["clean"]}) > 270  # 300 draws: few repeats on these small images
+    # the same images as float32 (k / 255) give the same patches, as float32
+    as_float = DomainImages([c.astype(np.float32) / 255 for c in clean], None)
+    f = cut_patches(ids, as_float, 16, "dihedral", seed=7, code=2)["clean"]
+    assert f.dtype == np.float32 and np.array_equal(f, got["clean"].astype(np.float32) / 255)
+
+
+def test_counter_draws_are_uniform_and_keyed_by_seed_code_and_id():
+    from raytrain.data.pipeline import counter_uniforms
+
+    u = counter_uniforms(0, 1, np.arange(100_000), 3)
+    assert u.shape == (3, 100_000) and u.min() >= 0 and u.max() < 1
+    assert abs(u.mean() - 0.5) < 0.005 and abs(u.var() - 1 / 12) < 0.002
+    assert abs(np.corrcoef(u[0], u[1])[0, 1]) < 0.01 and abs(np.corrcoef(u[0, :-1], u[0, 1:])[0, 1]) < 0.01
+    assert np.array_equal(counter_uniforms(0, 1, np.arange(50, 60), 3), u[:, 50:60])  # by id, not position
+    for other in (counter_uniforms(1, 1, np.arange(10), 3), counter_uniforms(0, 2, np.arange(10), 3)):
+        assert not np.allclose(other, u[:, :10])
+
+
+def test_synthetic_fraction_picks_synthetic_images_at_that_rate():
+    from raytrain.data.pipeline import counter_uniforms, pick_images
+
+    dom = DomainImages([np.zeros((4, 4, 1), np.float32)] * 10, None, synthetic_from=2, synthetic_fraction=0.8)
+    u = counter_uniforms(0, 1, np.arange(20_000), 2)
+    j = pick_images(dom, u[0], u[1])
+    assert j.min() == 0 and j.max() == 9 and abs((j >= 2).mean() - 0.8) < 0.01
+    assert abs((j == 0).mean() - 0.1) < 0.01 and abs((j == 9).mean() - 0.1) < 0.01
+
+
+def test_8_bit_images_travel_as_uint8_and_the_rest_as_float():
+    from raytrain.data.pipeline import compact8
+
+    rng = np.random.default_rng(0)
+    levels = rng.integers(0, 256, (8, 8, 1)).astype(np.float32) / 255
+    noisy = levels + 0.001
+    out = compact8([levels, noisy, (levels * 2).astype(np.float32)])
+    assert out[0].dtype == np.uint8 and np.array_equal(out[0].astype(np.float32) / 255, levels)
+    assert out[1] is noisy and out[2].dtype == np.float32  # not 8-bit levels; out of [0, 1]
+
+
+def test_on_device_converts_8_bit_exactly_and_draws_the_noise_there():
+    import torch
+
+    from raytrain.config import AWGN
+    from raytrain.data.device_noise import generator
+    from raytrain.train.draw import on_device
+
+    u8 = torch.arange(256, dtype=torch.uint8).reshape(1, 1, 16, 16).repeat(32, 1, 1, 1)
+    model = noise_model(AWGN(sigma=25))
+    got = on_device({"clean": u8}, model, generator(torch.device("cpu"), 0, 0, 1, 0))
+    assert torch.equal(got["clean"][0], torch.from_numpy(np.arange(256, dtype=np.float32).reshape(1, 16, 16) / 255))
     resid = got["noisy"] - got["clean"]
-    assert resid.std() * 255 == pytest.approx(25, rel=0.1)
-    assert not np.allclose(resid[0], resid[1])
-    assert rng_for(0, 1, 5).integers(100) == rng_for(0, 1, 5).integers(100)
+    assert float(resid.std()) * 255 == pytest.approx(25, rel=0.05) and abs(float(resid.mean())) * 255 < 0.5
+    assert not torch.allclose(resid[0], resid[1])  # fresh for every patch
+    again = on_device({"clean": u8}, model, generator(torch.device("cpu"), 0, 0, 1, 0))
+    assert torch.equal(again["noisy"], got["noisy"])  # the same seed, the same noise
+    other = on_device({"clean": u8}, model, generator(torch.device("cpu"), 0, 0, 1, 1))  # the next pass
+    assert not torch.equal(other["noisy"], got["noisy"])
+    assert set(on_device({"clean": u8})) == {"clean"}
 
 
 def test_ray_dataset_stream_and_split(ray_local, tiny):

@@ -12,13 +12,16 @@ from pathlib import Path
 import numpy as np
 
 from raytrain.data.collection import load_domains
-from raytrain.data.degrade import noise_model
-from raytrain.data.pipeline import DOMAIN_CODES, cut_patches, resolve_augment
+from raytrain.data.pipeline import DOMAIN_CODES, cut_patches, resolve_augment, stream_noise
 from raytrain.layout import hwc
 
 
 def write_preview(cfg, out: Path, per_domain: int = 8) -> Path:
     import matplotlib
+    import torch
+
+    from raytrain.data.device_noise import generator
+    from raytrain.train.draw import on_device
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -27,16 +30,18 @@ def write_preview(cfg, out: Path, per_domain: int = 8) -> Path:
 
     col = load_domains(cfg)
     d = cfg.data
-    resample = noise_model(d.noise) if d.resample_noise and not d.noisy_source else None
     rows: list[tuple[str, np.ndarray]] = []
     augment = resolve_augment(d.patches.augment, col)[0]
     for name, dom in col.domains.items():
         if len(dom) == 0:
             continue
-        got = cut_patches(np.arange(per_domain), dom, d.patches.size, augment, cfg.seed, DOMAIN_CODES[name],
-                          resample if name == "paired" else None)  # fmt: skip
-        for key, arr in got.items():
-            rows.append((f"{name} ({len(dom)} img): {key}", arr))
+        got = cut_patches(np.arange(per_domain), dom, d.patches.size, augment, cfg.seed, DOMAIN_CODES[name])
+        # as a worker gets them: floats, with the noise it draws on its device (train/draw.py)
+        noise = stream_noise(cfg, name)
+        gen = generator(torch.device("cpu"), cfg.seed, 0, DOMAIN_CODES[name], 0) if noise is not None else None
+        ready = on_device({k: torch.from_numpy(v) for k, v in got.items()}, noise, gen)
+        for key, t in ready.items():
+            rows.append((f"{name} ({len(dom)} img): {key}", t.numpy()))
     fig, axes = plt.subplots(len(rows), per_domain, figsize=(1.3 * per_domain, 1.45 * len(rows)), squeeze=False)
     for r, (label, arr) in enumerate(rows):
         for c in range(per_domain):

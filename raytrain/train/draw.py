@@ -20,12 +20,16 @@ def batch_stream(
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Endless batches from this worker's ``shard`` of one domain (a Ray Data iterator): a new pass when the shard is
     exhausted, its number set on the run's ``PassCounter`` first, so that the crop tasks cut new patches
-    (data/pipeline.py). The local shuffle is seeded per run, rank and pass; ``train.channels_last`` lays the batches
-    out channels-last."""
-    fmt = torch.channels_last if cfg.train.channels_last else None
+    (data/pipeline.py). The local shuffle is seeded per run, rank and pass. Each batch is made ready on the device
+    (:func:`on_device`): 8-bit patches to float, the noise resampled per patch drawn there."""
+    from raytrain.data.device_noise import generator
+    from raytrain.data.pipeline import DOMAIN_CODES, stream_noise
+
+    noise = stream_noise(cfg, name)
     for k in itertools.count():
         if counter is not None:
             ray.get(counter.set_pass.remote(name, k))
+        gen = generator(device, cfg.seed, rank, DOMAIN_CODES[name], k) if noise is not None else None
         got = False
         for batch in shard.iter_torch_batches(
             batch_size=cfg.train.batch_size,
@@ -35,9 +39,23 @@ def batch_stream(
             device=device,
         ):
             got = True
-            yield {key: v.contiguous(memory_format=fmt) for key, v in batch.items()} if fmt else batch
+            yield on_device(batch, noise, gen, cfg.train.channels_last)
         if not got:
             raise RuntimeError(f"the {name} patch stream is empty on this worker")
+
+
+def on_device(batch: dict[str, torch.Tensor], noise=None, gen: torch.Generator | None = None,
+              channels_last: bool = False) -> dict[str, torch.Tensor]:  # fmt: skip
+    """A batch as the method takes it: uint8 patches as float32 in [0, 1] (converted on the device they arrived on),
+    ``noise`` (a NoiseModel) drawn from ``gen`` as the ``noisy`` patches of the clean ones, channels-last if asked."""
+    from raytrain.data.device_noise import add_noise
+
+    out = {k: v.float().div_(255.0) if v.dtype == torch.uint8 else v for k, v in batch.items()}  # exact k/255
+    if noise is not None:
+        out["noisy"] = add_noise(noise, out["clean"], gen)
+    if channels_last:
+        out = {k: v.contiguous(memory_format=torch.channels_last) for k, v in out.items()}
+    return out
 
 
 class PatchBuffer:
