@@ -27,7 +27,7 @@ import torch
 
 from raytrain.config import load_config
 from raytrain.data.collection import load_domains
-from raytrain.data.pipeline import build_datasets
+from raytrain.data.pipeline import patch_dataset, resolve_augment, stream_domain
 from raytrain.methods import build_method
 
 
@@ -55,7 +55,11 @@ def data_rate(cfg, n: int, batch: int = 16) -> tuple[float, float, float]:
     from raytrain.train.draw import on_device
 
     col = load_domains(cfg)
-    ds = build_datasets(cfg, col, ("paired",), 1)["paired"].limit(n)
+    augment, _ = resolve_augment(cfg.data.patches.augment, col)
+    # one pass of n patches (a run's passes are capped at PASS_BYTES: 1365 patches of 64 px RGB; their start-up is
+    # not the steady state measured here)
+    dom = stream_domain(cfg, "paired", col.domains["paired"])
+    ds = patch_dataset(dom, n, cfg.data.patches.size, augment, cfg.seed, "paired")
     it = ds.iter_torch_batches(batch_size=batch, local_shuffle_buffer_size=256, drop_last=True)
     noise, gen = stream_noise(cfg, "paired"), generator(torch.device("cpu"), 0)
     t0, c0, seen, device_cpu = None, None, 0, 0.0

@@ -148,6 +148,12 @@ def test_8_bit_images_travel_as_uint8_and_the_rest_as_float():
     out = compact8([levels, noisy, (levels * 2).astype(np.float32)])
     assert out[0].dtype == np.uint8 and np.array_equal(out[0].astype(np.float32) / 255, levels)
     assert out[1] is noisy and out[2].dtype == np.float32  # not 8-bit levels; out of [0, 1]
+    from raytrain.data.images import is_8bit, shrink
+
+    big = rng.integers(0, 256, (100, 60, 3)).astype(np.float32) / 255
+    small = shrink(big, 50)  # data.max_size: an 8-bit image resized stays 8-bit (it travels as uint8)
+    assert small.shape == (50, 30, 3) and is_8bit(small) and abs(small.mean() - big.mean()) < 0.01
+    assert not is_8bit(shrink(big + 1e-3, 50))
 
 
 def test_on_device_converts_8_bit_exactly_and_draws_the_noise_there():

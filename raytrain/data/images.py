@@ -178,7 +178,18 @@ def shrink(img: np.ndarray, max_size: int | None) -> np.ndarray:
 
     scale = max_size / max(img.shape[:2])
     out = rescale(img, scale, anti_aliasing=True, channel_axis=-1, preserve_range=True)
+    if is_8bit(img):  # an 8-bit image resized stays 8-bit (as an image tool saves it): it travels as uint8
+        out = quantize8(out)
     return np.ascontiguousarray(np.clip(out, 0, 1), dtype=np.float32)
+
+
+def is_8bit(img: np.ndarray) -> bool:
+    """Whether every pixel of a float image in [0, 1] is an 8-bit level k / 255 (a decoded 8-bit file, quantised
+    noise), exactly."""
+    if not isinstance(img, np.ndarray) or img.dtype != np.float32:
+        return False
+    levels = np.round(img * np.float32(255.0))
+    return bool(levels.min(initial=0) >= 0 and levels.max(initial=0) <= 255 and np.array_equal(levels / 255, img))
 
 
 def load_pairs(clean_source: str, noisy_source: str, color: str, scale: int = 1, lazy: bool = False

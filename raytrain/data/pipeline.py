@@ -115,14 +115,9 @@ def stream_dtype(images: list) -> np.dtype:
 def compact8(images: list) -> list:
     """In-memory float images whose every pixel is an 8-bit level (k / 255: decoded 8-bit files, quantised noise) as
     uint8 (exact); the rest, and images read from their files, as they are."""
-    out = []
-    for im in images:
-        if isinstance(im, np.ndarray) and im.dtype == np.float32:
-            levels = np.round(im * np.float32(255.0))
-            if levels.min(initial=0) >= 0 and levels.max(initial=0) <= 255 and np.array_equal(levels / 255, im):
-                im = levels.astype(np.uint8)
-        out.append(im)
-    return out
+    from raytrain.data.images import is_8bit
+
+    return [np.round(im * np.float32(255.0)).astype(np.uint8) if is_8bit(im) else im for im in images]
 
 
 def compact_domain(domain: DomainImages) -> DomainImages:
@@ -265,7 +260,8 @@ def build_datasets(
                 f"the {name} domain is empty (split sizes {collection.split.sizes()}); "
                 f"check data.split, data.paired and data.val_images"
             )
-        out[name] = patch_dataset(dom, n, d.patches.size, augment, cfg.seed, name, counter=counter)
+        out[name] = patch_dataset(stream_domain(cfg, name, dom), n, d.patches.size, augment, cfg.seed, name,
+                                  counter=counter)  # fmt: skip
     return out
 
 
@@ -275,3 +271,11 @@ def stream_noise(cfg, name: str) -> NoiseModel | None:
     the domain's patches are used as cut."""
     d = cfg.data
     return noise_model(d.noise) if name == "paired" and d.resample_noise and not d.noisy_source else None
+
+
+def stream_domain(cfg, name: str, domain: DomainImages) -> DomainImages:
+    """What domain ``name``'s stream cuts: its images, less the fixed noisy ones where the worker draws fresh noise
+    on its device (:func:`stream_noise`): those patches would be cut, sent and thrown away."""
+    from dataclasses import replace
+
+    return replace(domain, noisy=None) if stream_noise(cfg, name) is not None else domain
