@@ -128,7 +128,8 @@ def test_device_noise_has_the_numpy_models_statistics(overrides):
 
     from raytrain.data.device_noise import add_noise, generator
 
-    m = dg.NoiseModel("heteroscedastic", {"a": 0.01, "b": 1e-4}) if overrides == "heteroscedastic" else model(*overrides)
+    hetero = dg.NoiseModel("heteroscedastic", {"a": 0.01, "b": 1e-4})
+    m = hetero if overrides == "heteroscedastic" else model(*overrides)
     for level in (0.2, 0.7):
         clean = np.full((256, 32, 32, 1), level, np.float32)
         ref = np.stack([m(c, dg.rng_for(3, i)) for i, c in enumerate(clean)]) - clean
