@@ -183,13 +183,19 @@ def shrink(img: np.ndarray, max_size: int | None) -> np.ndarray:
     return np.ascontiguousarray(np.clip(out, 0, 1), dtype=np.float32)
 
 
-def is_8bit(img: np.ndarray) -> bool:
-    """Whether every pixel of a float image in [0, 1] is an 8-bit level k / 255 (a decoded 8-bit file, quantised
-    noise), exactly."""
+def levels8(img: np.ndarray) -> np.ndarray | None:
+    """A float32 image in [0, 1] whose every pixel is an 8-bit level k / 255 (a decoded 8-bit file, quantised noise)
+    as its uint8 levels, exactly; None for any other image."""
     if not isinstance(img, np.ndarray) or img.dtype != np.float32:
-        return False
+        return None
     levels = np.round(img * np.float32(255.0))
-    return bool(levels.min(initial=0) >= 0 and levels.max(initial=0) <= 255 and np.array_equal(levels / 255, img))
+    exact = levels.min(initial=0) >= 0 and levels.max(initial=0) <= 255 and np.array_equal(levels / 255, img)
+    return levels.astype(np.uint8) if exact else None
+
+
+def is_8bit(img: np.ndarray) -> bool:
+    """Whether :func:`levels8` holds ``img`` exactly."""
+    return levels8(img) is not None
 
 
 def load_pairs(clean_source: str, noisy_source: str, color: str, scale: int = 1, lazy: bool = False

@@ -115,9 +115,9 @@ def stream_dtype(images: list) -> np.dtype:
 def compact8(images: list) -> list:
     """In-memory float images whose every pixel is an 8-bit level (k / 255: decoded 8-bit files, quantised noise) as
     uint8 (exact); the rest, and images read from their files, as they are."""
-    from raytrain.data.images import is_8bit
+    from raytrain.data.images import levels8
 
-    return [np.round(im * np.float32(255.0)).astype(np.uint8) if is_8bit(im) else im for im in images]
+    return [im if (u8 := levels8(im)) is None else u8 for im in images]
 
 
 def compact_domain(domain: DomainImages) -> DomainImages:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from raytrain.data.collection import load_domains
-from raytrain.data.pipeline import DOMAIN_CODES, cut_patches, resolve_augment, stream_noise
+from raytrain.data.pipeline import DOMAIN_CODES, cut_patches, resolve_augment, stream_domain, stream_noise
 from raytrain.layout import hwc
 
 
@@ -35,7 +35,8 @@ def write_preview(cfg, out: Path, per_domain: int = 8) -> Path:
     for name, dom in col.domains.items():
         if len(dom) == 0:
             continue
-        got = cut_patches(np.arange(per_domain), dom, d.patches.size, augment, cfg.seed, DOMAIN_CODES[name])
+        got = cut_patches(np.arange(per_domain), stream_domain(cfg, name, dom), d.patches.size, augment, cfg.seed,
+                          DOMAIN_CODES[name])  # fmt: skip
         # as a worker gets them: floats, with the noise it draws on its device (train/draw.py)
         noise = stream_noise(cfg, name)
         gen = generator(torch.device("cpu"), cfg.seed, 0, DOMAIN_CODES[name], 0) if noise is not None else None

@@ -12,6 +12,8 @@ import ray
 import torch
 
 from raytrain.config import RunConfig
+from raytrain.data.device_noise import add_noise, generator
+from raytrain.data.pipeline import DOMAIN_CODES, stream_noise
 from raytrain.methods.base import Method, mix_probabilities
 
 
@@ -22,9 +24,6 @@ def batch_stream(
     exhausted, its number set on the run's ``PassCounter`` first, so that the crop tasks cut new patches
     (data/pipeline.py). The local shuffle is seeded per run, rank and pass. Each batch is made ready on the device
     (:func:`on_device`): 8-bit patches to float, the noise resampled per patch drawn there."""
-    from raytrain.data.device_noise import generator
-    from raytrain.data.pipeline import DOMAIN_CODES, stream_noise
-
     noise = stream_noise(cfg, name)
     for k in itertools.count():
         if counter is not None:
@@ -48,8 +47,6 @@ def on_device(batch: dict[str, torch.Tensor], noise=None, gen: torch.Generator |
               channels_last: bool = False) -> dict[str, torch.Tensor]:  # fmt: skip
     """A batch as the method takes it: uint8 patches as float32 in [0, 1] (converted on the device they arrived on),
     ``noise`` (a NoiseModel) drawn from ``gen`` as the ``noisy`` patches of the clean ones, channels-last if asked."""
-    from raytrain.data.device_noise import add_noise
-
     out = {k: v.float().div_(255.0) if v.dtype == torch.uint8 else v for k, v in batch.items()}  # exact k/255
     if noise is not None:
         out["noisy"] = add_noise(noise, out["clean"], gen)
