@@ -67,6 +67,31 @@ def test_loop_guard_fails_after_max_bad_steps(tiny):
     assert loop.bad_total == 4
 
 
+def test_a_divergence_is_the_workers_return_value_and_the_driver_raises_it(tiny, monkeypatch):
+    """The worker entry point turns TrainingDiverged into its return value (no worker failure for Ray to restart);
+    both drivers of a TorchTrainer (a run, a Tune trial's trainer) raise it as the run's own error."""
+    from types import SimpleNamespace
+
+    from raytrain.errors import TrainingDiverged
+    from raytrain.train import launch, loop, session
+    from raytrain.tune import driver
+
+    def diverge(config, sess):
+        raise TrainingDiverged("loss was NaN/Inf for 3 steps")
+
+    monkeypatch.setattr(session, "TrainSession", lambda: None)
+    monkeypatch.setattr(loop, "run_loop", diverge)
+    assert loop.train_loop_per_worker({}) == {loop.DIVERGED: "loss was NaN/Inf for 3 steps"}
+    monkeypatch.setattr(loop, "run_loop", lambda config, sess: None)
+    assert loop.train_loop_per_worker({}) is None
+    launch.raise_diverged(SimpleNamespace(return_value=None))  # a run that finished: nothing raised
+    fitted = SimpleNamespace(fit=lambda: SimpleNamespace(return_value={loop.DIVERGED: "it diverged"}))
+    monkeypatch.setattr(launch, "make_trainer", lambda *a, **k: fitted)
+    monkeypatch.setattr(driver, "ValidationReportCallback", lambda: None)  # Tune's callback needs a Tune session
+    with pytest.raises(TrainingDiverged, match="^it diverged$"):
+        launch.train_trial(tiny("scaling.trial_runner=trainer"), None, None, 0.0)
+
+
 def test_checkpoint_roundtrip_full_state_and_rng(tiny, tmp_path):
     cfg = tiny("train.lr=0.01", "train.steps=10", "train.schedule.kind=step", "train.schedule.step_size=3")
     torch.manual_seed(0)

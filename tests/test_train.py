@@ -56,14 +56,16 @@ def test_failure_without_retries_is_one_clear_error(ray_local, tiny):
         run_training(cfg)
 
 
-def test_a_diverged_run_fails_with_its_own_line_and_a_failed_mlflow_run(ray_local, tiny):
+def test_a_diverged_run_fails_with_its_own_line_and_a_failed_mlflow_run(ray_local, tiny, monkeypatch):
     """Every step over train.grad_skip: the run stops with TrainingDiverged's own line (not Ray's wrapper) and a FAILED
-    MLflow run, also when Ray's one allowed restart (max_failures=1) replays the divergence."""
+    MLflow run, without spending Ray's one allowed restart (max_failures=1) on replaying the divergence: Ray Train
+    records one attempt of the run."""
     from mlflow.tracking import MlflowClient
 
     from raytrain.errors import RaytrainError
     from raytrain.train.launch import run_training
 
+    monkeypatch.setenv("RAY_TRAIN_ENABLE_STATE_TRACKING", "1")  # Ray Train records the run's attempts
     cfg = tiny("name=diverges", "train.steps=20", "train.grad_skip=1e-12", "train.max_bad_steps=3",
                "scaling.max_failures=1", "scaling.num_workers=1")  # fmt: skip
     t0 = time.time()
@@ -73,6 +75,12 @@ def test_a_diverged_run_fails_with_its_own_line_and_a_failed_mlflow_run(ray_loca
     client = MlflowClient(f"sqlite:///{Path(cfg.workdir) / 'mlflow.db'}")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()], "tags.method = 'dncnn'")
     assert [r.info.status for r in runs if r.info.run_name.startswith("diverges")] == ["FAILED"]
+    from ray.train.v2._internal.state.state_actor import get_state_actor  # Ray Train's record of runs and attempts
+
+    runs = ray_local.get(get_state_actor().get_train_runs.remote())
+    attempts = ray_local.get(get_state_actor().get_train_run_attempts.remote())
+    (run_id,) = [i for i, r in runs.items() if r.name.startswith("diverges")]
+    assert len(attempts[run_id]) == 1, attempts[run_id]  # no restart spent on replaying the divergence
     print(f"diverged run failed in {time.time() - t0:.1f} s")
 
 

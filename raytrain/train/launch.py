@@ -26,10 +26,10 @@ from raytrain.config import RunConfig, check_weight_files, flatten, to_raw, vali
 from raytrain.console import ray_init_kwargs
 from raytrain.data.collection import Collection, load_domains
 from raytrain.data.pipeline import PassCounter, build_datasets
-from raytrain.errors import RaytrainError, first_line
+from raytrain.errors import RaytrainError, TrainingDiverged, first_line
 from raytrain.methods import method_class
 from raytrain.train.backend import torch_config
-from raytrain.train.loop import train_loop_per_worker
+from raytrain.train.loop import DIVERGED, train_loop_per_worker
 from raytrain.train.preflight import check_compile, check_data_sources, check_rerun, check_resume, storage_path
 from raytrain.train.progress import DriverProgress, ProgressBoard
 
@@ -250,7 +250,15 @@ def train_trial(cfg: RunConfig, collection: Collection, tracking: dict | None, s
         return
     from raytrain.tune.driver import ValidationReportCallback
 
-    make_trainer(cfg, collection, tracking, [ValidationReportCallback()], board, started_at, marks).fit()
+    trainer = make_trainer(cfg, collection, tracking, [ValidationReportCallback()], board, started_at, marks)
+    raise_diverged(trainer.fit())
+
+
+def raise_diverged(result) -> None:
+    """The workers' divergence verdict (their return value, ``loop.DIVERGED``) raised on the driver as
+    TrainingDiverged: the run fails with its own line without Ray restarting it into the same divergence."""
+    if message := (getattr(result, "return_value", None) or {}).get(DIVERGED):
+        raise TrainingDiverged(message)
 
 
 def error_chain(exc: BaseException) -> list[BaseException]:
@@ -332,6 +340,7 @@ def run_training(cfg: RunConfig, parent_run_id: str | None = None) -> TrainResul
         board = ProgressBoard.remote()
         budget = cfg.train.max_minutes * 60 if cfg.train.max_minutes else None
         result = fit(make_trainer(cfg, collection, run.info, board=board), board, budget)
+        raise_diverged(result)  # the MLflow run ends FAILED
         history = result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
         checkpoint = checkpoint_location(storage, result.checkpoint) if result.checkpoint else None
         if result.checkpoint:

@@ -137,12 +137,24 @@ def fast_nets(cfg: RunConfig, method: Method) -> None:
             unwrap(net).compile()
 
 
-def train_loop_per_worker(config: dict) -> None:
-    """The ``TorchTrainer`` entry point: :func:`run_loop` on this Ray Train worker."""
+def train_loop_per_worker(config: dict) -> dict | None:
+    """The ``TorchTrainer`` entry point: :func:`run_loop` on this Ray Train worker. Returns ``{DIVERGED: message}``
+    when training diverged (rank 0's return value is the ``Result``'s ``return_value``)."""
     from raytrain.train.session import TrainSession
 
     _quiet_report_log()
-    run_loop(config, TrainSession())
+    try:
+        run_loop(config, TrainSession())
+    except TrainingDiverged as exc:
+        # Every rank stops at the same step (the skip and finiteness decisions are collectives), and a restart would
+        # replay the same steps from the last checkpoint into the same divergence: the verdict goes to the driver as
+        # the workers' return value (launch.raise_diverged raises it there), not as a worker failure that Ray would
+        # spend a restart of scaling.max_failures on.
+        return {DIVERGED: str(exc)}
+    return None
+
+
+DIVERGED = "raytrain_diverged"  # the key of the workers' return value that carries a divergence to the driver
 
 
 def run_loop(config: dict, session) -> None:
