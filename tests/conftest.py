@@ -149,6 +149,7 @@ class Background:
     JOBS = {  # name: (fixture, command)
         "fidelity": ("learned", [sys.executable, str(HERE / "test_senm_fidelity.py")]),
         "lir": ("recipe_run", [sys.executable, str(HERE / "test_lir.py")]),
+        "compile": ("compile_run", [sys.executable, str(HERE / "test_precision.py")]),
     }
 
     def __init__(self) -> None:

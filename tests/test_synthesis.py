@@ -248,12 +248,12 @@ def test_noise_eval_adds_fid_with_an_inception_file(senm_ckpt, tmp_path, capsys)
 
     torch.manual_seed(0)
     torch.save(InceptionV3Features().state_dict(), tmp_path / "inception.pth")
-    assert main(["noise-eval", str(senm_ckpt), "--crop", "48", "--inception", str(tmp_path / "inception.pth"),
+    assert main(["noise-eval", str(senm_ckpt), "--crop", "32", "--inception", str(tmp_path / "inception.pth"),
                  "--fid-patch", "16"]) == 0  # fmt: skip
     out = capsys.readouterr().out
     assert "FID" in out.splitlines()[1]
     n_images = len(out.splitlines()[0].split("(")[1].split(")")[0].split(", "))  # the held-out images it names
-    assert f"{9 * n_images} 16px tiles" in out  # crops of 48 -> 9 tiles each
+    assert f"{4 * n_images} 16px tiles" in out  # crops of 32 -> 4 tiles each
     rows = [ln for ln in out.splitlines() if ln.startswith(("SeNM-VAE", "gaussian", "heteroscedastic"))]
     fids = [float(ln.split()[-1]) for ln in rows]
     assert len(fids) == 3 and all(np.isfinite(v) and v >= 0 for v in fids)
