@@ -260,15 +260,29 @@ def test_collection_from_a_uri_via_ray_data(ray_local, tmp_path):
 def test_long_runs_keep_blocks_small(ray_local, tiny):
     # 1M steps must not turn into a few multi-GB blocks (a stalled stream) nor into one long pass that keeps Ray
     # Data's executor alive and spinning all run: a pass is capped at PASS_BYTES of patches and cycles.
-    from raytrain.data.pipeline import PASS_BYTES, PATCHES_PER_BLOCK, pass_size, patch_bytes
+    from raytrain.data.pipeline import (
+        PASS_BYTES,
+        PATCHES_PER_BLOCK,
+        compact_domain,
+        domain_itemsize,
+        pass_size,
+        patch_bytes,
+        stream_domain,
+    )
 
     cfg = tiny("train.steps=1000000", "data.paired.fraction=1.0")
     n = pass_size(cfg, 2)
     assert n == PASS_BYTES // patch_bytes(cfg) == 2**27 // (32 * 32 * 4 * 2)
+    assert pass_size(cfg, 2, 1) == 4 * n  # 8-bit patches travel as uint8: 4x as many in a pass's bytes
     assert pass_size(tiny("train.steps=10"), 2) == 10 * 8 * 2 + 16
     assert pass_size(tiny("train.steps=1000000", "data.patches.size=256", "data.color=rgb"), 2) == 16 * 8 * 2
     assert n // PATCHES_PER_BLOCK <= 1024
-    ds = build_datasets(cfg, load_domains(cfg), ("paired",), 2)["paired"]
+    col = load_domains(cfg)
+    assert domain_itemsize(compact_domain(col.domains["paired"])) == 4  # gray from RGB: not 8-bit levels
+    rgb_cfg = tiny("data.color=rgb", "data.max_size=64")
+    rgb = stream_domain(rgb_cfg, "paired", load_domains(rgb_cfg).domains["paired"])  # the noise drawn on the device
+    assert domain_itemsize(rgb) == 4 and domain_itemsize(compact_domain(rgb)) == 1  # 8-bit levels travel as uint8
+    ds = build_datasets(cfg, col, ("paired",), 2)["paired"]
     assert ds.take_batch(4)["clean"].shape == (4, 1, 32, 32)  # streams at once, no giant first block
 
 

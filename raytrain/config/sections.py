@@ -210,6 +210,11 @@ class DataConfig(Strict):
     # SIDD's .mat blocks are always read (validation images too: they are few)
     stream: Literal["auto"] | bool = "auto"
     stream_patches: Annotated[int, Field(ge=1, le=1024)] = 64
+    # a store made by `raytrain data prepare SRC DST` (local or a URI every node reads): the image files under SRC
+    # are read from their decoded arrays there (no decoding; a local store is memory-mapped, and 8-bit images stream
+    # as uint8); data.source etc. still name the files, which are checked against the store's manifest (a changed
+    # or new file is an error naming it). null: every image is decoded from its file
+    prepared: str | None = None
 
     @model_validator(mode="after")
     def _dataset(self) -> DataConfig:

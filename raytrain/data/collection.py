@@ -124,7 +124,15 @@ def streams(d, images: list, noisy: list) -> bool:
 def load_domains(cfg) -> Collection:
     """Read the collection named by ``cfg.data``, degrade it (fixed, seeded realisation per image), split it.
     Validation and training never share a scene of a paper dataset. With ``data.stream`` the training images stay
-    in their files (validation is read)."""
+    in their files (validation is read); with ``data.prepared`` the files a prepared store holds are read from its
+    arrays (data/prepared.py)."""
+    from raytrain.data.prepared import using
+
+    with using(cfg.data.prepared):
+        return _load_domains(cfg)
+
+
+def _load_domains(cfg) -> Collection:
     d = cfg.data
     images, noisy, groups = read_collection(cfg, lazy=d.stream is not False)
     check_min_size(images, d.patches.size * d.scale, d.source)
@@ -132,7 +140,8 @@ def load_domains(cfg) -> Collection:
     lazy = streams(d, clean, noisy)
     if lazy:
         gb = stored_bytes([*clean, *noisy]) / 2**30
-        print(f"[raytrain] data.stream: {len(clean)} images ({gb:.1f} GB as float32) are read from their files as "
+        where = f"the prepared store {d.prepared}" if d.prepared else "their files"
+        print(f"[raytrain] data.stream: {len(clean)} images ({gb:.1f} GB as float32) are read from {where} as "
               f"their patches are cut, {d.stream_patches} patches per read", flush=True)  # fmt: skip
     else:
         clean, noisy = materialise(clean, noisy)

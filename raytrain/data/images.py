@@ -83,6 +83,12 @@ def to_color(arr: np.ndarray, color: str, origin: str) -> np.ndarray:
 
 def decode(data: bytes, origin: str, color: str) -> np.ndarray:
     """Decode PNG/JPEG/TIFF/BMP bytes (8 or 16 bit) -> float32 (H, W, C)."""
+    return to_color(to_float(decode_native(data, origin), origin), color, origin)
+
+
+def decode_native(data: bytes, origin: str) -> np.ndarray:
+    """PNG/JPEG/TIFF/BMP bytes -> the file's pixels as stored ((H, W) or (H, W, C), uint8 / uint16 / ...): what
+    :func:`decode` converts, and what a prepared store keeps (data/prepared.py)."""
     if not data:
         raise DataError(f"{origin}: empty file (0 bytes)")
     import imageio.v3 as iio
@@ -94,7 +100,7 @@ def decode(data: bytes, origin: str, color: str) -> np.ndarray:
     arr = np.asarray(arr)
     if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 2, 3, 4):
         arr = np.moveaxis(arr, 0, -1)  # channel-first TIFF
-    return to_color(to_float(arr, origin), color, origin)
+    return arr
 
 
 def read_image(path: str | Path, color: str = "gray") -> np.ndarray:

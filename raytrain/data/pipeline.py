@@ -24,7 +24,7 @@ from raytrain.data.collection import Collection, DomainImages, data_scale
 from raytrain.data.degrade import NoiseModel, noise_model
 from raytrain.data.passes import Passes
 from raytrain.data.resize import bicubic_down
-from raytrain.data.stored import pixels
+from raytrain.data.stored import is_stored, pixels, raw_pixels
 from raytrain.errors import DataError
 
 DOMAIN_CODES = {"paired": 1, "source": 2, "target": 3}
@@ -108,8 +108,11 @@ def pick_images(domain: DomainImages, u_which: np.ndarray, u_index: np.ndarray) 
 
 def stream_dtype(images: list) -> np.dtype:
     """What a domain's patches travel as: uint8 when every image is 8-bit (4x fewer bytes than float32; the worker
-    converts them on its device, ``train.draw.batch_stream``), float32 otherwise."""
-    return np.dtype(np.uint8) if all(getattr(im, "dtype", None) == np.uint8 for im in images) else np.dtype(np.float32)
+    converts them on its device, ``train.draw.batch_stream``): an in-memory uint8 array, or an image read from a
+    prepared store's 8-bit array (data/prepared.py); float32 otherwise."""
+    u8 = np.dtype(np.uint8)
+    ok = all(im.raw_dtype() == u8 if is_stored(im) else getattr(im, "dtype", None) == u8 for im in images)
+    return u8 if ok else np.dtype(np.float32)
 
 
 def compact8(images: list) -> list:
@@ -171,7 +174,7 @@ def cut_patches(
         got = np.empty((len(ids), ref[0].shape[2], side, side), dtype)
         for j in np.unique(which):
             rows = np.nonzero(which == j)[0]
-            img = pixels(images[j])
+            img = raw_pixels(images[j]) if dtype == np.uint8 else pixels(images[j])  # a prepared one: no decode
             windows = sliding_window_view(img, (side, side), axis=(0, 1))  # (H - s + 1, W - s + 1, C, s, s)
             part = windows[top[rows] * f, left[rows] * f]
             got[rows] = part if dtype == img.dtype else part.astype(np.float32) / np.float32(255.0)
@@ -223,18 +226,24 @@ def patch_dataset(
     return ds.map_batches(to_patches, batch_size=PATCHES_PER_BLOCK, batch_format="numpy")
 
 
-def patch_bytes(cfg) -> int:
-    """Bytes of one patch in the stream at most: float32 clean (HR: ``scale`` x the side) and noisy."""
+def patch_bytes(cfg, itemsize: int = 4) -> int:
+    """Bytes of one patch in the stream at most: clean (HR: ``scale`` x the side) and noisy, ``itemsize`` bytes a
+    pixel value (1: 8-bit images travel as uint8, :func:`stream_dtype`; 4: float32)."""
     channels = 3 if cfg.data.color == "rgb" else 1
-    return channels * cfg.data.patches.size**2 * 4 * (1 + data_scale(cfg.data) ** 2)
+    return channels * cfg.data.patches.size**2 * itemsize * (1 + data_scale(cfg.data) ** 2)
 
 
-def pass_size(cfg, num_workers: int) -> int:
+def pass_size(cfg, num_workers: int, itemsize: int = 4) -> int:
     """Patches in one pass of a domain's stream: enough for the run (plus a batch per worker), at most
-    ``PASS_BYTES`` of patches, at least 16 steps' worth."""
+    ``PASS_BYTES`` of patches of ``itemsize``-byte values, at least 16 steps' worth."""
     per_step = cfg.train.batch_size * num_workers
-    cap = max(PASS_BYTES // patch_bytes(cfg), 16 * per_step)
+    cap = max(PASS_BYTES // patch_bytes(cfg, itemsize), 16 * per_step)
     return min(cfg.train.steps * per_step + per_step, cap)
+
+
+def domain_itemsize(domain: DomainImages) -> int:
+    """Bytes a pixel value of a domain's patches travels in (the largest of its images' :func:`stream_dtype`)."""
+    return max(stream_dtype(imgs).itemsize for imgs in (domain.clean, domain.noisy) if imgs is not None)
 
 
 PassCounter = ray.remote(num_cpus=0)(Passes)
@@ -248,7 +257,6 @@ def build_datasets(
     d = cfg.data
     # Ray Data's per-operator bars would interleave with the training bar; the training bar says enough.
     ray.data.DataContext.get_current().enable_progress_bars = False
-    n = pass_size(cfg, num_workers)
     augment, why = resolve_augment(d.patches.augment, collection)
     if why:
         print(f"[raytrain] data.patches.augment auto: {augment} ({why})", flush=True)
@@ -260,8 +268,9 @@ def build_datasets(
                 f"the {name} domain is empty (split sizes {collection.split.sizes()}); "
                 f"check data.split, data.paired and data.val_images"
             )
-        out[name] = patch_dataset(stream_domain(cfg, name, dom), n, d.patches.size, augment, cfg.seed, name,
-                                  counter=counter)  # fmt: skip
+        cut = compact_domain(stream_domain(cfg, name, dom))  # (patch_dataset's compact_domain: then a no-op)
+        n = pass_size(cfg, num_workers, domain_itemsize(cut))  # uint8 patches: 4x more in a pass of PASS_BYTES
+        out[name] = patch_dataset(cut, n, d.patches.size, augment, cfg.seed, name, counter=counter)
     return out
 
 

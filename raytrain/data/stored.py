@@ -14,14 +14,19 @@ and as one more step to a stored image; :func:`pixels` gives the array.
 
 from __future__ import annotations
 
+import mmap
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from raytrain.errors import DataError
+
+if TYPE_CHECKING:
+    from raytrain.data.prepared import Entry
 
 CACHE_BYTES = 2**29  # decoded images a process keeps (512 MiB: a 12 MP RGB pair as float32 and its steps)
 CACHE_KEEP = 4  # ... and at least this many, whatever their size (a pair's two images and their parents)
@@ -39,17 +44,38 @@ class StoredImage:
     dtype = np.dtype(np.float32)
 
     def __init__(self, path: str | Path, color: str, shape: tuple[int, ...], key: tuple = (),
-                 parent: StoredImage | None = None, step: Callable | None = None):  # fmt: skip
+                 parent: StoredImage | None = None, step: Callable | None = None,
+                 prepared: Entry | None = None):  # fmt: skip
         self.path, self.color, self.shape = str(path), color, tuple(shape)
         self.key, self.parent, self.step = key, parent, step
+        self.prepared = prepared  # the file's array in a prepared store (data/prepared.py): read instead of decoding
 
     def then(self, step: Callable[[np.ndarray], np.ndarray], shape: tuple[int, ...], key: object) -> StoredImage:
         """This image with one more step; ``key`` names the step in the cache (equal keys, equal results)."""
-        return StoredImage(self.path, self.color, shape, self.key + (key,), self, step)
+        return StoredImage(self.path, self.color, shape, self.key + (key,), self, step, self.prepared)
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         arr = _cached((self.path, self.color, *self.key), lambda: self.read(cached=True))
         return arr if dtype is None else arr.astype(dtype)
+
+    def raw_dtype(self) -> np.dtype | None:
+        """uint8 when :meth:`raw` gives the pixels as 8-bit levels without converting them (a prepared 8-bit file
+        whose channels the run uses as stored, under crops only), else None."""
+        if self.parent is not None:
+            return self.parent.raw_dtype() if isinstance(self.step, _Crop) else None
+        e = self.prepared
+        if e is None or e.dtype != "uint8":
+            return None
+        return np.dtype(np.uint8) if _channel_view(e.shape, self.color) is not None else None
+
+    def raw(self) -> np.ndarray:
+        """The pixels as uint8 levels (float pixels = levels / 255), a view of the prepared array (memory-mapped
+        where the store is local: a crop reads only its rows); only where :meth:`raw_dtype` is uint8."""
+        if self.parent is not None:
+            return self.step(self.parent.raw())
+        arr = self.prepared.load(self.path)
+        arr = arr[..., None] if arr.ndim == 2 else arr
+        return arr[..., _channel_view(self.prepared.shape, self.color)]
 
     def __getitem__(self, index) -> np.ndarray:
         return np.asarray(self)[index]
@@ -62,7 +88,13 @@ class StoredImage:
 
     def read(self, cached: bool = False) -> np.ndarray:
         """The pixels, computed now (a new, writable array); ``cached``: the parent's from the cache."""
-        if self.parent is None:
+        if self.parent is None and self.prepared is not None:
+            from raytrain import locations
+            from raytrain.data.images import to_color, to_float
+
+            shown = locations.display(self.path)
+            arr = to_color(to_float(np.asarray(self.prepared.load(self.path)), shown), self.color, shown)
+        elif self.parent is None:
             from raytrain.data.images import read_image
 
             arr = read_image(self.path, self.color)
@@ -74,6 +106,32 @@ class StoredImage:
         return arr
 
 
+def _channel_view(shape: tuple[int, ...], color: str) -> slice | None:
+    """The channels of a stored (H, W[, C]) array that are the run's pixels as they are (alpha dropped), or None
+    where the colour must be converted (RGB to gray, gray to RGB)."""
+    c = shape[2] if len(shape) == 3 else 1
+    keep = c - 1 if c in (2, 4) else c  # gray+alpha, RGBA: drop alpha
+    want = 3 if color == "rgb" else 1
+    return slice(0, keep) if keep == want else None
+
+
+def raw_pixels(img) -> np.ndarray:
+    """:meth:`StoredImage.raw` from this process's cache (an array: as it is)."""
+    if not is_stored(img):
+        return img
+    return _cached(("raw", img.path, img.color, *img.key), img.raw)
+
+
+def _held(arr: np.ndarray) -> int:
+    """Bytes an array holds in this process's memory: none for a view of a memory-mapped file (the page cache)."""
+    base = arr
+    while base is not None:
+        if isinstance(base, (np.memmap, mmap.mmap)):
+            return 0
+        base = getattr(base, "base", None)
+    return arr.nbytes
+
+
 def _cached(key: tuple, read: Callable[[], np.ndarray]) -> np.ndarray:
     with _cache_lock:
         if key in _cache:
@@ -83,7 +141,7 @@ def _cached(key: tuple, read: Callable[[], np.ndarray]) -> np.ndarray:
     arr.setflags(write=False)  # shared by every caller: nobody may change it in place
     with _cache_lock:
         _cache[key] = arr
-        total = sum(a.nbytes for a in _cache.values())
+        total = sum(_held(a) for a in _cache.values())
         while len(_cache) > CACHE_KEEP and total > CACHE_BYTES:
             _, old = _cache.popitem(last=False)
             total -= old.nbytes
@@ -117,7 +175,14 @@ def open_image(path: str | Path, color: str, lazy: bool):
     header gives its size (the pixels otherwise, so a corrupt file fails here with the decoder's message)."""
     from raytrain import locations
     from raytrain.data.images import read_image
+    from raytrain.data.prepared import lookup
 
+    entry = lookup(path)  # a prepared store is active and holds the file (checked against it): no decoding
+    if entry is not None:
+        # (mtime, size) in the cache key, as below
+        img = StoredImage(path, color, (*entry.shape[:2], 3 if color == "rgb" else 1), key=(locations.stat_key(path),),
+                          prepared=entry)  # fmt: skip
+        return img if lazy else img.read()
     if not lazy:
         return read_image(path, color)
     if not locations.is_file(path):
@@ -180,8 +245,8 @@ def lazy_crop(img, top: int, left: int, h: int, w: int):
 
 
 def source_files(images) -> list[str]:
-    """The files the stored images of a list are read from (each once, in order)."""
-    return list(dict.fromkeys(im.path for im in images if is_stored(im)))
+    """The files the stored images of a list are read from (each once, in order): a prepared image's array."""
+    return list(dict.fromkeys(im.prepared.array if im.prepared else im.path for im in images if is_stored(im)))
 
 
 def stored_bytes(images) -> int:
