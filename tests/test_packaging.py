@@ -124,3 +124,38 @@ def test_the_data_path_ray_data_processes_unpickle_does_not_import_torch():
             "print(sorted(m for m in ('torch', 'scipy', 'skimage') if m in sys.modules))")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_data_layer_has_no_import_circle():
+    """raytrain/data's modules import one another in one direction (every import counted, module-level or inside a
+    function): decode <- prepared <- stored <- images <- collection <- pipeline, so the next reader or store is one
+    file, not a knot."""
+    folder = ROOT / "raytrain" / "data"
+    mods = {p.stem for p in folder.glob("*.py") if p.stem != "__init__"}
+    deps = {}
+    for m in mods:
+        found = set()
+        for node in ast.walk(ast.parse((folder / f"{m}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            found |= {n.split(".")[2] for n in names if n.startswith("raytrain.data.") and n.split(".")[2] in mods}
+        deps[m] = found - {m}
+    seen, done = [], set()
+
+    def visit(m: str) -> None:
+        if m in done:
+            return
+        assert m not in seen, f"import circle: {' -> '.join([*seen[seen.index(m) :], m])}"
+        seen.append(m)
+        for d in sorted(deps[m]):
+            visit(d)
+        seen.pop()
+        done.add(m)
+
+    for m in sorted(mods):
+        visit(m)
+    assert "stored" not in deps["decode"] | deps["prepared"] and "images" not in deps["stored"]

@@ -92,12 +92,12 @@ def test_streamed_domains_hold_the_same_pixels_as_read_ones_and_pickle_without_t
 
 
 def test_auto_streams_only_sets_above_the_threshold(tmp_path, monkeypatch, capsys):
-    import raytrain.data.images as images
+    import raytrain.data.stored as stored
 
     photos(tmp_path / "imgs")
     reads = []
-    real = images.read_image
-    monkeypatch.setattr(images, "read_image", lambda p, c="gray": reads.append(str(p)) or real(p, c))
+    real = stored.read_image
+    monkeypatch.setattr(stored, "read_image", lambda p, c="gray": reads.append(str(p)) or real(p, c))
     base = [f"data.source={tmp_path / 'imgs'}", "data.color=rgb", "data.val_images=1", "data.patches.size=8"]
     small = load_domains(load_config(None, base))  # stream: auto, a few KB of images
     assert not any(is_stored(x) for x in small.domains["source"].clean)
@@ -128,11 +128,10 @@ def test_a_visit_cuts_its_patches_from_one_image_read_once_and_a_batch_mixes_ima
     values = [10 * (k + 1) for k in range(12)]
     dom = constant_domain(tmp_path / "c", values, m=8)
     reads = []
-    import raytrain.data.images as images
     import raytrain.data.stored as stored
 
-    real = images.read_image
-    monkeypatch.setattr(images, "read_image", lambda p, c="gray": reads.append(str(p)) or real(p, c))
+    real = stored.read_image
+    monkeypatch.setattr(stored, "read_image", lambda p, c="gray": reads.append(str(p)) or real(p, c))
     monkeypatch.setattr(stored, "CACHE_BYTES", 1)
     monkeypatch.setattr(stored, "CACHE_KEEP", 1)  # the cache keeps one image: the block is cut image by image
     clear_cache()

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from raytrain import locations
+from raytrain.data.decode import EXTENSIONS, decode_native
 from raytrain.errors import DataError
 
 MANIFEST = "manifest.json"
@@ -149,8 +150,6 @@ def lookup(path: str | Path) -> Entry | None:
 # ------------------------------------------------------------------------------------------------ preparing
 def _prepare_one(job: tuple[str, str, str]) -> dict:
     """Decode one file and write its array (atomically where local); its manifest entry."""
-    from raytrain.data.images import decode_native
-
     src, rel, array = job  # array: its location (written) and, in the entry, its name relative to the store
     data = locations.read_bytes(src)
     mtime_ns, size = locations.stat_key(src)
@@ -169,8 +168,6 @@ def prepare(src: str, dst: str, workers: int | None = None, progress: bool = Tru
     drops those of files that are gone. The manifest is written last: a store interrupted while preparing has none
     (or its previous one, which does not list the new arrays). Returns counts and bytes."""
     from tqdm import tqdm
-
-    from raytrain.data.images import EXTENSIONS
 
     shown = locations.display(src)
     if not locations.is_dir(src):

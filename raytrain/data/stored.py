@@ -19,14 +19,12 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from raytrain.data.decode import read_image, to_color, to_float
+from raytrain.data.prepared import Entry, lookup
 from raytrain.errors import DataError
-
-if TYPE_CHECKING:
-    from raytrain.data.prepared import Entry
 
 CACHE_BYTES = 2**29  # decoded images a process keeps (512 MiB: a 12 MP RGB pair as float32 and its steps)
 CACHE_KEEP = 4  # ... and at least this many, whatever their size (a pair's two images and their parents)
@@ -90,13 +88,10 @@ class StoredImage:
         """The pixels, computed now (a new, writable array); ``cached``: the parent's from the cache."""
         if self.parent is None and self.prepared is not None:
             from raytrain import locations
-            from raytrain.data.images import to_color, to_float
 
             shown = locations.display(self.path)
             arr = to_color(to_float(np.asarray(self.prepared.load(self.path)), shown), self.color, shown)
         elif self.parent is None:
-            from raytrain.data.images import read_image
-
             arr = read_image(self.path, self.color)
         else:
             parent = np.asarray(self.parent) if cached else self.parent.read()
@@ -174,8 +169,6 @@ def open_image(path: str | Path, color: str, lazy: bool):
     """The image at ``path`` (local or a URI): its pixels (``lazy`` False), else a :class:`StoredImage` when the
     header gives its size (the pixels otherwise, so a corrupt file fails here with the decoder's message)."""
     from raytrain import locations
-    from raytrain.data.images import read_image
-    from raytrain.data.prepared import lookup
 
     entry = lookup(path)  # a prepared store is active and holds the file (checked against it): no decoding
     if entry is not None:
