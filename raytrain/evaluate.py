@@ -114,7 +114,9 @@ def noise_rows(
     Keys: ``kld`` (residual histograms, KL(real || generated)), ``kld_noisy`` (the official SeNM-VAE definition:
     grayscale uint8 noisy-image histograms, KL(generated || real)), ``akld`` (DANet's AKLD term: KL of the local
     noise variances, :func:`raytrain.metrics.akld`), ``noise_std`` / ``noise_std_real`` (0..255 scale),
-    ``rho`` / ``rho_real`` (lag-1 spatial correlation of the noise, which both histograms are blind to).
+    ``rho`` / ``rho_real`` (lag-1 spatial correlation of the noise, the mean of both axes, which both histograms
+    are blind to), and per axis and lag ``rho_h``, ``rho_v``, ``rho_h2``, ``rho_v2`` (along rows / columns, lag 1 /
+    2; :func:`raytrain.metrics.noise_correlation`) with their ``_real`` counterparts.
     ``keep``, if given, receives each synthetic noisy image (for :func:`noise_fid`).
     """
     rows = []
@@ -131,6 +133,7 @@ def noise_rows(
             "akld": akld(noisy, gen_noisy, clean),
             "noise_std": float(gen.std() * 255), "noise_std_real": float(real.std() * 255),
             "rho": (rho["rho_h"] + rho["rho_v"]) / 2, "rho_real": (rho_real["rho_h"] + rho_real["rho_v"]) / 2,
+            **rho, **{f"{k}_real": v for k, v in rho_real.items()},
         })  # fmt: skip
     return rows
 

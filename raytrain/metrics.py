@@ -6,7 +6,8 @@
 - :func:`kld_noise_residual`: KL between histograms of noise residuals (noisy - clean), as in Noise Flow / DANet.
 - :func:`kld_noisy_histogram`: KL(generated || real) between grayscale uint8 histograms of the *noisy images*,
   as in the SeNM-VAE official ``compute_kl.py``.
-- :func:`noise_correlation`: lag-1 autocorrelation of the noise, which both KLDs are blind to.
+- :func:`noise_correlation`: autocorrelation of the noise along rows and columns at lags 1 and 2, which both KLDs
+  are blind to.
 - :func:`frechet_distance`: FID between two feature sets (the features come from ``raytrain.nn.inception``).
 """
 
@@ -119,19 +120,27 @@ def akld(real_noisy: np.ndarray, gen_noisy: np.ndarray, clean: np.ndarray) -> fl
 
 
 def noise_correlation(noise: np.ndarray) -> dict[str, float]:
-    """Normalised lag-1 autocorrelation of a noise image (H, W[, C]) horizontally and vertically.
+    """Normalised autocorrelation of a noise image (H, W[, C]) along its rows (``rho_h``: horizontal neighbours)
+    and its columns (``rho_v``) at lag 1, and at lag 2 (``rho_h2``, ``rho_v2``).
 
-    ~0 for white noise; demosaiced camera noise is positively correlated. The residual-histogram KLD cannot see this.
+    ~0 for white noise; demosaiced camera noise is positively correlated, often more along one axis (the sensor's
+    readout), and a wide kernel keeps it above 0 at lag 2. The residual-histogram KLD cannot see any of this.
     """
     n = np.asarray(noise, np.float64)
     n = n - n.mean()
     var = float((n * n).mean())
+    keys = ("rho_h", "rho_v", "rho_h2", "rho_v2")
     if var == 0.0:
-        return {"rho_h": 0.0, "rho_v": 0.0}
+        return dict.fromkeys(keys, 0.0)
     return {
         "rho_h": float((n[:, 1:] * n[:, :-1]).mean() / var),
         "rho_v": float((n[1:] * n[:-1]).mean() / var),
+        "rho_h2": float((n[:, 2:] * n[:, :-2]).mean() / var),
+        "rho_v2": float((n[2:] * n[:-2]).mean() / var),
     }
+
+
+STRUCTURE = ("rho_h", "rho_v", "rho_h2", "rho_v2")  # noise_correlation's keys: the noise's spatial structure
 
 
 def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray, eps: float = 1e-6) -> float:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 @dataclass
 class NoiseEvalResult:
     where: str  # which pairs were scored, in words
-    rows: dict[str, dict[str, float]]  # noise model -> kld, kld_noisy, rho, rho_real, noise_std (+ fid)
+    rows: dict[str, dict[str, float]]  # noise model -> kld, kld_noisy, rho(_h, _v, _h2, _v2)(_real), noise_std (+ fid)
     fid: str | None = None  # how FID was computed (None: not computed)
     downstream: dict[str, float] = field(default_factory=dict)  # denoiser label -> mean PSNR on the same pairs
 
@@ -74,20 +74,27 @@ def real_pairs(cfg, collection, data: str | None, noisy: str | None, crop: int |
 
 def report(result: NoiseEvalResult) -> str:
     """The console table of :func:`noise_eval` with its definitions."""
+    from raytrain.metrics import STRUCTURE
+
     rows, has_fid = result.rows, result.fid is not None
     w = max(len(n) for n in rows)
     fid_h = f"  {'FID':>8}" if has_fid else ""
-    head = f"{'noise model':<{w}}  {'KLD resid.':>10}  {'KLD noisy':>10}  {'AKLD':>7}  {'corr.':>6}  {'std':>6}{fid_h}"
+    corr = "".join(f"  {h:>6}" for h in ("rows1", "cols1", "rows2", "cols2"))
+    head = f"{'noise model':<{w}}  {'KLD resid.':>10}  {'KLD noisy':>10}  {'AKLD':>7}{corr}  {'std':>6}{fid_h}"
     lines = [f"noise quality on {result.where}; each synthesised at the real pair's noise level", head]
     for name, r in rows.items():
         fid = f"  {r['fid']:>8.2f}" if has_fid else ""
-        lines.append(f"{name:<{w}}  {r['kld']:>10.4f}  {r['kld_noisy']:>10.4f}  {r['akld']:>7.4f}  "
-                     f"{r['rho']:>6.3f}  {r['noise_std']:>6.2f}{fid}")  # fmt: skip
-    rho_real = next(iter(rows.values()))["rho_real"]
-    lines.append(f"{'real noise':<{w}}  {0:>10.4f}  {0:>10.4f}  {0:>7.4f}  {rho_real:>6.3f}")
+        lines.append(f"{name:<{w}}  {r['kld']:>10.4f}  {r['kld_noisy']:>10.4f}  {r['akld']:>7.4f}"
+                     + "".join(f"  {r[k]:>6.3f}" for k in STRUCTURE) + f"  {r['noise_std']:>6.2f}{fid}")  # fmt: skip
+    real = next(iter(rows.values()))
+    lines.append(f"{'real noise':<{w}}  {0:>10.4f}  {0:>10.4f}  {0:>7.4f}"
+                 + "".join(f"  {real[f'{k}_real']:>6.3f}" for k in STRUCTURE)
+                 + f"  {real['noise_std_real']:>6.2f}")  # fmt: skip
     lines.append("KLD resid.: histograms of noisy - clean, KL(real || synthetic). KLD noisy: the official script's "
                  "uint8 noisy-image histograms, KL(synthetic || real). AKLD: DANet's average KL between the local "
-                 "noise variances (7 x 7 Gaussian window), synthetic vs real.")  # fmt: skip
+                 "noise variances (7 x 7 Gaussian window), synthetic vs real. rows1 / cols1, rows2 / cols2: the "
+                 "noise's correlation with its neighbour along the rows / columns at lag 1 and 2 (0: white)."
+                 )  # fmt: skip
     lines.append(f"FID: {result.fid}." if has_fid else "FID: give --inception FILE (a local Inception-v3 weight file) "
                  "to add it.")  # fmt: skip
     lines += [f"downstream {label}: PSNR {p:.2f} dB on the same pairs" for label, p in result.downstream.items()]

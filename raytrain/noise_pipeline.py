@@ -31,7 +31,7 @@ from raytrain.evaluate import evaluate_pairs, noise_fid, noise_rows
 from raytrain.inference import load_restorer
 from raytrain.layout import to_image
 from raytrain.locations import OutputFolder
-from raytrain.metrics import mean_std
+from raytrain.metrics import STRUCTURE, mean_std
 from raytrain.pipeline_report import PICTURE_ROWS, plot_noise_samples, plot_sr_samples, write_tables
 from raytrain.sr_pipeline import build_lpips, lr_view, sr_sources
 from raytrain.synthesis import FittedSource, VAESource, as_synthesizer, write_pairs
@@ -110,7 +110,8 @@ def noise_quality(name: str, synth, pairs, fid_net=None, fid_patch: int = 64, ke
     ``keep`` receives the synthetic noisy images."""
     gen: list[np.ndarray] = [] if keep is None else keep
     rows = noise_rows(synth, pairs, keep=gen)
-    keys = ("kld", "kld_noisy", "akld", "rho", "noise_std", "rho_real", "noise_std_real")
+    keys = ("kld", "kld_noisy", "akld", "rho", "noise_std", "rho_real", "noise_std_real",
+            *STRUCTURE, *(f"{k}_real" for k in STRUCTURE))  # fmt: skip
     out = {k: float(np.mean([r[k] for r in rows])) for k in keys}
     if fid_net is not None:
         out["fid"] = noise_fid(fid_net, [noisy for _, noisy in pairs], gen, fid_patch)

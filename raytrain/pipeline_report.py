@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from raytrain.tracking import Run
 
 NOISE_COLUMNS = [("kld", "KLD (residual)"), ("kld_noisy", "KLD (noisy image)"), ("akld", "AKLD"),
-                 ("rho", "noise corr."), ("noise_std", "noise std")]  # fmt: skip
+                 ("rho_h rho_v", "noise corr. rows / cols, lag 1"), ("rho_h2 rho_v2", "lag 2"),
+                 ("noise_std", "noise std")]  # fmt: skip
 SHORT = {
     "senm": "SeNM-VAE",
     "gaussian": "Gaussian",
@@ -95,13 +96,16 @@ def markdown(result: PipelineResult, cfg: RunConfig) -> str:
     head += [f"{down} LPIPS"] if has_lpips else []
     rows = []
     for arm, r in result.rows.items():
-        noise = [f"{r[k]:.4f}" if k in r else "–" for k, _ in NOISE_COLUMNS[:4]]
+        noise = [f"{r[k]:.4f}" if k in r else "–" for k, _ in NOISE_COLUMNS[:3]]
+        noise += [pair_cell(r, *k.split()) for k, _ in NOISE_COLUMNS[3:5]]
         noise.append(f"{r['noise_std']:.2f}" if "noise_std" in r else "–")
         cells = [LABELS[arm], *noise, f"{r['psnr']:.2f} ± {r['psnr_std']:.2f}", f"{r['ssim']:.4f}"]
         rows.append(cells + ([f"{r['lpips']:.4f}"] if has_lpips else []))
     lines = markdown_table(head, rows)
     any_row = next(iter(result.rows.values()))
-    real = next((r["rho_real"] for r in result.rows.values() if "rho_real" in r), float("nan"))
+    real_row = next((r for r in result.rows.values() if "rho_h_real" in r), None)
+    real = "–" if real_row is None else (f"rows / cols {pair_cell(real_row, 'rho_h_real', 'rho_v_real')} at lag 1, "
+                                         f"{pair_cell(real_row, 'rho_h2_real', 'rho_v2_real')} at lag 2")  # fmt: skip
     first = f"Noisy input: {any_row['psnr_noisy']:.2f} dB. "
     if cfg.data.scale > 1:
         cut = f", LPIPS {any_row['lpips_noisy']:.4f}" if has_lpips else ""
@@ -109,12 +113,17 @@ def markdown(result: PipelineResult, cfg: RunConfig) -> str:
                  f"upscaled scores {any_row['psnr_noisy']:.2f} dB, SSIM {any_row['ssim_noisy']:.4f}{cut}. The noise "
                  "columns compare each noise model's LR images with the real LR ones, on B(HR). ")  # fmt: skip
     lines.append(
-        f"\n{first}Real noise correlation {real:.3f}. KLD (residual): histograms"
+        f"\n{first}Real noise correlation {real}. KLD (residual): histograms"
         " of noisy - clean, KL(real || synthetic); KLD (noisy image): the official SeNM-VAE script's uint8 noisy-image"
         " histograms, KL(synthetic || real); AKLD: DANet's average KL of the local noise variances (7 x 7 Gaussian"
         " window). All at each real pair's own noise level."
     )
     return "\n".join(lines)
+
+
+def pair_cell(r: dict, a: str, b: str) -> str:
+    """Two of a row's values as one cell (``0.52 / 0.51``), or a dash where the row has neither."""
+    return f"{r[a]:.2f} / {r[b]:.2f}" if a in r and b in r else "–"
 
 
 def write_tables(result: PipelineResult, cfg: RunConfig, runs: list[Run]) -> None:
@@ -129,7 +138,7 @@ def write_tables(result: PipelineResult, cfg: RunConfig, runs: list[Run]) -> Non
         w.writerow([arm, *(r.get(k, "") for k in keys)])
     (result.out / "table.csv").write_text(buf.getvalue())
     (result.out / "runs.json").write_text(json.dumps({"parent": result.parent_run_id, **result.runs}, indent=2))
-    keys = ("psnr", "ssim", "lpips", "kld", "kld_noisy", "akld", "rho")
+    keys = ("psnr", "ssim", "lpips", "kld", "kld_noisy", "akld", "rho", "rho_h", "rho_v", "rho_h2", "rho_v2")
     metrics = {f"{arm}_{k}": r[k] for arm, r in result.rows.items() for k in keys if k in r}
     for run in runs:
         for f in ("table.md", "table.csv", "runs.json", "noise_samples.png", "sr_samples.png"):

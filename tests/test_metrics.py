@@ -61,7 +61,23 @@ def test_correlation_statistic_sees_what_histograms_cannot():
     blurred *= white.std() / blurred.std()
     assert abs(M.noise_correlation(white)["rho_h"]) < 0.02
     assert M.noise_correlation(blurred)["rho_v"] > 0.5
+
     assert M.kld_noise_residual(white / 40, blurred / 40) < 0.01  # same histogram, very different noise
+
+
+def test_noise_correlation_per_axis_and_lag_known_answers():
+    """Noise summed over two neighbours along the rows (w[:, j] + w[:, j+1]): correlation 0.5 with the next pixel
+    along the rows, 0 at lag 2 and along the columns; a three-neighbour sum along the columns: 2/3 at lag 1, 1/3 at
+    lag 2, 0 along the rows."""
+    w = np.random.default_rng(0).normal(size=(400, 401))
+    rows = M.noise_correlation(w[:, 1:] + w[:, :-1])
+    assert rows["rho_h"] == pytest.approx(0.5, abs=0.02) and abs(rows["rho_h2"]) < 0.02
+    assert abs(rows["rho_v"]) < 0.02 and abs(rows["rho_v2"]) < 0.02
+    w = np.random.default_rng(1).normal(size=(402, 400))
+    cols = M.noise_correlation(w[2:] + w[1:-1] + w[:-2])
+    assert cols["rho_v"] == pytest.approx(2 / 3, abs=0.02) and cols["rho_v2"] == pytest.approx(1 / 3, abs=0.02)
+    assert abs(cols["rho_h"]) < 0.02 and abs(cols["rho_h2"]) < 0.02
+    assert tuple(M.noise_correlation(np.zeros((4, 4)))) == M.STRUCTURE
 
 
 def test_mean_std():

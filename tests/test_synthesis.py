@@ -200,10 +200,13 @@ def test_noise_eval_prints_both_klds_and_the_baselines(senm_ckpt, capsys):
     out = capsys.readouterr().out
     assert "KLD resid." in out and "KLD noisy" in out and "AKLD" in out
     rows = [ln for ln in out.splitlines() if ln.startswith(("SeNM-VAE", "gaussian", "heteroscedastic", "real noise"))]
-    assert len(rows) == 4
+    assert len(rows) == 4 and "rows1   cols1   rows2   cols2" in out
     for ln in rows[:3]:
-        kld, kld_noisy, akld = (float(v) for v in ln.split()[-5:-2])
-        assert kld >= 0 and kld_noisy >= 0 and 0 <= akld < 5 and np.isfinite(kld)
+        kld, kld_noisy, akld, *corr, std = (float(v) for v in ln.split()[-8:])
+        assert kld >= 0 and kld_noisy >= 0 and 0 <= akld < 5 and np.isfinite(kld) and std > 0
+        assert len(corr) == 4 and all(-1 <= c <= 1 for c in corr)
+    real_corr = [float(v) for v in rows[3].split()[-5:-1]]  # the real noise's structure: its own values
+    assert real_corr != [float(v) for v in rows[0].split()[-5:-1]] and all(-1 <= c <= 1 for c in real_corr)
 
 
 def test_pipeline_section_validation(tmp_path):
@@ -259,3 +262,22 @@ def test_noise_eval_adds_fid_with_an_inception_file(senm_ckpt, tmp_path, capsys)
     assert len(fids) == 3 and all(np.isfinite(v) and v >= 0 for v in fids)
     assert main(["noise-eval", str(senm_ckpt), "--inception", str(tmp_path / "missing.pth")]) == 2
     assert "missing.pth: no such file (expected Inception-v3 weights" in capsys.readouterr().err
+
+
+def test_the_pipeline_table_shows_the_noise_structure_per_axis_and_lag():
+    """The pipeline's table: each arm's noise correlation along rows / columns at lag 1 and at lag 2 (one cell per
+    lag), the real noise's in the note; a baseline without them a dash."""
+    from raytrain.noise_pipeline import PipelineResult
+    from raytrain.pipeline_report import markdown
+
+    cfg = load_config(None, [*TINY_SENM, "pipeline.arms=[senm,real_pairs]"])
+    common = {"psnr": 30.0, "psnr_std": 1.0, "ssim": 0.9, "psnr_noisy": 20.0, "ssim_noisy": 0.5}
+    senm = {**common, "kld": 0.02, "kld_noisy": 0.03, "akld": 0.1, "noise_std": 10.0, "rho_h": 0.52, "rho_v": 0.11,
+            "rho_h2": 0.25, "rho_v2": 0.01, "rho_h_real": 0.57, "rho_v_real": 0.12, "rho_h2_real": 0.3,
+            "rho_v2_real": 0.02}  # fmt: skip
+    md = markdown(PipelineResult({"senm": senm, "real_pairs": common}, None, None), cfg)
+    head, _, row, other = md.splitlines()[:4]
+    assert "| noise corr. rows / cols, lag 1 | lag 2 | noise std |" in head
+    assert "| 0.52 / 0.11 | 0.25 / 0.01 | 10.00 |" in row and row.startswith("| SeNM-VAE synthetic")
+    assert "| – | – | – |" in other
+    assert "Real noise correlation rows / cols 0.57 / 0.12 at lag 1, 0.30 / 0.02 at lag 2." in md
