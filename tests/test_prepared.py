@@ -95,6 +95,11 @@ def test_a_run_from_the_store_has_the_same_pairs_and_patches_as_from_the_files(p
     for key in ("clean", "noisy"):
         assert pb[key].dtype == np.uint8 and pa[key].dtype == np.float32
         assert np.array_equal(pb[key].astype(np.float32) / np.float32(255), pa[key])  # the same patches, exactly
+    # the store at a URI (read whole through pyarrow's filesystem, as from s3://): the same patches
+    uri = load_domains(run_cfg(pairs, f"data.prepared=local://{tmp_path / 'store'}")).domains["paired"]
+    assert not isinstance(uri.clean[0].raw(), np.memmap) and uri.clean[0].prepared.array.startswith("local://")
+    pu = cut_patches(ids, uri, 16, "dihedral", 3, 1)
+    assert all(np.array_equal(pu[k], pb[k]) for k in ("clean", "noisy"))
     # a gray run of the RGB files: converted from the arrays (float), still equal to decoding the files
     g1 = load_domains(run_cfg(pairs, "data.color=gray"))
     g2 = load_domains(run_cfg(pairs, "data.color=gray", f"data.prepared={tmp_path / 'store'}"))
