@@ -32,6 +32,7 @@ from raytrain.methods.perceptual_options import build_perceptual_loss
 from raytrain.methods.senm.levels import LevelStats
 from raytrain.methods.senm.nets import LevelNet, SeNMVAE
 from raytrain.methods.senm.synthesis import Synthesis
+from raytrain.metrics import STRUCTURE
 from raytrain.nn.blocks import PatchDiscriminator
 
 
@@ -42,7 +43,7 @@ class SeNM(Synthesis, Method):
     grad_sync = True
     restores = False
     val_keys = ("kld", "kld_noisy", "akld", "noise_std", "noise_std_real", "rho", "rho_real", "content_floor",
-                "zn_std")  # fmt: skip
+                "zn_std", *STRUCTURE, *(f"{k}_real" for k in STRUCTURE))  # fmt: skip
     headline = ("kld", "noise KLD {:.4f}", "min")
 
     optional_domains = ("source", "target")
