@@ -70,7 +70,7 @@ class StoredImage:
         """The pixels as uint8 levels (float pixels = levels / 255), a view of the prepared array (memory-mapped
         where the store is local: a crop reads only its rows); only where :meth:`raw_dtype` is uint8."""
         if self.parent is not None:
-            return self.step(self.parent.raw())
+            return self.step(raw_pixels(self.parent))  # the parent's view from the cache: one load per file
         arr = self.prepared.load(self.path)
         arr = arr[..., None] if arr.ndim == 2 else arr
         return arr[..., _channel_view(self.prepared.shape, self.color)]
@@ -139,7 +139,7 @@ def _cached(key: tuple, read: Callable[[], np.ndarray]) -> np.ndarray:
         total = sum(_held(a) for a in _cache.values())
         while len(_cache) > CACHE_KEEP and total > CACHE_BYTES:
             _, old = _cache.popitem(last=False)
-            total -= old.nbytes
+            total -= _held(old)
     return arr
 
 
