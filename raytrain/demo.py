@@ -49,18 +49,20 @@ def repo_config(name: str) -> Path:
 
 
 def run_demo(workdir: str = "runs/demo", counts: tuple[int, ...] = COUNTS, quick: bool = False,
-             arms: tuple[str, ...] = ARMS) -> dict:  # fmt: skip
-    """Run everything; returns the table rows. ``quick`` cuts every run to a few steps (tests). One MLflow parent run
-    holds the pipelines and the LIR run as children, and the report's files."""
+             arms: tuple[str, ...] = ARMS, overrides: list[str] | tuple[str, ...] = ()) -> dict:  # fmt: skip
+    """Run everything; returns the table rows. ``quick`` cuts every run to a few steps (tests); ``overrides``
+    (``--set``) apply to the SeNM-VAE pipeline runs, after the demo's own. One MLflow parent run holds the pipelines
+    and the LIR run as children, and the report's files."""
     from raytrain.tracking import Store
 
     t0 = time.perf_counter()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = Path(workdir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    cfg = load_config(repo_config("senm_pipeline.yaml"), [f"workdir={workdir}"])
+    cfg = load_config(repo_config("senm_pipeline.yaml"), [f"workdir={workdir}", *overrides])  # checked up front
     with Store.of(cfg).run(f"demo-{stamp}", None, {"raytrain.stage": "demo"}) as parent:
-        rows = {count: demo_pipeline(workdir, count, stamp, arms, quick, parent.run_id, i, len(counts) + 1)
+        rows = {count: demo_pipeline(workdir, count, stamp, arms, quick, parent.run_id, i, len(counts) + 1,
+                                     list(overrides))
                 for i, count in enumerate(counts)}  # fmt: skip
         print(f"\n[demo] {len(counts) + 1}/{len(counts) + 1}: LIR (unsupervised), blind AWGN sigma in [5, 50]")
         sets = [f"workdir={workdir}", f"name=demo-lir-{stamp}", *LIR_SHORT, *(QUICK if quick else [])]
@@ -78,12 +80,12 @@ def run_demo(workdir: str = "runs/demo", counts: tuple[int, ...] = COUNTS, quick
 
 
 def demo_pipeline(workdir: str, count: int, stamp: str, arms: tuple[str, ...], quick: bool, parent: str | None,
-                  i: int, n: int) -> dict:  # fmt: skip
+                  i: int, n: int, overrides: list[str] | None = None) -> dict:  # fmt: skip
     """The SeNM-VAE pipeline at one paired count; returns its table rows (and keeps its noise picture)."""
     print(f"\n[demo] {i + 1}/{n}: SeNM-VAE -> DnCNN with {count} paired tiles")
     sets = [f"workdir={workdir}", f"name=demo-senm{count}-{stamp}", "seed=0", f"data.paired.count={count}",
             f"pipeline.arms=[{','.join(arms)}]"]  # fmt: skip
-    sets += DEMO_NOISE + (QUICK + QUICK_SENM if quick else [])
+    sets += DEMO_NOISE + (QUICK + QUICK_SENM if quick else []) + list(overrides or [])
     res = run_pipeline(load_config(repo_config("senm_pipeline.yaml"), sets), parent)
     if (res.out / "noise_samples.png").is_file():
         shutil.copyfile(res.out / "noise_samples.png", Path(workdir).resolve() / f"noise_samples_{count}.png")

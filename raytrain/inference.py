@@ -10,10 +10,48 @@ import torch
 from raytrain.errors import RaytrainError
 
 
-def load_method(checkpoint: str | Path, device: str = "cpu", restorer: bool = True):
-    """(cfg, method in eval mode) from any checkpoint form. ``restorer=True`` wants a denoiser (DnCNN, DRUNet, LIR's
-    E_X + G_Y); ``False`` wants a noise model (SeNM-VAE). The other kind is a clear one-line error."""
-    from raytrain.config import validate
+def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
+    """``auto`` (a CUDA GPU when this torch sees one, else the CPU), ``cpu``, ``cuda``, ``cuda:N`` (or a
+    ``torch.device``); a GPU this machine or this torch build lacks is a one-line error."""
+    if isinstance(spec, torch.device):
+        return spec
+    spec = (spec or "auto").strip().lower()
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(spec)
+    except RuntimeError:
+        raise RaytrainError(f"--device {spec!r}: expected auto, cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise RaytrainError(f"--device {spec!r}: expected auto, cpu, cuda or cuda:N")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = ("this torch is a CPU build; install the CUDA one (README, Install)" if torch.version.cuda is None
+                   else "torch sees no GPU (CUDA_VISIBLE_DEVICES, the driver)")  # fmt: skip
+            raise RaytrainError(f"--device {spec}: {why}")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise RaytrainError(f"--device {spec}: this machine has {torch.cuda.device_count()} GPU(s)")
+    return dev
+
+
+def on_device(fn, device: torch.device | str):
+    """``fn`` (a batch -> batch restorer or synthesizer) run on ``device``: the input moves there, the output comes
+    back to the input's device, so callers that build CPU tensors (evaluation, tiles) need not change."""
+    device = torch.device(device)
+
+    def run(x: torch.Tensor, *rest):
+        return fn(x.to(device), *rest).to(x.device)
+
+    return run
+
+
+def load_method(checkpoint: str | Path, device: str | torch.device = "cpu", restorer: bool = True,
+                overrides: list[str] | None = None):  # fmt: skip
+    """(cfg, method in eval mode) from any checkpoint form: a checkpoint folder, a run's folder, ``model.pt``, at a
+    URI, or an MLflow model (``runs:/RUN_ID/PATH``, ``models:/NAME/VERSION``). ``restorer=True`` wants a denoiser
+    (DnCNN, DRUNet, LIR's E_X + G_Y); ``False`` wants a noise model (SeNM-VAE). The other kind is a clear one-line
+    error. ``overrides``: ``--set`` items applied to the stored config (validated) before the nets are built."""
+    from raytrain.config import apply_overrides, validate
     from raytrain.methods import build_method, method_class
     from raytrain.methods.base import load_checked
     from raytrain.train.checkpoint import load_inference
@@ -27,7 +65,11 @@ def load_method(checkpoint: str | Path, device: str = "cpu", restorer: bool = Tr
         raise RaytrainError(f"{checkpoint}: a {name} checkpoint is a denoiser, not a noise model; "
                             "synthesis needs a SeNM-VAE (method senm) checkpoint")  # fmt: skip
     cfg = validate(json.loads(payload["config"]), f"{checkpoint} (stored config)")
-    method = build_method(cfg, torch.device(device), inference=True)
+    if overrides:
+        cfg = validate(
+            apply_overrides(json.loads(payload["config"]), overrides), f"{checkpoint} (stored config + --set)"
+        )
+    method = build_method(cfg, resolve_device(device), inference=True)
     for k in method.inference_nets:
         if k not in payload["nets"]:
             raise RaytrainError(f"{checkpoint}: no weights for the {name} net {k!r}")
@@ -40,9 +82,12 @@ def load_method(checkpoint: str | Path, device: str = "cpu", restorer: bool = Tr
     return cfg, method
 
 
-def load_restorer(checkpoint: str | Path, device: str = "cpu"):
-    return load_method(checkpoint, device, restorer=True)
+def load_restorer(checkpoint: str | Path, device: str | torch.device = "cpu", overrides: list[str] | None = None):
+    """(cfg, method) of a denoiser / SR checkpoint; ``method.restore(noisy)`` restores a (N, C, H, W) batch in
+    [0, 1] on ``device``. See :func:`load_method` for the checkpoint forms."""
+    return load_method(checkpoint, device, restorer=True, overrides=overrides)
 
 
-def load_noise_model(checkpoint: str | Path, device: str = "cpu"):
-    return load_method(checkpoint, device, restorer=False)
+def load_noise_model(checkpoint: str | Path, device: str | torch.device = "cpu", overrides: list[str] | None = None):
+    """(cfg, method) of a SeNM-VAE checkpoint (``raytrain.synthesis.VAESource`` draws noisy images with it)."""
+    return load_method(checkpoint, device, restorer=False, overrides=overrides)

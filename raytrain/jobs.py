@@ -59,7 +59,9 @@ class JobSpec(Strict):
     resources: Resources = Field(default_factory=Resources)
     tracking_uri: str | None = None  # an MLflow server the workers reach; null keeps the config's
     storage_path: str | None = None  # checkpoints, sweeps, pipelines: a URI every node writes; null keeps the config's
-    address: str | None = None  # default cluster (dashboard URL); --address or RAY_ADDRESS override it
+    dashboard: str | None = (
+        None  # default cluster (its dashboard / Ray Jobs URL); --dashboard or RAY_ADDRESS override it
+    )
     metadata: dict[str, str] = Field(default_factory=dict)
     # official: the run's effective config (with the resources) must match the method's OFFICIAL_RECIPE (the paper /
     # official code: sizes, weights, optimiser, schedule, steps, global batch); checked before submitting
@@ -191,10 +193,10 @@ def plain_http_host(address: str) -> str | None:
     return host
 
 
-def client(address: str | None, spec: JobSpec | None = None):
+def client(address: str | None, spec: JobSpec | None = None):  # address: the dashboard URL (--dashboard)
     from ray.job_submission import JobSubmissionClient
 
-    addr = address or (spec.address if spec else None) or os.environ.get("RAY_ADDRESS") or "http://127.0.0.1:8265"
+    addr = address or (spec.dashboard if spec else None) or os.environ.get("RAY_ADDRESS") or "http://127.0.0.1:8265"
     headers = auth_headers()
     host = plain_http_host(addr)
     if headers and host:

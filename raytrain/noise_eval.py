@@ -17,13 +17,15 @@ class NoiseEvalResult:
 
 def noise_eval(checkpoint: str, data: str | None = None, noisy: str | None = None, crop: int | None = None,
                baselines: bool = True, inception: str | None = None, fid_patch: int = 64,
-               denoisers: tuple[str, ...] = ()) -> NoiseEvalResult:  # fmt: skip
+               denoisers: tuple[str, ...] = (), device: str = "cpu", overrides: list[str] | None = None
+               ) -> NoiseEvalResult:  # fmt: skip
     """Score the noise model in ``checkpoint``: each model synthesises noise for every real pair at that pair's own
     level. ``data`` + ``noisy``: folders of real clean / noisy images with the same names (default: the run's
-    held-out images); ``crop``: a centre crop; ``denoisers``: ``[LABEL=]CHECKPOINT`` restorers scored on the pairs."""
+    held-out images); ``crop``: a centre crop; ``denoisers``: ``[LABEL=]CHECKPOINT`` restorers scored on the pairs;
+    ``device``: where the models run; ``overrides``: ``--set`` items on the noise model's stored config."""
     from raytrain.data.collection import load_domains
     from raytrain.evaluate import evaluate_pairs, tiles
-    from raytrain.inference import load_noise_model, load_restorer
+    from raytrain.inference import load_noise_model, load_restorer, on_device, resolve_device
     from raytrain.noise_pipeline import fitted_sources, noise_quality
     from raytrain.synthesis import as_synthesizer
 
@@ -32,10 +34,12 @@ def noise_eval(checkpoint: str, data: str | None = None, noisy: str | None = Non
         from raytrain.nn.inception import load_inception
 
         fid_net = load_inception(inception)
-    cfg, model = load_noise_model(checkpoint)
+    dev = resolve_device(device)
+    cfg, model = load_noise_model(checkpoint, dev, overrides)
+    synth_on = on_device(model.synthesize, dev)
     collection = load_domains(cfg) if (data is None or baselines) else None
     pairs, where = real_pairs(cfg, collection, data, noisy, crop)
-    synths = {f"SeNM-VAE ({cfg.method.synthesis})": lambda c, lv: model.synthesize(c, lv)}
+    synths = {f"SeNM-VAE ({cfg.method.synthesis})": lambda c, lv: synth_on(c, None if lv is None else lv.to(dev))}
     if baselines:
         fitted = fitted_sources(collection, cfg.seed)
         synths |= {f"{k} (fitted on the paired set)": as_synthesizer(v) for k, v in fitted.items()}
@@ -49,8 +53,8 @@ def noise_eval(checkpoint: str, data: str | None = None, noisy: str | None = Non
                       "above, not with published FIDs")  # fmt: skip
     for item in denoisers:
         label, _, ckpt = item.rpartition("=")
-        _, den = load_restorer(ckpt)
-        ps = [s["psnr"] for s in evaluate_pairs(den.restore, pairs)]
+        _, den = load_restorer(ckpt, dev)
+        ps = [s["psnr"] for s in evaluate_pairs(on_device(den.restore, dev), pairs)]
         result.downstream[label or ckpt] = sum(ps) / len(ps)
     return result
 

@@ -134,6 +134,7 @@ def run_pipeline(cfg: RunConfig, parent_run_id: str | None = None) -> PipelineRe
     preflight(downstream_config(cfg, cfg.pipeline.arms[0], f"{cfg.name}-check-dn", None))
     t0 = time.perf_counter()
     with Store.of(cfg).run(f"{cfg.name}-pipeline", parent_run_id, {"raytrain.stage": "pipeline"}) as parent:
+        parent.log_config(cfg)
         stages = Stages(cfg, parent, (parent.run_id or time.strftime("%Y%m%d-%H%M%S"))[:8])
         collection = load_domains(cfg)
         print(f"[pipeline] split {collection.split.sizes()}, held-out real pairs: {', '.join(collection.val_names)}")

@@ -44,11 +44,15 @@ class VAESource:
 
     def __init__(self, checkpoint: str | Path, level: float | None = None, temperature: float | str | None = None,
                  seed: int = 0,
-                 device: str = "cpu", mode: str | None = None, content: str | None = None,
-                 normalize: bool | None = None, allow_content_floor: bool = False):  # fmt: skip
-        self.cfg, self.method = load_noise_model(checkpoint, device)
+                 device: str | torch.device = "cpu", mode: str | None = None, content: str | None = None,
+                 normalize: bool | None = None, allow_content_floor: bool = False,
+                 overrides: list[str] | None = None):  # fmt: skip
+        from raytrain.inference import resolve_device
+
+        self.device = resolve_device(device)
+        self.cfg, self.method = load_noise_model(checkpoint, self.device, overrides)
         m = self.cfg.method
-        self.device, self.seed = device, seed
+        self.seed = seed
         self.temperature = synthesis_temperature(self.method, temperature)
         self.mode, self.content = mode or m.synthesis, content or m.content
         self.normalize = m.normalize if normalize is None else normalize
@@ -85,10 +89,14 @@ class VAESource:
 
     @torch.no_grad()
     def synthesize(self, clean: torch.Tensor, level: torch.Tensor | None) -> torch.Tensor:
-        """(N, C, H, W) clean -> noisy with this source's settings; ``level`` None: the fixed level or the prior."""
+        """(N, C, H, W) clean -> noisy with this source's settings; ``level`` None: the fixed level or the prior. Runs
+        on the source's device; the result comes back to ``clean``'s."""
+        x = clean.to(self.device)
         if level is None and self.level is not None:
-            level = torch.full((clean.shape[0], 1, 1, 1), self.level, device=clean.device)
-        return self.method.synthesize(clean, level, self.temperature, self.mode, self.content, self.normalize)
+            level = torch.full((clean.shape[0], 1, 1, 1), self.level, device=self.device)
+        level = None if level is None else level.to(self.device)
+        out = self.method.synthesize(x, level, self.temperature, self.mode, self.content, self.normalize)
+        return out.to(clean.device)
 
     @torch.no_grad()
     def __call__(self, clean: np.ndarray, index: int) -> np.ndarray:
@@ -246,20 +254,39 @@ class _RayWriter:
         return {"name": batch["name"]}
 
 
+def actor_gpus(device: str) -> int:
+    """GPUs per synthesis actor for a ``--device`` request: ``auto``, one when the cluster has GPUs; ``cuda[:N]``,
+    one (Ray picks which: an actor sees only its own); ``cpu``, none."""
+    import ray
+
+    spec = (device or "auto").strip().lower()
+    if spec == "cpu":
+        return 0
+    if spec.startswith("cuda"):
+        if ray.cluster_resources().get("GPU", 0) < 1:
+            raise RaytrainError(f"--device {device}: the Ray cluster has no GPUs")
+        return 1
+    if spec != "auto":
+        raise RaytrainError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N")
+    return int(ray.cluster_resources().get("GPU", 0) >= 1)
+
+
 def write_pairs_ray(files: list[str], checkpoint: str, out: str | Path, level: float | None = None,
                     temperature: float | str | None = None, seed: int = 0, copies: int = 1, actors: int = 2,
-                    **source_kwargs) -> str:  # fmt: skip
+                    gpus: int = 0, **source_kwargs) -> str:  # fmt: skip
     """:func:`write_pairs` for a large folder as a Ray Data job (``actors`` model replicas, on the running Ray): the
     actors read the clean files and write the pairs where they run, so on a cluster both must be where every node
     reads and writes (URIs, or folders every node mounts: checked before it starts). Same names, seeds and manifest as
-    the in-process path; ``source_kwargs`` go to :class:`VAESource` (mode, content, normalize,
-    allow_content_floor)."""
+    the in-process path; ``gpus``: GPUs per actor (each runs its model there); ``source_kwargs`` go to
+    :class:`VAESource` (mode, content, normalize, allow_content_floor, overrides)."""
     import ray
 
     from raytrain.train.cluster import check_storage, check_visible, other_nodes
 
     source_args = (str(checkpoint), level, temperature, seed)
-    source = VAESource(*source_args, **source_kwargs)  # validates level/kind/floor once, on the driver
+    source_kwargs.pop("device", None)
+    source = VAESource(*source_args, **source_kwargs)  # validates level/kind/floor once, on the driver's CPU
+    source_kwargs["device"] = "cuda" if gpus else "cpu"
     nodes = other_nodes()
     check_visible([str(f) for f in files] + [find_inference_file(checkpoint)], "the file", nodes)
     jobs = names_for([stem(f) for f in files], copies)
@@ -268,7 +295,7 @@ def write_pairs_ray(files: list[str], checkpoint: str, out: str | Path, level: f
     try:
         check_storage(pairs.root, nodes, "--out")
         ds = ray.data.from_items(rows).map_batches(
-            _RayWriter, batch_size=8, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1,
+            _RayWriter, batch_size=8, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1, num_gpus=gpus,
             fn_constructor_args=(pairs.root, source.color, source_args, source_kwargs),
         )  # fmt: skip
         ds.materialize()

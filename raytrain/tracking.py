@@ -129,10 +129,13 @@ class Store:
 
     def open(self, name: str, parent: str | None = None, tags: dict | None = None, params: dict | None = None
              ) -> Run:  # fmt: skip
-        """A new RUNNING run (a child of ``parent`` when given)."""
+        """A new RUNNING run (a child of ``parent`` when given), tagged with what made it (git commit, package
+        versions: :mod:`raytrain.provenance`)."""
         if not self.enabled:
             return Run(self, None)
-        all_tags = {"mlflow.runName": name} | ({"mlflow.parentRunId": parent} if parent else {})
+        from raytrain import provenance
+
+        all_tags = {"mlflow.runName": name} | ({"mlflow.parentRunId": parent} if parent else {}) | provenance.tags()
         run = Run(self, self.client.create_run(self.experiment_id, tags=all_tags).info.run_id)
         run.set_tags(tags or {})
         run.log_params(params or {})
@@ -229,6 +232,13 @@ class Run:
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
         if self.run_id:
             self.store.client.log_artifact(self.run_id, str(path), artifact_path=folder)
+
+    def log_config(self, cfg) -> None:
+        """The run's config as ``config.yaml`` (rerunnable) and ``config_resolved.yaml`` (every value)."""
+        from raytrain.provenance import config_artifacts
+
+        for name, text in config_artifacts(cfg).items():
+            self.log_text(text, name)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         """A text artifact from memory (a file whose original is at a URI)."""

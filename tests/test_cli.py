@@ -19,18 +19,18 @@ def run_cli(*args):
 @pytest.mark.parametrize(
     "content, expected",
     [
-        ("train: {stepz: 3}\n", "train.stepz: Extra inputs are not permitted"),
+        ("train: {stepz: 3}\n", "train.stepz: Extra inputs are not permitted (did you mean 'steps'?)"),
         ("data: {noise: {sigma: -1}}\n", "data.noise.sigma: Input should be greater than or equal to 0"),
         ("data: {paired: {fraction: 1.5}}\n", "data.paired.fraction: Input should be less than or equal to 1"),
         ("method: {name: unet9000}\n", "method: Input tag 'unet9000' does not match"),
         ("train: [1, 2\n", "not valid YAML at line 2"),
     ],
 )
-def test_bad_configs_one_line_exit_2(tmp_path, content, expected):
+def test_bad_configs_one_line_exit_1(tmp_path, content, expected):
     f = tmp_path / "c.yaml"
     f.write_text(content)
     code, out, err = run_cli("train", str(f))
-    assert code == 2
+    assert code == 1
     assert expected in err and err.count("\n") == 1 and "Traceback" not in err
 
 
@@ -38,9 +38,9 @@ def test_missing_data_folder_and_unreachable_mlflow(tmp_path):
     code, _, err = run_cli("train", "--set", f"data.source={tmp_path}/nope", "--set", "tracking.enabled=false",
                            "--set", f"workdir={tmp_path}")  # fmt: skip
     # checked before Ray is started or connected: one line
-    assert code == 2 and "nope: folder not found (data.source)" in err and "Traceback" not in err
+    assert code == 1 and "nope: folder not found (data.source)" in err and "Traceback" not in err
     code, _, err = run_cli("train", "--set", "tracking.uri=http://127.0.0.1:9", "--set", f"workdir={tmp_path}")
-    assert code == 2 and "MLflow server http://127.0.0.1:9 is unreachable" in err
+    assert code == 1 and "MLflow server http://127.0.0.1:9 is unreachable" in err
 
 
 def test_debug_shows_the_traceback(tmp_path):
@@ -94,7 +94,12 @@ def test_denoise_file_and_folder(trained, tmp_path):
     assert main(["denoise", res.checkpoint, str(src), str(tmp_path / "out")]) == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png"]
     code, _, err = run_cli("denoise", str(tmp_path / "in"), str(src / "a.png"), str(tmp_path / "x.png"))
-    assert code == 2 and "no raytrain checkpoint" in err
+    assert code == 1 and "no raytrain checkpoint" in err
+    # --level is for a noise-level-map DRUNet; --device cpu and --set on the stored config are accepted
+    assert main(["denoise", res.checkpoint, str(src / "a.png"), str(tmp_path / "l.png"), "--level", "25"]) == 1
+    assert main(["denoise", res.checkpoint, str(src / "a.png"), str(tmp_path / "d.png"), "--device", "cpu",
+                 "--set", "train.steps=5"]) == 0  # fmt: skip
+    assert np.array_equal(iio.imread(tmp_path / "d.png"), iio.imread(tmp_path / "one.png"))
 
 
 def test_data_preview_writes_a_png(tmp_path):

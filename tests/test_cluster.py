@@ -128,7 +128,7 @@ def test_a_submitted_job_succeeds_and_its_mlflow_run_holds_metrics(cluster, tmp_
 
     spec = project(tmp_path / "proj", cluster["mlflow"])
     t0 = time.time()
-    code = main(["submit", str(spec), "--address", cluster["address"], "--wait"])
+    code = main(["submit", str(spec), "--dashboard", cluster["address"], "--wait"])
     out = capsys.readouterr()
     assert code == 0, out.err[-3000:]
     assert "submitted tiny-job-" in out.out and "SUCCEEDED" in out.out
@@ -139,7 +139,7 @@ def test_a_submitted_job_succeeds_and_its_mlflow_run_holds_metrics(cluster, tmp_
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert runs[0].data.metrics["val_psnr"] > 0 and runs[0].data.params["scaling.num_workers"] == "1"
     job_id = out.out.split("submitted ")[1].split(":")[0]
-    assert main(["jobs", "status", job_id, "--address", cluster["address"]]) == 0
+    assert main(["jobs", "status", job_id, "--dashboard", cluster["address"]]) == 0
     assert "SUCCEEDED" in capsys.readouterr().out
 
 
@@ -147,7 +147,7 @@ def test_a_job_the_cluster_cannot_place_fails_fast_with_its_log_tail(cluster, tm
     spec = project(tmp_path / "proj", cluster["mlflow"], name="too-big")
     spec.write_text(spec.read_text().replace("num_workers: 1", "num_workers: 64"))
     t0 = time.time()
-    assert main(["submit", str(spec), "--address", cluster["address"], "--wait"]) == 1
+    assert main(["submit", str(spec), "--dashboard", cluster["address"], "--wait"]) == 1
     err = capsys.readouterr().err
     assert "cannot place 64 workers" in err and "last lines of its log" in err
     assert time.time() - t0 < 120  # said so, did not wait for resources
@@ -158,15 +158,15 @@ def test_bad_specs_and_addresses_submit_nothing(cluster, tmp_path, capsys):
 
     before = len(client(cluster["address"]).list_jobs())
     spec = project(tmp_path / "proj", cluster["mlflow"], ["train.steps=-1"])
-    assert main(["submit", str(spec), "--address", cluster["address"]]) == 2
+    assert main(["submit", str(spec), "--dashboard", cluster["address"]]) == 1
     assert "train.steps" in capsys.readouterr().err
     spec.write_text(spec.read_text().replace("configs/tiny.yaml", "configs/missing.yaml"))
-    assert main(["submit", str(spec), "--address", cluster["address"]]) == 2
+    assert main(["submit", str(spec), "--dashboard", cluster["address"]]) == 1
     assert "configs/missing.yaml, not found" in capsys.readouterr().err
     spec.write_text(yaml.safe_dump({"name": "x", "entrypoint": "raytrain train configs/tiny.yaml", "gpus": 1}))
-    assert main(["submit", str(spec)]) == 2
+    assert main(["submit", str(spec)]) == 1
     assert "gpus: Extra inputs are not permitted" in capsys.readouterr().err
     good = project(tmp_path / "proj2", cluster["mlflow"])
-    assert main(["submit", str(good), "--address", f"http://127.0.0.1:{free_port()}"]) == 2
+    assert main(["submit", str(good), "--dashboard", f"http://127.0.0.1:{free_port()}"]) == 1
     assert "cannot reach the Ray job API" in capsys.readouterr().err
     assert len(client(cluster["address"]).list_jobs()) == before

@@ -120,11 +120,14 @@ def test_set_of_another_kind_drops_the_old_kinds_keys():
 
 
 def test_the_committed_config_reference_is_current():
-    """docs/config.md is generated from the typed configs; regenerate with `raytrain config-reference`."""
+    """docs/config.md is generated from the typed configs; regenerate it with
+    `raytrain config-reference --out docs/config.md`."""
     from pathlib import Path
 
     from raytrain.reference import config_reference
 
     committed = (Path(__file__).resolve().parents[1] / "docs" / "config.md").read_text()
-    assert committed == config_reference(), "docs/config.md is stale: run `raytrain config-reference`"
+    assert committed == config_reference(), (
+        "docs/config.md is stale: run `raytrain config-reference --out docs/config.md`"
+    )
     assert "`kl_z_weight`" in committed and "<= 1" in committed and "`bcm_weights`" in committed

@@ -234,7 +234,7 @@ def test_raytrain_dnd_refuses_a_gray_model_and_writes_an_rgb_models_submission(t
     for color in ("gray", "rgb"):
         cfg = load_config(None, [f"data.color={color}", "method.width=8", "method.depth=3"])
         export_inference(tmp_path / f"{color}.pt", build_method(cfg, torch.device("cpu")), cfg.model_dump_json())
-    assert main(["dnd", str(tmp_path / "gray.pt"), str(tmp_path / "DND"), "--out", str(tmp_path / "g")]) == 2
+    assert main(["dnd", str(tmp_path / "gray.pt"), str(tmp_path / "DND"), "--out", str(tmp_path / "g")]) == 1
     assert "a gray model (data.color); DND's crops are RGB" in capsys.readouterr().err
     assert main(["dnd", str(tmp_path / "rgb.pt"), str(tmp_path / "DND"), "--out", str(tmp_path / "s")]) == 0
     assert (tmp_path / "s" / "bundled" / "0001.mat").is_file()

@@ -7,8 +7,8 @@ from raytrain.cli import main
 
 
 def test_bad_demo_options_are_one_line_errors(capsys):
-    assert main(["demo", "--arms", "senm,bogus"]) == 2
-    assert main(["demo", "--counts", "ten"]) == 2
+    assert main(["demo", "--arms", "senm,bogus"]) == 1
+    assert main(["demo", "--counts", "ten"]) == 1
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and "--arms 'senm,bogus': expected some of" in err[0] and "--counts 'ten'" in err[1]
 

@@ -143,10 +143,10 @@ def test_the_cli_prepares_and_refuses_bad_folders_in_one_line(pairs, tmp_path, c
     assert main(["data", "prepare", str(pairs), str(tmp_path / "st"), "--workers", "1"]) == 0
     out = capsys.readouterr().out
     assert "prepared 8 files into" in out and "8 decoded, 0 unchanged" in out and "data.prepared=" in out
-    assert main(["data", "prepare", str(tmp_path / "nowhere"), str(tmp_path / "st2")]) == 2
-    assert main(["data", "prepare", str(pairs), str(pairs / "inside")]) == 2
+    assert main(["data", "prepare", str(tmp_path / "nowhere"), str(tmp_path / "st2")]) == 1
+    assert main(["data", "prepare", str(pairs), str(pairs / "inside")]) == 1
     (tmp_path / "empty").mkdir()
-    assert main(["data", "prepare", str(tmp_path / "empty"), str(tmp_path / "st3")]) == 2
+    assert main(["data", "prepare", str(tmp_path / "empty"), str(tmp_path / "st3")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and "nowhere: folder not found" in err[0]
     assert "must not be inside the source folder" in err[1] and "empty: no images" in err[2]

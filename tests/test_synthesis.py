@@ -97,7 +97,7 @@ def test_level_outside_the_trained_range_is_refused(senm_ckpt, clean_dir, tmp_pa
         ["synthesize", str(senm_ckpt), "--clean", str(clean_dir), "--out", str(tmp_path / "o"), "--level", "60"]
     )
     err = capsys.readouterr().err
-    assert code == 2 and "outside the trained range 10.0..20.0" in err and err.count("\n") == 1
+    assert code == 1 and "outside the trained range 10.0..20.0" in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
 
 
@@ -110,7 +110,7 @@ def test_level_outside_the_trained_range_is_refused(senm_ckpt, clean_dir, tmp_pa
 def test_bad_levels_and_temperatures_are_one_line_errors(senm_ckpt, clean_dir, tmp_path, capsys, flag, value, message):
     code = main(["synthesize", str(senm_ckpt), "--clean", str(clean_dir), "--out", str(tmp_path / "o"), flag, value])
     err = capsys.readouterr().err
-    assert code == 2 and message in err and err.count("\n") == 1 and not (tmp_path / "o").exists()
+    assert code == 1 and message in err and err.count("\n") == 1 and not (tmp_path / "o").exists()
 
 
 def test_temperature_zero_is_allowed(senm_ckpt, clean_dir, tmp_path):
@@ -133,7 +133,7 @@ def floored_ckpt(tmp_path_factory):
 
 def test_full_synthesis_over_the_content_floor_is_refused_with_the_figures(floored_ckpt, clean_dir, tmp_path, capsys):
     out = tmp_path / "o"
-    assert main(["synthesize", str(floored_ckpt), "--clean", str(clean_dir), "--out", str(out)]) == 2
+    assert main(["synthesize", str(floored_ckpt), "--clean", str(clean_dir), "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert "content floor 12.00 is 1.20 x the real noise std 10.00" in err and "max_content_floor=0.5" in err
     assert err.count("\n") == 1 and not out.exists()
@@ -147,11 +147,11 @@ def test_full_synthesis_over_the_content_floor_is_refused_with_the_figures(floor
 def test_a_denoiser_checkpoint_is_refused_by_synthesize_and_senm_by_denoise(trained, senm_ckpt, clean_dir, tmp_path,
                                                                            capsys):  # fmt: skip
     _, res = trained
-    assert main(["synthesize", res.checkpoint, "--clean", str(clean_dir), "--out", str(tmp_path / "o")]) == 2
+    assert main(["synthesize", res.checkpoint, "--clean", str(clean_dir), "--out", str(tmp_path / "o")]) == 1
     assert "a dncnn checkpoint is a denoiser, not a noise model" in capsys.readouterr().err
-    assert main(["denoise", str(senm_ckpt), str(clean_dir), str(tmp_path / "d")]) == 2
+    assert main(["denoise", str(senm_ckpt), str(clean_dir), str(tmp_path / "d")]) == 1
     assert "a senm checkpoint is a noise model, not a denoiser" in capsys.readouterr().err
-    assert main(["noise-eval", res.checkpoint]) == 2
+    assert main(["noise-eval", res.checkpoint]) == 1
 
 
 def test_nothing_is_half_written_and_a_full_folder_is_kept(clean_dir, tmp_path):
@@ -260,7 +260,7 @@ def test_noise_eval_adds_fid_with_an_inception_file(senm_ckpt, tmp_path, capsys)
     rows = [ln for ln in out.splitlines() if ln.startswith(("SeNM-VAE", "gaussian", "heteroscedastic"))]
     fids = [float(ln.split()[-1]) for ln in rows]
     assert len(fids) == 3 and all(np.isfinite(v) and v >= 0 for v in fids)
-    assert main(["noise-eval", str(senm_ckpt), "--inception", str(tmp_path / "missing.pth")]) == 2
+    assert main(["noise-eval", str(senm_ckpt), "--inception", str(tmp_path / "missing.pth")]) == 1
     assert "missing.pth: no such file (expected Inception-v3 weights" in capsys.readouterr().err
 
 

@@ -118,3 +118,33 @@ def test_tracking_off_makes_every_call_a_no_op(tmp_path):
 def test_an_unknown_status_is_refused(store):
     with store.run("p") as run, pytest.raises(ValueError, match="RUNNING"):
         run.end("RUNNING")
+
+
+def test_git_state_names_the_commit_and_whether_the_tree_was_dirty(tmp_path):
+    import subprocess
+
+    from raytrain.provenance import git_state
+
+    git = lambda *a: subprocess.run(["git", "-C", str(tmp_path), *a], check=True, capture_output=True, text=True)  # noqa: E731
+    assert git_state.__wrapped__(str(tmp_path)) == ("unknown", "unknown")  # not a checkout
+    git("init", "-q")
+    (tmp_path / "f.txt").write_text("a")
+    git("add", "f.txt")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
+    head = git("rev-parse", "HEAD").stdout.strip()
+    assert git_state.__wrapped__(str(tmp_path)) == (head, "false")
+    (tmp_path / "new.txt").write_text("untracked files do not make it dirty")
+    assert git_state.__wrapped__(str(tmp_path)) == (head, "false")
+    (tmp_path / "f.txt").write_text("b")
+    assert git_state.__wrapped__(str(tmp_path)) == (head, "true")
+
+
+def test_every_run_carries_what_made_it(store):
+    import torch
+
+    from raytrain import __version__
+
+    run = store.open("prov")
+    tags = store.client.get_run(run.run_id).data.tags
+    assert tags["raytrain.version"] == __version__ and tags["torch.version"] == torch.__version__
+    assert {"raytrain.git_commit", "raytrain.git_dirty", "mlflow.version", "python.version"} <= set(tags)

@@ -34,6 +34,24 @@ def test_mlflow_run_holds_params_metrics_images_and_weights(trained):
         a.path for a in client.list_artifacts(res.run_id, "weights")
     }
     assert "images/val_step0000060.png" in arts and "weights/model.pt" in arts
+    # reproducibility: the code's commit, the packages' versions and the config that reruns it
+    import subprocess
+
+    import torch
+    import yaml
+
+    from raytrain.config import to_raw, validate
+
+    tags = run.data.tags
+    root = Path(__file__).resolve().parents[1]
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert tags["raytrain.git_commit"] == head == tags["mlflow.source.git.commit"] and len(head) == 40
+    assert tags["raytrain.git_dirty"] in ("true", "false") and tags["torch.version"] == torch.__version__
+    assert tags["ray.version"] == __import__("ray").__version__ and tags["raytrain.version"]
+    names = {a.path for a in client.list_artifacts(res.run_id)}
+    assert {"config.yaml", "config_resolved.yaml"} <= names
+    got = client.download_artifacts(res.run_id, "config.yaml", str(Path(cfg.workdir) / "dl-config"))
+    assert validate(yaml.safe_load(Path(got).read_text())) == cfg and to_raw(cfg)["name"] == "tiny"
 
 
 def test_rerun_with_resume_from_continues_the_step_count(ray_local, tiny, trained):
@@ -132,3 +150,42 @@ def test_a_worker_group_that_leaves_ray_data_no_cpu_is_refused_or_waited_for(tin
     check_resources(tiny("scaling.num_workers=2"))  # DnCNN: 2 workers + 1 stream fit in 3
     with pytest.raises(RaytrainError, match="leave 0 for Ray Data's 1 patch stream"):
         check_resources(tiny("scaling.num_workers=3"))
+
+
+def test_keep_best_picks_the_best_checkpoint_not_the_newest(ray_local, tiny):
+    """train.keep_best ranks the checkpoints by a validation metric: here PSNR *minimised* (so the pick is an early,
+    worse checkpoint of an improving run, never simply the newest). Every checkpoint step validates (val_every 20 does
+    not divide them); the run's result, its weights artifact, its tags and a run folder given to eval / denoise all
+    name the picked one, while the newest stays for resume; Ray keeps the best beside the newest."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    from raytrain import locations
+    from raytrain.tracking import resolve_uri
+    from raytrain.train.checkpoint import META, checkpoint_dirs, find_inference_file
+    from raytrain.train.launch import run_training
+
+    cfg = tiny("name=best", "train.steps=30", "train.val_every=20", "train.checkpoint_every=10",
+               "train.keep_checkpoints=1", "train.keep_best=val_psnr:min", "scaling.num_workers=1",
+               "train.lr=0.002")  # fmt: skip
+    res = run_training(cfg)
+    meta = lambda d: json.loads(locations.read_bytes(locations.join(d, META)))  # noqa: E731
+    client = MlflowClient(resolve_uri(None, cfg.workdir))
+    hist = {h.step: h.value for h in client.get_metric_history(res.run_id, "val_psnr")}
+    assert sorted(hist) == [10, 20, 30]  # 10 and 30: checkpoint steps, validated for the ranking
+    worst = min(hist, key=hist.get)
+    assert meta(res.checkpoint)["step"] == worst and meta(res.last_checkpoint)["step"] == 30
+    assert worst != 30, hist  # the run improved: a pick of the newest would fail the line above
+    assert res.pick == f"best val_psnr {hist[worst]:.4g} at step {worst}"
+    folder = locations.join(res.storage, cfg.name)
+    assert len(checkpoint_dirs(folder)) == 2  # keep_checkpoints=1: the best, and the newest for resume
+    assert find_inference_file(folder) == locations.join(res.checkpoint, "model.pt")
+    tags = client.get_run(res.run_id).data.tags
+    assert (
+        tags["raytrain.checkpoint"] == locations.display(res.checkpoint)
+        and tags["raytrain.checkpoint_pick"] == res.pick
+    )
+    assert tags["raytrain.checkpoint_last"] == locations.display(res.last_checkpoint)
+    weights = client.download_artifacts(res.run_id, "weights/model.pt", str(Path(cfg.workdir) / "dl"))
+    assert Path(weights).read_bytes() == Path(res.checkpoint, "model.pt").read_bytes()

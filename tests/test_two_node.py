@@ -144,7 +144,7 @@ def base(c) -> list[str]:
 def test_the_defaults_and_unreadable_data_are_refused_before_any_worker_starts(cluster):
     c = cluster
     code, _, err = raytrain(c, "train", *base(c), "--set", f"data.source={c.data}")  # the console script itself
-    assert code == 2 and err.count("\n") == 0, err
+    assert code == 1 and err.count("\n") == 0, err
     assert "tracking store sqlite:///" in err and "node 127.0.0.2" in err and "MLflow server" in err
     server, s3 = ["--set", f"tracking.uri={c.tracking}"], ["--set", f"storage_path={c.s3('runs/refused')}"]
     got = raytrain_many(
@@ -158,10 +158,10 @@ def test_the_defaults_and_unreadable_data_are_refused_before_any_worker_starts(c
          *server, *s3],
     )  # fmt: skip
     (code, _, err), (code2, _, err2), (code3, _, err3), (code4, _, err4) = got
-    assert code == 2 and f"storage_path {c.work}/ray is on this machine's disk only" in err, err
-    assert code2 == 2 and f"the data file {c.data}/" in err2 and "not readable on node 127.0.0.2" in err2, err2
-    assert code3 == 2 and "the bucket does not exist" in err3, err3
-    assert code4 == 2 and "1 workers x 2 CPUs leave 2 for Ray Data's 3 patch stream(s)" in err4, err4
+    assert code == 1 and f"storage_path {c.work}/ray is on this machine's disk only" in err, err
+    assert code2 == 1 and f"the data file {c.data}/" in err2 and "not readable on node 127.0.0.2" in err2, err2
+    assert code3 == 1 and "the bucket does not exist" in err3, err3
+    assert code4 == 1 and "1 workers x 2 CPUs leave 2 for Ray Data's 3 patch stream(s)" in err4, err4
     assert all(e.strip().count("\n") == 0 for _, _, e in got), got  # one line each
     runs = on_server(c, "print(sum(len(client.search_runs([e.experiment_id])) for e in client.search_experiments()))")
     assert runs == 0  # nothing started: no MLflow run, no checkpoint

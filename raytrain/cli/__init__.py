@@ -2,8 +2,11 @@
 subcommands live in one module per group (runs, noise, sweeps, cluster, misc), each adding its parsers with their
 handlers.
 
-Every user error ends as one line on stderr (``raytrain: error: ...``) and exit code 2; ``--debug`` shows the
-traceback. Heavy imports (Ray, MLflow, torch) happen inside the commands so ``--help`` is instant.
+One grammar for every command: the global flags (``--debug``, ``--verbose``) go before or after the subcommand; a
+command that reads a config takes ``--set KEY=VALUE``; ``--address`` is always a Ray address, ``--dashboard`` the
+Ray Jobs URL; ``--device`` picks the inference device. Exit codes: 0 done, 1 a raytrain error (one line on stderr,
+``raytrain: error: ...``; ``--debug`` shows the traceback), 2 a usage error (argparse's), 130 interrupted.
+Heavy imports (Ray, MLflow, torch) happen inside the commands so ``--help`` is instant.
 """
 
 from __future__ import annotations
@@ -17,12 +20,32 @@ from raytrain.cli import cluster, misc, noise, runs, sweeps
 GROUPS = (runs, noise, sweeps, cluster, misc)
 
 
+EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+class Parser(argparse.ArgumentParser):
+    """Every (sub)command's parser: the global flags are accepted at any level (before or after the subcommand);
+    their default is set once, on the root, so a flag given before the subcommand is not reset by the subparser."""
+
+    def __init__(self, *args, root: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        default = False if root else argparse.SUPPRESS
+        self.add_argument("--debug", action="store_true", default=default, help="show full tracebacks")
+        self.add_argument("--verbose", action="store_true", default=default,
+                          help="show Ray's and MLflow's own output too (worker and actor logs, start-up "
+                               "notices)")  # fmt: skip
+
+
+def _version() -> str:
+    from raytrain import __version__
+
+    return f"raytrain {__version__}"
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="raytrain", description="Train and tune image-restoration models on Ray.")
-    p.add_argument("--debug", action="store_true", help="show full tracebacks")
-    p.add_argument("--verbose", action="store_true",
-                   help="show Ray's and MLflow's own output too (worker and actor logs, start-up notices)")  # fmt: skip
-    sub = p.add_subparsers(dest="command", required=True)
+    p = Parser(prog="raytrain", description="Train and tune image-restoration models on Ray.", root=True)
+    p.add_argument("--version", action="version", version=_version(), help="print the version and exit")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND")
     for group in GROUPS:
         group.add_parsers(sub)
     return p
@@ -64,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"raytrain: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print("raytrain: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED

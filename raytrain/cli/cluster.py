@@ -9,15 +9,18 @@ import sys
 def add_parsers(sub) -> None:
     sb = sub.add_parser("submit", help="validate a jobs/*.yaml spec and submit it to a Ray cluster (Ray Jobs)")
     sb.add_argument("spec", help="job spec YAML (jobs/*.yaml)")
-    sb.add_argument("--address", help="the cluster's dashboard URL (default: the spec's, RAY_ADDRESS, or local)")
+    sb.add_argument("--dashboard", metavar="URL",
+                    help="the cluster's dashboard (Ray Jobs) URL, http://HEAD:8265 (default: the spec's, RAY_ADDRESS, "
+                         "or local)")  # fmt: skip
     sb.add_argument("--wait", action="store_true", help="follow the logs until the job ends; exit 1 unless it succeeds")
     sb.add_argument("--dry-run", action="store_true", help="validate and print the command; submit nothing")
     sb.set_defaults(func=cmd_submit)
 
     jb = sub.add_parser("jobs", help="status, logs or stop of a submitted job")
-    jb.add_argument("action", choices=["status", "logs", "stop", "list"])
-    jb.add_argument("job_id", nargs="?")
-    jb.add_argument("--address")
+    jb.add_argument("action", choices=["status", "logs", "stop", "list"], help="what to do")
+    jb.add_argument("job_id", nargs="?", help="the submission id `raytrain submit` printed (not for list)")
+    jb.add_argument("--dashboard", metavar="URL",
+                    help="the cluster's dashboard (Ray Jobs) URL (default: RAY_ADDRESS, or local)")  # fmt: skip
     jb.set_defaults(func=cmd_jobs)
 
 
@@ -38,7 +41,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
               f"{cfg.tracking.uri or '(none: SQLite in the workdir, one machine only)'}")  # fmt: skip
         print(f"{cfg.method.name}, recipe {spec.recipe}: {cfg.train.steps} steps, {jobs.lr_summary(cfg)}")
         return 0
-    c, job_id, argv = jobs.submit(args.spec, args.address)
+    c, job_id, argv = jobs.submit(args.spec, args.dashboard)
     print(f"submitted {job_id}: {shlex.join(argv)}")
     print(f"  raytrain jobs status {job_id} | raytrain jobs logs {job_id} | raytrain jobs stop {job_id}")
     if not args.wait:
@@ -55,7 +58,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     from raytrain import jobs
     from raytrain.errors import RaytrainError, first_line
 
-    c = jobs.client(args.address)
+    c = jobs.client(args.dashboard)
     if args.action == "list":
         for j in c.list_jobs():
             print(f"{j.submission_id}  {str(j.status).split('.')[-1]:<10}  {j.entrypoint}")

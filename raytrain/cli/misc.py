@@ -15,19 +15,22 @@ def add_parsers(sub) -> None:
     dm.add_argument("--arms", default="senm,real_pairs",
                     help="pipeline arms, comma-separated (also: gaussian, heteroscedastic, all_real)")  # fmt: skip
     dm.add_argument("--quick", action="store_true", help="a few steps per run (a smoke test, not results)")
+    add_overrides(dm, "override a value of the SeNM-VAE pipeline runs' config (configs/senm_pipeline.yaml), e.g. "
+                      "--set pipeline.downstream.train.steps=600 (repeatable)")  # fmt: skip
     dm.set_defaults(func=cmd_demo)
 
-    cr = sub.add_parser("config-reference", help="write the configuration reference generated from the typed configs")
-    cr.add_argument("--out", default="docs/config.md")
+    cr = sub.add_parser("config-reference", help="the configuration reference generated from the typed configs "
+                                                 "(Markdown, to stdout or --out)")  # fmt: skip
+    cr.add_argument("--out", metavar="FILE", help="write it to FILE (the repository's copy: docs/config.md)")
     cr.set_defaults(func=cmd_reference)
 
     data = sub.add_parser("data", help="inspect the data a config produces")
     dsub = data.add_subparsers(dest="data_command", required=True)
     pv = dsub.add_parser("preview", help="write a grid of sample patches of each domain")
-    pv.add_argument("config", nargs="?")
+    pv.add_argument("config", nargs="?", help="YAML config (omit for the embedded defaults)")
     pv.add_argument("--out", required=True, help="PNG file to write")
     add_overrides(pv)
-    pv.add_argument("--per-domain", type=int, default=8)
+    pv.add_argument("--per-domain", type=int, default=8, help="patches shown per domain (default 8)")
     pv.set_defaults(func=cmd_preview)
     pr = dsub.add_parser("prepare", help="decode every image file under SRC once into a store a run reads without "
                                          "decoding (data.prepared: DST)")  # fmt: skip
@@ -64,17 +67,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     arms = tuple(a.strip() for a in args.arms.split(",") if a.strip())
     if not arms or set(arms) - set(ARMS):
         raise ConfigError(f"--arms {args.arms!r}: expected some of {', '.join(ARMS)}")
-    res = run_demo(args.workdir, counts, args.quick, arms)
+    res = run_demo(args.workdir, counts, args.quick, arms, args.overrides)
     print(f"demo finished in {res['wall_s'] / 60:.1f} min")
     return 0
 
 
 def cmd_reference(args: argparse.Namespace) -> int:
+    from raytrain.files import atomic_write_text, make_dirs
     from raytrain.reference import config_reference
 
+    text = config_reference()
+    if args.out is None:
+        print(text, end="")
+        return 0
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(config_reference())
+    make_dirs(out.parent)
+    atomic_write_text(text, out)
     print(f"wrote {out}")
     return 0
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from raytrain.cli.common import add_overrides
+from raytrain.cli.common import add_cluster, add_device, add_dry_run, add_overrides, cluster_overrides, print_resolved
+from raytrain.cli.runs import CHECKPOINT_HELP, STORED_SET
 
 
 def add_parsers(sub) -> None:
@@ -13,13 +14,14 @@ def add_parsers(sub) -> None:
     pl = sub.add_parser("pipeline", help="noise model -> synthesis -> downstream denoisers -> evaluation")
     pl.add_argument("config", help="SeNM-VAE config with a pipeline: section (e.g. configs/senm_pipeline.yaml)")
     add_overrides(pl)
-    pl.add_argument("--address", help="Ray cluster address")
+    add_cluster(pl)
+    add_dry_run(pl)
     pl.set_defaults(func=cmd_pipeline)
 
 
 def _add_synthesize(sub) -> None:
     s = sub.add_parser("synthesize", help="write a paired dataset (clean + synthetic noisy) with a SeNM-VAE")
-    s.add_argument("checkpoint", help="SeNM-VAE checkpoint folder, run folder or model.pt")
+    s.add_argument("checkpoint", help="a SeNM-VAE: " + CHECKPOINT_HELP)
     s.add_argument("--clean", required=True, help="clean images: a folder (local or a URI) or 'samples'")
     s.add_argument("--out", required=True, help="new folder (local or a URI): OUT/clean, OUT/noisy (same names), "
                    "OUT/manifest.json")  # fmt: skip
@@ -43,16 +45,19 @@ def _add_synthesize(sub) -> None:
     s.add_argument("--allow-content-floor", action="store_true",
                    help="full mode from a model whose content error exceeds method.max_content_floor")  # fmt: skip
     s.add_argument("--copies", type=int, default=1, help="noisy versions per clean image (NAME_k)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0,
+                   help="seed of the noise draws (an image's noise depends on it and the image's index)")  # fmt: skip
     s.add_argument("--ray", action="store_true", help="run as a Ray Data job (default for folders over 500 images)")
     s.add_argument("--actors", type=int, default=2, help="model replicas of the Ray Data job")
-    s.add_argument("--address", help="Ray cluster for the Ray Data job (default: a local one)")
+    add_cluster(s, workers=False)
+    add_overrides(s, STORED_SET)
+    add_device(s)
     s.set_defaults(func=cmd_synthesize)
 
 
 def _add_noise_eval(sub) -> None:
     ne = sub.add_parser("noise-eval", help="noise quality of a SeNM-VAE beside fitted baselines (Table 1 columns)")
-    ne.add_argument("checkpoint", help="SeNM-VAE checkpoint")
+    ne.add_argument("checkpoint", help="a SeNM-VAE: " + CHECKPOINT_HELP)
     ne.add_argument("--data", help="clean images of real pairs (default: the run's held-out validation pairs)")
     ne.add_argument("--noisy", help="real noisy images with the same names as --data")
     ne.add_argument("--no-baselines", action="store_true", help="skip the Gaussian/heteroscedastic baselines")
@@ -70,6 +75,8 @@ def _add_noise_eval(sub) -> None:
         help="add a downstream PSNR column: a denoiser checkpoint and its row label (repeatable)",
     )
     ne.add_argument("--crop", type=int, help="evaluate a centre crop of this size")
+    add_overrides(ne, STORED_SET)
+    add_device(ne)
     ne.set_defaults(func=cmd_noise_eval)
 
 
@@ -77,15 +84,16 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     from raytrain.data.images import list_images, load_collection
     from raytrain.errors import DataError
     from raytrain.locations import display
-    from raytrain.synthesis import VAESource, write_pairs, write_pairs_ray
+    from raytrain.synthesis import VAESource, actor_gpus, write_pairs, write_pairs_ray
 
     if args.copies < 1:
         raise DataError(f"--copies must be >= 1 (got {args.copies})")
     kw = {"mode": args.mode, "content": args.content, "normalize": args.normalize,
-          "allow_content_floor": args.allow_content_floor}  # fmt: skip
-    src = VAESource(args.checkpoint, args.level, args.temperature, args.seed, **kw)
+          "allow_content_floor": args.allow_content_floor, "overrides": args.overrides}  # fmt: skip
     files = list_images(args.clean) if args.clean != "samples" else []
-    if args.ray or len(files) > 500:
+    ray_job = args.ray or len(files) > 500
+    src = VAESource(args.checkpoint, args.level, args.temperature, args.seed, "cpu" if ray_job else args.device, **kw)
+    if ray_job:
         if not files:
             raise DataError(f"{args.clean}: --ray needs a folder of images (local, mounted on every node, or a URI)")
         import ray
@@ -102,7 +110,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
 
             localray.start(max(2, args.actors))
         out = write_pairs_ray(files, args.checkpoint, args.out, args.level, args.temperature, args.seed, args.copies,
-                              args.actors, **kw)  # fmt: skip
+                              args.actors, actor_gpus(args.device), **kw)  # fmt: skip
     else:
         images = load_collection(args.clean, src.color, None)
         out = write_pairs(images, src, args.out, args.copies, describe=src.describe())
@@ -118,7 +126,7 @@ def cmd_noise_eval(args: argparse.Namespace) -> int:
     from raytrain.noise_eval import noise_eval, report
 
     res = noise_eval(args.checkpoint, args.data, args.noisy, args.crop, not args.no_baselines, args.inception,
-                     args.fid_patch, tuple(args.denoiser))  # fmt: skip
+                     args.fid_patch, tuple(args.denoiser), args.device, args.overrides)  # fmt: skip
     print(report(res))
     return 0
 
@@ -130,8 +138,9 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     from raytrain.pipeline_report import markdown
     from raytrain.tracking import resolve_uri
 
-    overrides = list(args.overrides) + ([f"address={args.address}"] if args.address else [])
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(args.config, cluster_overrides(args))
+    if args.dry_run:
+        return print_resolved(cfg)
     res = run_pipeline(cfg)
     print(f"\npipeline {cfg.name}: {res.wall_s / 60:.1f} min\n")
     print(markdown(res, cfg))

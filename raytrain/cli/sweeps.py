@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from raytrain.cli.common import add_overrides
+from raytrain.cli.common import add_cluster, add_dry_run, add_overrides, cluster_overrides, print_resolved
 
 
 def add_parsers(sub) -> None:
@@ -18,13 +18,14 @@ def add_parsers(sub) -> None:
     tu.add_argument("--scheduler", choices=["fifo", "asha"], default="fifo", help="asha: stop poor trials early")
     tu.add_argument("--name", help="sweep name (default: <config name>-sweep); its folder is workdir/sweeps/NAME")
     tu.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
-    tu.add_argument("--seed", type=int, help="the sampler's seed (default: the config's seed)")
+    tu.add_argument("--sampler-seed", type=int, help="the Optuna sampler's seed (default: the config's seed)")
     add_overrides(tu)
-    tu.add_argument("--address", help="Ray cluster address")
+    add_cluster(tu)
+    add_dry_run(tu)
     tu.set_defaults(func=cmd_tune)
 
     ab = sub.add_parser("ablate", help="a grid x method variants; mean ± std tables (Markdown, CSV) and plots")
-    ab.add_argument("config")
+    ab.add_argument("config", help="the base run config")
     ab.add_argument(
         "--grid",
         action="append",
@@ -34,11 +35,12 @@ def add_parsers(sub) -> None:
     )
     ab.add_argument("--variants", help="comma-separated ablation variants of the method (e.g. full,no_bcm)")
     ab.add_argument("--metric", help="validation metric of the table (default: the method's headline)")
-    ab.add_argument("--concurrent", type=int, default=1)
+    ab.add_argument("--concurrent", type=int, default=1, help="runs at once (checked against the CPUs/GPUs)")
     ab.add_argument("--name", help="ablation name (default: <config name>-ablate)")
-    ab.add_argument("--resume", action="store_true")
+    ab.add_argument("--resume", action="store_true", help="continue an interrupted ablation of the same name")
     add_overrides(ab)
-    ab.add_argument("--address", help="Ray cluster address")
+    add_cluster(ab)
+    add_dry_run(ab)
     ab.set_defaults(func=cmd_ablate)
 
 
@@ -54,8 +56,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from raytrain.tune.driver import run_sweep
     from raytrain.tune.space import load_space
 
-    cfg = load_config(args.config, args.overrides + ([f"address={args.address}"] if args.address else []))
+    cfg = load_config(args.config, cluster_overrides(args))
     space = load_space(args.space)
+    if args.dry_run:
+        return print_resolved(cfg)
     default_metric, default_mode = _headline(cfg)
     metrics = (args.metric or space.metric or default_metric).split(",")
     modes = (args.mode or space.mode or (default_mode if metrics == [default_metric] else "max")).split(",")
@@ -63,7 +67,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         modes = modes * len(metrics)
     name = check_name(args.name or f"{cfg.name}-sweep", "--name")
     res = run_sweep(cfg, space, name, args.samples, args.concurrent, metrics, modes,
-                    None if args.scheduler == "fifo" else args.scheduler, "optuna", args.resume, args.seed)  # fmt: skip
+                    None if args.scheduler == "fifo" else args.scheduler, "optuna", args.resume,
+                    args.sampler_seed)  # fmt: skip
     cols = list(space.params) + metrics + ["startup_s"]
     print(f"\nsweep {name}: {len(res.rows)} trials in {res.wall_s:.0f} s")
     from raytrain.locations import display, is_uri
@@ -89,7 +94,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from raytrain.config import check_name, load_config
     from raytrain.tune.ablate import parse_grid, run_ablation
 
-    cfg = load_config(args.config, args.overrides + ([f"address={args.address}"] if args.address else []))
+    cfg = load_config(args.config, cluster_overrides(args))
+    if args.dry_run:
+        return print_resolved(cfg)
     metric, mode = _headline(cfg)
     if args.metric:
         metric, mode = args.metric, "max" if "psnr" in args.metric or "ssim" in args.metric else "min"

@@ -28,8 +28,33 @@ def format_validation_error(err: ValidationError, origin: str) -> str:
         got = e.get("input")
         shown = "" if isinstance(got, dict) or e["type"] == "missing" else f" (got {got!r})"
         msg = e["msg"].replace(" found using get()", "").removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden" and (near := suggest(str(e["loc"][-1]))):
+            msg += f" (did you mean {near!r}?)"
         parts.setdefault(loc or "<root>", f"{msg}{shown}")  # a union reports each branch: keep the first
     return f"{origin}: " + "; ".join(f"{k}: {v}" for k, v in parts.items())
+
+
+def _field_names() -> set[str]:
+    """Every key any config section has (the run's sections and every registered method's)."""
+    from raytrain.config.sections import Strict
+
+    seen, todo, names = set(), [Strict], set()
+    while todo:
+        cls = todo.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        names.update(getattr(cls, "model_fields", {}))
+        todo.extend(cls.__subclasses__())
+    return names
+
+
+def suggest(key: str) -> str | None:
+    """The known config key closest to an unknown ``key`` (a typo), or None."""
+    import difflib
+
+    near = difflib.get_close_matches(key, sorted(_field_names()), n=1, cutoff=0.75)
+    return near[0] if near else None
 
 
 def _is_branch_name(part: Any) -> bool:
@@ -207,6 +232,17 @@ def to_raw(cfg: RunConfig) -> dict:
     return cfg.model_dump(mode="json", exclude_unset=True)
 
 
+def resolved_yaml(cfg: RunConfig) -> str:
+    """Every value of ``cfg``, defaults filled in, as YAML (``train --dry-run``, the run's ``config_resolved.yaml``
+    artifact); :func:`to_raw` is the form that loads again (``config.yaml``)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def config_yaml(cfg: RunConfig) -> str:
+    """The keys the user set, as YAML that ``raytrain train FILE`` loads back to the same config."""
+    return yaml.safe_dump(to_raw(cfg), sort_keys=False)
+
+
 def flatten(cfg: BaseModel | dict, prefix: str = "") -> dict[str, Any]:
     """Dotted-key view of a config, for MLflow params and search spaces."""
     data = cfg.model_dump(mode="json") if isinstance(cfg, BaseModel) else cfg
@@ -239,5 +275,8 @@ __all__ = [
     "recipe_deviations",
     "load_config",
     "to_raw",
+    "resolved_yaml",
+    "config_yaml",
+    "suggest",
     "flatten",
 ]

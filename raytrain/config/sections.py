@@ -297,6 +297,12 @@ class TrainConfig(Strict):
     val_every: Annotated[int, Field(ge=1)] = 200
     checkpoint_every: Annotated[int, Field(ge=1)] = 200
     keep_checkpoints: Annotated[int, Field(ge=1)] = 3
+    # which checkpoint the run stands for (the pipeline's next stage, eval / denoise of the run's folder, the weights
+    # artifact and the MLflow model): "auto", the best by the method's headline validation metric (PSNR max,
+    # SeNM-VAE's noise KLD min); "METRIC[:min|max]" (a validation metric, e.g. val_ssim:max; the mode defaults to max
+    # for psnr / ssim, else min); "last", the newest. Kept beside the newest, which resume always uses; every
+    # checkpoint step also validates when a metric is named
+    keep_best: Annotated[str, Field(pattern=r"^(auto|last|val_[A-Za-z0-9_]+(:(min|max))?)$")] = "auto"
     max_bad_steps: Annotated[int, Field(ge=1)] = 20  # consecutive NaN/Inf steps before the run fails
     max_minutes: Annotated[float, Field(gt=0)] | None = None  # time budget: stop (validate + checkpoint) when spent
     resume_from: str | None = None  # a checkpoint directory to start from (when Ray has none for this run)

@@ -117,22 +117,84 @@ def stored_run(folder: str | Path) -> tuple[str, int, dict] | None:
         return d, int(state["step"]), json.loads(state["config"])
 
 
+def best_metric(cfg) -> tuple[str, str] | None:
+    """(metric, "min" | "max") that ``train.keep_best`` ranks checkpoints by, or None ("last": the newest)."""
+    spec = cfg.train.keep_best
+    if spec == "last":
+        return None
+    if spec == "auto":
+        from raytrain.methods import method_class
+
+        key, _, mode = method_class(cfg.method.name).headline
+        return f"val_{key}", mode
+    metric, _, mode = spec.partition(":")
+    return metric, mode or ("max" if ("psnr" in metric or "ssim" in metric) else "min")
+
+
+def pick_best(candidates: list[tuple[object, dict]], rank: tuple[str, str] | None):
+    """The best of (checkpoint, its metrics) pairs by ``rank`` (metric, mode), among those that report a finite value
+    of it; the newest (last) when ``rank`` is None or none does. Returns (checkpoint, its metrics) or None."""
+    if not candidates:
+        return None
+    if rank is not None:
+        metric, mode = rank
+        scored = [(c, m) for c, m in candidates if np.isfinite(float((m or {}).get(metric, float("nan"))))]
+        if scored:
+            pick = max if mode == "max" else min
+            return pick(scored, key=lambda cm: float(cm[1][metric]))
+    return candidates[-1]
+
+
+def describe_pick(metrics: dict | None, rank: tuple[str, str] | None) -> str:
+    """How a checkpoint was picked, for the line and the tag that name it: "best val_kld 0.029 at step 250" (or
+    "last, step 900")."""
+    m = metrics or {}
+    step = m.get("step", "?")
+    step = int(step) if isinstance(step, (int, float)) else step
+    if rank is not None and rank[0] in m:
+        return f"best {rank[0]} {float(m[rank[0]]):.4g} at step {step}"
+    return f"last, step {step}"
+
+
+def best_dir(folder: str | Path) -> str | None:
+    """The checkpoint folder of a run's storage folder that the run's ``train.keep_best`` picks (from each one's
+    ``meta.json``), None when it has none."""
+    dirs = checkpoint_dirs(folder, MODEL)
+    if not dirs:
+        return None
+    metas = []
+    for d in dirs:
+        try:
+            metas.append((d, json.loads(locations.read_bytes(locations.join(d, META)))))
+        except (RaytrainError, ValueError):
+            metas.append((d, {}))
+    rank = None
+    try:
+        from raytrain.config import validate
+
+        rank = best_metric(validate(metas[-1][1]["config"], "checkpoint config"))
+    except (RaytrainError, KeyError, TypeError, ValueError):
+        pass  # a checkpoint without meta: the newest
+    d, _ = pick_best([(d, {**m.get("metrics", {}), "step": m.get("step")}) for d, m in metas], rank)
+    return d
+
+
 def load_rank_rng(directory: str | Path, rank: int) -> dict | None:
     p = locations.join(directory, f"rng_rank{rank}.pt")
     return load_torch(p, "a raytrain checkpoint's RNG states") if locations.is_file(p) else None
 
 
 def find_inference_file(path: str | Path) -> str:
-    """A checkpoint directory, a run's storage folder (its newest checkpoint) or an exported ``model.pt``, local or
-    at a URI (``s3://bucket/runs/NAME``): the location of its inference file."""
+    """A checkpoint directory, a run's storage folder (the checkpoint its ``train.keep_best`` picks) or an exported
+    ``model.pt``, local or at a URI (``s3://bucket/runs/NAME``): the location of its inference file."""
     if locations.is_file(path):
         return str(path)
     if locations.is_file(locations.join(path, MODEL)):
         return locations.join(path, MODEL)
     if locations.is_dir(path):
-        dirs = checkpoint_dirs(path, MODEL)
-        if dirs:
-            return locations.join(dirs[-1], MODEL)
+        best = best_dir(path)  # a run's folder: the checkpoint its train.keep_best picks (the newest for "last")
+        if best:
+            return locations.join(best, MODEL)
     raise RaytrainError(f"{locations.display(path)}: no raytrain checkpoint (expected a model.pt file, a checkpoint "
                         "folder or a run's folder of checkpoints)")  # fmt: skip
 

@@ -42,6 +42,7 @@ def group_trial(params: dict, raws: list[dict], collections: list, store, parent
     run_tags = {"method": cfg.method.name, "raytrain.trial_id": trial_id, "raytrain.group": experiment,
                 "raytrain.trial_runner": runner, **tags[params["run"]]}  # fmt: skip
     with store.run(cfg.name, parent, run_tags, flatten(cfg)) as run:
+        run.log_config(cfg)
         marks = {"mlflow": time.time()}
         try:
             collection = collections[params["run"]]
@@ -85,7 +86,7 @@ def run_group(cfgs: list[RunConfig], experiment: str, parent_run_id: str | None 
     from raytrain.config import to_raw
     from raytrain.data.collection import load_domains
     from raytrain.train.cluster import check_data
-    from raytrain.train.launch import checkpoint_location, preflight, record_checkpoint, root_cause
+    from raytrain.train.launch import checkpoint_config, picked, preflight, record_checkpoint, root_cause
     from raytrain.train.preflight import storage_path
     from raytrain.train.progress import DriverProgress, ProgressBoard
     from raytrain.tune.driver import MLflowStatus, absolute_paths, trial_resources
@@ -110,6 +111,7 @@ def run_group(cfgs: list[RunConfig], experiment: str, parent_run_id: str | None 
         run_config=tune.RunConfig(
             name=experiment, storage_path=storage, verbose=0, callbacks=[MLflowStatus(store, parent_run_id, 0)],
             failure_config=tune.FailureConfig(max_failures=cfgs[0].scaling.max_failures),
+            checkpoint_config=checkpoint_config(cfgs[0], tune.CheckpointConfig),
         ),
     )  # fmt: skip
     # a bar in a terminal for one run; a line per validation (and every 30 s) per run where several share the output
@@ -130,10 +132,10 @@ def run_group(cfgs: list[RunConfig], experiment: str, parent_run_id: str | None 
             raise RaytrainError(f"{cfgs[i].name}: {first_line(cause, 300, typed=True)}")
         metrics = dict(r.metrics or {})
         run = store.find(parent_run_id, f"tags.`raytrain.trial_id` = '{metrics.get('trial_id', '')}'")  # its run
-        checkpoint = checkpoint_location(storage, r.checkpoint) if r.checkpoint else None
-        if r.checkpoint:
-            record_checkpoint(run, r.checkpoint, checkpoint)
+        ckpt, checkpoint, last, how = picked(cfgs[i], r, storage)  # train.keep_best's pick
+        if ckpt is not None:
+            record_checkpoint(run, ckpt, checkpoint, last, how)
         df = r.metrics_dataframe
         history = df.to_dict("records") if df is not None else []
-        done[i] = TrainResult(metrics, checkpoint, run.run_id, storage, history)
+        done[i] = TrainResult(metrics, checkpoint, run.run_id, storage, history, last, how)
     return [done[i] for i in range(len(cfgs))]

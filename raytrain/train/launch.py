@@ -46,6 +46,8 @@ class TrainResult:
     run_id: str | None
     storage: str
     history: list[dict]
+    last_checkpoint: str | None = None  # the newest (``checkpoint`` is the one train.keep_best picks)
+    pick: str = ""  # how ``checkpoint`` was picked, e.g. "best val_kld 0.029 at step 250"
 
 
 TRIAL_SLOT = "trial_slot"
@@ -205,13 +207,43 @@ def make_trainer(cfg: RunConfig, collection: Collection, tracking: dict | None, 
             name=cfg.name,
             storage_path=storage_path(cfg),
             failure_config=ray.train.FailureConfig(max_failures=cfg.scaling.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
+            checkpoint_config=checkpoint_config(cfg, ray.train.CheckpointConfig),
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),  # our progress bar says what INFO would
             callbacks=callbacks or [],
         ),
         datasets=datasets,
         dataset_config=data_config(cfg.scaling.num_workers),
     )
+
+
+def checkpoint_config(cfg: RunConfig, kind):
+    """Ray's (``kind``: Train's or Tune's ``CheckpointConfig``) retention for ``cfg``: ``train.keep_checkpoints``
+    ranked by ``train.keep_best``'s metric (Ray keeps the newest too, which resume uses), or the newest ones."""
+    from raytrain.train.checkpoint import best_metric
+
+    rank = best_metric(cfg)
+    if rank is None:
+        return kind(num_to_keep=cfg.train.keep_checkpoints)
+    return kind(num_to_keep=cfg.train.keep_checkpoints, checkpoint_score_attribute=rank[0],
+                checkpoint_score_order=rank[1])  # fmt: skip
+
+
+def picked(cfg: RunConfig, result, storage: str) -> tuple[object | None, str | None, str | None, str]:
+    """The checkpoint a finished run stands for (``train.keep_best``) from Ray's result: (Ray checkpoint, its
+    location, the newest's location, how it was picked)."""
+    from raytrain.train.checkpoint import best_metric, describe_pick, pick_best
+
+    if result.checkpoint is None:
+        return None, None, None, ""
+    last = checkpoint_location(storage, result.checkpoint)
+    rank = best_metric(cfg)
+    candidates = list(getattr(result, "best_checkpoints", None) or [])
+    candidates.sort(key=lambda cm: float((cm[1] or {}).get("step", 0)))  # oldest first: a tie goes to the newest
+    got = pick_best(candidates, rank)
+    if got is None:
+        return result.checkpoint, last, last, describe_pick(result.metrics, None)
+    ckpt, metrics = got
+    return ckpt, checkpoint_location(storage, ckpt), last, describe_pick(metrics, rank)
 
 
 def data_config(num_workers: int) -> ray.train.DataConfig:
@@ -337,24 +369,28 @@ def run_training(cfg: RunConfig, parent_run_id: str | None = None) -> TrainResul
         tags["warning"] = "SCM uses a RANDOM VGG-19 (method.scm_backbone=random): test/demo only"
     storage = storage_path(cfg)
     with store.run(cfg.name, parent_run_id, tags, flatten(cfg)) as run:  # ends FINISHED / FAILED / KILLED
+        run.log_config(cfg)
         board = ProgressBoard.remote()
         budget = cfg.train.max_minutes * 60 if cfg.train.max_minutes else None
         result = fit(make_trainer(cfg, collection, run.info, board=board), board, budget)
         raise_diverged(result)  # the MLflow run ends FAILED
         history = result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
-        checkpoint = checkpoint_location(storage, result.checkpoint) if result.checkpoint else None
-        if result.checkpoint:
-            record_checkpoint(run, result.checkpoint, checkpoint)
-    return TrainResult(result.metrics or {}, checkpoint, run.run_id, storage, history)
+        ckpt, checkpoint, last, how = picked(cfg, result, storage)
+        if ckpt is not None:
+            record_checkpoint(run, ckpt, checkpoint, last, how)
+    return TrainResult(result.metrics or {}, checkpoint, run.run_id, storage, history, last, how)
 
 
-def record_checkpoint(run, checkpoint: ray.train.Checkpoint, location: str) -> None:
-    """The run's weights artifact (``weights/model.pt``) and its ``raytrain.checkpoint`` tag (``location``). Ray's
-    Checkpoint API reads the checkpoint from wherever the storage is (S3, NFS, a local folder)."""
+def record_checkpoint(run, checkpoint: ray.train.Checkpoint, location: str, last: str | None = None,
+                      how: str = "") -> None:  # fmt: skip
+    """The run's weights artifact (``weights/model.pt``) and its tags: ``raytrain.checkpoint`` (``location``, the one
+    ``train.keep_best`` picked, ``how``), ``raytrain.checkpoint_last`` (the newest). Ray's Checkpoint API reads the
+    checkpoint from wherever the storage is (S3, NFS, a local folder)."""
     with checkpoint.as_directory() as local:
         if Path(local, "model.pt").is_file():
             run.log_artifact(Path(local, "model.pt"), "weights")
-    run.set_tags({"raytrain.checkpoint": locations.display(location)})
+    run.set_tags({"raytrain.checkpoint": locations.display(location), "raytrain.checkpoint_pick": how,
+                  "raytrain.checkpoint_last": locations.display(last or location)})  # fmt: skip
 
 
 def checkpoint_location(storage: str, checkpoint: ray.train.Checkpoint) -> str:

@@ -239,9 +239,10 @@ class Loop:
             if step % tc.log_every and step % tc.val_every and step % tc.checkpoint_every and not last:
                 continue
             metrics = self._train_metrics(step, start, samples / (time.perf_counter() - t0))
-            if step % tc.val_every == 0 or last:
-                metrics |= self._validate(step) | self.startup
             want_ckpt = step % tc.checkpoint_every == 0 or last
+            # train.keep_best ranks checkpoints by a validation metric: every checkpoint step validates
+            if step % tc.val_every == 0 or last or (want_ckpt and tc.keep_best != "last"):
+                metrics |= self._validate(step) | self.startup
             self._report(metrics, step, want_ckpt)
             self.t_mark, self.steps_since, self.draw_s = time.perf_counter(), 0, 0.0  # step_time_s: steps only
             if last:
