@@ -21,9 +21,11 @@ from raytrain.errors import RaytrainError
 from raytrain.noise_pipeline import run_pipeline
 from raytrain.tables import markdown_table
 from raytrain.train.group import run_group
-from raytrain.tune.ablate import plot_curves
 
 COUNTS = (10,)
+# the registered models (tracking.register): demo-noise (the SeNM-VAE), demo-senm and demo-real_pairs (the DnCNNs),
+# demo-lir; a new version per demo run: raytrain denoise models:/demo-senm/1 IN OUT
+REGISTER = "demo"
 ARMS = ("senm", "real_pairs")
 # The demo's LIR: 120 steps at lr 6e-4 (the CPU recipe's 2e-4 is for 2000 steps). Chosen on split seed 1 (not the
 # demo's): PSNR / SSIM at step 120 21.85 / 0.595 at 2e-4, 22.55 / 0.669 at 6e-4 (an EMA of the weights only helps
@@ -65,15 +67,17 @@ def run_demo(workdir: str = "runs/demo", counts: tuple[int, ...] = COUNTS, quick
                                      list(overrides))
                 for i, count in enumerate(counts)}  # fmt: skip
         print(f"\n[demo] {len(counts) + 1}/{len(counts) + 1}: LIR (unsupervised), blind AWGN sigma in [5, 50]")
-        sets = [f"workdir={workdir}", f"name=demo-lir-{stamp}", *LIR_SHORT, *(QUICK if quick else [])]
+        sets = [f"workdir={workdir}", f"name=demo-lir-{stamp}", *LIR_SHORT, *(QUICK if quick else []),
+                f"tracking.register={REGISTER}-lir"]  # fmt: skip
         # a Tune trial in its own process (raytrain/train/group.py): its history holds every validation
         (lir_run,) = run_group([load_config(repo_config("lir_awgn_blind.yaml"), sets)], f"demo-lir-{stamp}",
                                parent.run_id)  # fmt: skip
         lir = lir_run.metrics
         report = write_report(out, counts, arms, rows, lir, time.perf_counter() - t0)
-        curve = [(int(h["step"]), float(h["val_psnr"])) for h in lir_run.history if h.get("val_psnr") is not None]
-        plot_curves({"LIR validation PSNR": [curve], "noisy input": [[(s, lir["val_psnr_noisy"]) for s, _ in curve]]},
-                    "PSNR (dB)", out / "lir_curve.png")  # fmt: skip
+        if lir_run.run_id:  # MLflow's full history: every validation and every logged loss
+            from raytrain.history import plot_history
+
+            plot_history(Store.of(cfg).client, [lir_run.run_id], out / "lir_curve.png", "val_psnr", ["LIR"])
         for f in sorted(out.glob("*.png")) + [report]:
             parent.log_artifact(f)
     return {"rows": rows, "lir": lir, "report": report, "wall_s": time.perf_counter() - t0}
@@ -84,11 +88,12 @@ def demo_pipeline(workdir: str, count: int, stamp: str, arms: tuple[str, ...], q
     """The SeNM-VAE pipeline at one paired count; returns its table rows (and keeps its noise picture)."""
     print(f"\n[demo] {i + 1}/{n}: SeNM-VAE -> DnCNN with {count} paired tiles")
     sets = [f"workdir={workdir}", f"name=demo-senm{count}-{stamp}", "seed=0", f"data.paired.count={count}",
-            f"pipeline.arms=[{','.join(arms)}]"]  # fmt: skip
+            f"pipeline.arms=[{','.join(arms)}]", f"tracking.register={REGISTER}"]  # fmt: skip
     sets += DEMO_NOISE + (QUICK + QUICK_SENM if quick else []) + list(overrides or [])
     res = run_pipeline(load_config(repo_config("senm_pipeline.yaml"), sets), parent)
-    if (res.out / "noise_samples.png").is_file():
-        shutil.copyfile(res.out / "noise_samples.png", Path(workdir).resolve() / f"noise_samples_{count}.png")
+    for picture in ("noise_samples", "denoise_samples"):
+        if (res.out / f"{picture}.png").is_file():
+            shutil.copyfile(res.out / f"{picture}.png", Path(workdir).resolve() / f"{picture}_{count}.png")
     return res.rows
 
 
@@ -112,14 +117,20 @@ def write_report(out: Path, counts, arms, rows: dict[int, dict], lir: dict, wall
         f"{lir['val_psnr']:.2f} dB vs noisy input {lir['val_psnr_noisy']:.2f} dB, "
         f"SSIM {lir['val_ssim']:.3f} vs {lir['val_ssim_noisy']:.3f}\n\n"
         "Scale: 2 CPU cores, minutes per run; CPU-sized nets (configs/senm_camera.yaml), not the papers' numbers. "
-        "noise_samples_*.png shows the real and the synthetic noise side by side.\n"
+        "noise_samples_*.png shows the real and the synthetic noise side by side with their residuals, "
+        "denoise_samples_*.png each DnCNN's output beside the noisy input and the clean image (PSNR per image), "
+        "psnr_vs_paired.png the gain over the noisy input, lir_curve.png LIR's losses and validation PSNR.\n"
     )
     (out / "results.md").write_text(text)
     cells = [{"paired": c, "arm": LABELS[a], "mean": rows[c][a]["psnr"], "std": rows[c][a].get("psnr_std", 0.0),
-              "n": 1} for a in arms for c in counts]  # fmt: skip
-    plot_metric(cells, ["paired", "arm"], "DnCNN PSNR (dB)", out / "psnr_vs_paired.png")
+              "n": rows[c][a].get("n_images", 1)} for a in arms for c in counts]  # fmt: skip
+    plot_metric(cells, ["paired", "arm"], "DnCNN PSNR (dB)", out / "psnr_vs_paired.png",
+                error="std over the held-out images", baseline=noisy)  # fmt: skip
     print("\n" + text)
-    print(f"plots and table: {out}/ (results.md, noise_samples_*.png, psnr_vs_paired.png, lir_curve.png)")
+    print(
+        f"plots and table: {out}/ (results.md, noise_samples_*.png, denoise_samples_*.png, psnr_vs_paired.png, "
+        "lir_curve.png)"
+    )
     print(f"MLflow UI: mlflow ui --backend-store-uri {resolve_uri(None, out)} --host 127.0.0.1  "
           "(then open http://127.0.0.1:5000)")  # fmt: skip
     return out / "results.md"

@@ -1,4 +1,5 @@
-"""Loading the inference nets of a checkpoint for denoise, eval, synthesize and the pipeline. No Ray, no MLflow."""
+"""Loading the inference nets of a checkpoint for denoise, eval, synthesize and the pipeline. No Ray; MLflow only
+for an MLflow model URI (``runs:/``, ``models:/``, raytrain/models.py)."""
 
 from __future__ import annotations
 
@@ -51,32 +52,43 @@ def load_method(checkpoint: str | Path, device: str | torch.device = "cpu", rest
     URI, or an MLflow model (``runs:/RUN_ID/PATH``, ``models:/NAME/VERSION``). ``restorer=True`` wants a denoiser
     (DnCNN, DRUNet, LIR's E_X + G_Y); ``False`` wants a noise model (SeNM-VAE). The other kind is a clear one-line
     error. ``overrides``: ``--set`` items applied to the stored config (validated) before the nets are built."""
+    from raytrain.train.checkpoint import load_inference
+
+    if isinstance(checkpoint, str) and checkpoint.startswith(("runs:/", "models:/")):
+        from raytrain.models import load_payload
+
+        payload = load_payload(checkpoint)
+    else:
+        payload = load_inference(checkpoint)
+    return method_from_payload(payload, device, checkpoint, restorer, overrides)
+
+
+def method_from_payload(payload: dict, device: str | torch.device = "cpu", where: str | Path = "checkpoint",
+                        restorer: bool | None = None, overrides: list[str] | None = None):  # fmt: skip
+    """(cfg, method in eval mode) of an inference payload (method name, config JSON, nets); ``restorer`` None takes
+    either kind."""
     from raytrain.config import apply_overrides, validate
     from raytrain.methods import build_method, method_class
     from raytrain.methods.base import load_checked
-    from raytrain.train.checkpoint import load_inference
 
-    payload = load_inference(checkpoint)
     name = payload["method"]
-    if method_class(name).restores != restorer:
+    if restorer is not None and method_class(name).restores != restorer:
         if restorer:
-            raise RaytrainError(f"{checkpoint}: a {name} checkpoint is a noise model, not a denoiser; "
+            raise RaytrainError(f"{where}: a {name} checkpoint is a noise model, not a denoiser; "
                                 "use it with `raytrain synthesize` or `raytrain noise-eval`")  # fmt: skip
-        raise RaytrainError(f"{checkpoint}: a {name} checkpoint is a denoiser, not a noise model; "
+        raise RaytrainError(f"{where}: a {name} checkpoint is a denoiser, not a noise model; "
                             "synthesis needs a SeNM-VAE (method senm) checkpoint")  # fmt: skip
-    cfg = validate(json.loads(payload["config"]), f"{checkpoint} (stored config)")
+    cfg = validate(json.loads(payload["config"]), f"{where} (stored config)")
     if overrides:
-        cfg = validate(
-            apply_overrides(json.loads(payload["config"]), overrides), f"{checkpoint} (stored config + --set)"
-        )
+        cfg = validate(apply_overrides(json.loads(payload["config"]), overrides), f"{where} (stored config + --set)")
     method = build_method(cfg, resolve_device(device), inference=True)
     for k in method.inference_nets:
         if k not in payload["nets"]:
-            raise RaytrainError(f"{checkpoint}: no weights for the {name} net {k!r}")
+            raise RaytrainError(f"{where}: no weights for the {name} net {k!r}")
         try:
             load_checked(method.nets[k], payload["nets"][k], f"net {k}")
         except RaytrainError as exc:
-            raise RaytrainError(f"{checkpoint}: {exc}") from None
+            raise RaytrainError(f"{where}: {exc}") from None
     method.train(False)
     method.trained_metrics = dict(payload.get("metrics") or {})  # the checkpoint step's metrics (validation figures)
     return cfg, method

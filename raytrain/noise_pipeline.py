@@ -32,7 +32,13 @@ from raytrain.inference import load_restorer
 from raytrain.layout import to_image
 from raytrain.locations import OutputFolder
 from raytrain.metrics import STRUCTURE, mean_std
-from raytrain.pipeline_report import PICTURE_ROWS, plot_noise_samples, plot_sr_samples, write_tables
+from raytrain.pipeline_report import (
+    PICTURE_ROWS,
+    plot_denoise_samples,
+    plot_noise_samples,
+    plot_sr_samples,
+    write_tables,
+)
 from raytrain.sr_pipeline import build_lpips, lr_view, sr_sources
 from raytrain.synthesis import FittedSource, VAESource, as_synthesizer, write_pairs
 from raytrain.tracking import Run
@@ -74,6 +80,8 @@ def noise_config(cfg: RunConfig, name: str) -> RunConfig:
     raw = to_raw(cfg)
     raw.pop("pipeline")
     sets = [f"name={name}"] + (["data.downscale_clean=true"] if cfg.data.scale > 1 else [])
+    if cfg.tracking.register:
+        sets.append(f"tracking.register={cfg.tracking.register}-noise")
     return validate(apply_overrides(raw, sets), "pipeline")
 
 
@@ -98,6 +106,8 @@ def downstream_config(cfg: RunConfig, arm: str, name: str, synthetic: str | None
         overrides.append(f"data.synthetic={synthetic}")
         if cfg.pipeline.synthetic_fraction is not None:
             overrides.append(f"data.synthetic_fraction={cfg.pipeline.synthetic_fraction}")
+    if cfg.tracking.register:
+        overrides.append(f"tracking.register={cfg.tracking.register}-{arm}")
     if arm == "all_real":
         raw["data"].pop("paired", None)
         overrides.append("data.paired.fraction=1.0")
@@ -220,13 +230,13 @@ class Stages:
         tags = {"raytrain.stage": "evaluate", "raytrain.val_images": ",".join(collection.val_names)}
         run = self.parent.child(f"{self.cfg.name}-{self.tag}-eval",
                                 tags | {f"raytrain.used.{k}": v for k, v in self.runs.items()})  # fmt: skip
-        samples: dict[str, list[np.ndarray]] = {}
-        outputs: dict[str, list[np.ndarray]] = {}
-        rows = evaluate(self.cfg, sources, trained, collection.val, samples, low.val, outputs)
+        rows, samples, outputs = evaluate_where(self.cfg, sources, trained, collection.val, low.val)
         result = PipelineResult(rows, self.out, self.parent.run_id, self.runs, time.perf_counter() - t0)
         plot_noise_samples(low.val, samples, self.out / "noise_samples.png")
         if self.cfg.data.scale > 1:
             plot_sr_samples(collection.val[:PICTURE_ROWS], outputs, self.out / "sr_samples.png", self.cfg.data.scale)
+        else:
+            plot_denoise_samples(collection.val[:PICTURE_ROWS], outputs, self.out / "denoise_samples.png")
         write_tables(result, self.cfg, [run, self.parent])
         self.out.publish()
         run.end()
@@ -235,12 +245,56 @@ class Stages:
         return result
 
 
+def evaluate_where(cfg: RunConfig, sources: dict, trained: dict[str, str], pairs, noise_pairs,
+                   gpus: int | None = None) -> tuple[dict, dict, dict]:  # fmt: skip
+    """:func:`evaluate` on the workers' device: here (on this machine's GPU when ``scaling.use_gpu`` and it has one,
+    else its CPU), or, when the runs use GPUs and this driver has none (a cluster's head node), as a Ray task on a GPU
+    node (``gpus``: GPUs that task asks for; default 1 there, and no task otherwise). Returns (rows, samples,
+    outputs)."""
+    import torch
+
+    if gpus is None:
+        gpus = 1 if cfg.scaling.use_gpu and not torch.cuda.is_available() else 0
+        if not gpus:
+            device = "cuda" if cfg.scaling.use_gpu else "cpu"
+            samples: dict = {}
+            outputs: dict = {}
+            rows = evaluate(cfg, sources, trained, pairs, samples, noise_pairs, outputs, device)
+            return rows, samples, outputs
+    import ray
+
+    senm = sources.get("senm")
+    recipe = (senm.args, senm.kwargs) if senm is not None else None
+    others = {k: v for k, v in sources.items() if k != "senm"}
+    task = ray.remote(num_gpus=gpus, num_cpus=1)(_evaluate_task)
+    return ray.get(task.remote(to_raw(cfg), recipe, others, trained, pairs, noise_pairs))
+
+
+def _evaluate_task(raw: dict, recipe, others: dict, trained: dict[str, str], pairs, noise_pairs):
+    """:func:`evaluate` in a Ray task: the SeNM-VAE source rebuilt from its checkpoint on this node's device."""
+    from raytrain.inference import resolve_device
+
+    cfg, device = validate(raw, "config"), resolve_device("auto")
+    sources = dict(others)
+    if recipe is not None:
+        args, kwargs = recipe
+        sources["senm"] = VAESource(*args, device=device, **kwargs)
+    samples: dict = {}
+    outputs: dict = {}
+    rows = evaluate(cfg, sources, trained, pairs, samples, noise_pairs, outputs, device)
+    return rows, samples, outputs
+
+
 def evaluate(cfg: RunConfig, sources: dict, trained: dict[str, str], pairs, samples: dict | None = None,
-             noise_pairs=None, outputs: dict | None = None) -> dict[str, dict]:  # fmt: skip
+             noise_pairs=None, outputs: dict | None = None, device="cpu") -> dict[str, dict]:  # fmt: skip
     """Every arm's row: its noise model's quality (synthetic arms, on ``noise_pairs``, default ``pairs``) and its
     denoiser's (SR net's) PSNR/SSIM on ``pairs``, with LPIPS when ``pipeline.lpips`` is set. ``samples`` receives
     each noise model's synthetic noisy images (arm -> list, in the order of ``noise_pairs``), ``outputs`` each arm's
-    restored images (the first :data:`PICTURE_ROWS`, in the order of ``pairs``)."""
+    restored images (the first :data:`PICTURE_ROWS`, in the order of ``pairs``). The denoisers run on ``device``
+    (the SeNM-VAE source on its own)."""
+    from raytrain.inference import on_device, resolve_device
+
+    device = resolve_device(device)
     noise_pairs = pairs if noise_pairs is None else noise_pairs
     lpips = build_lpips(cfg.pipeline.lpips)
     rows: dict[str, dict] = {}
@@ -250,13 +304,16 @@ def evaluate(cfg: RunConfig, sources: dict, trained: dict[str, str], pairs, samp
             src = sources[arm]
             synth = src.synthesize if arm == "senm" else as_synthesizer(src)
             keep = samples.setdefault(arm, []) if samples is not None else None  # an empty dict is falsy: no `or`
+            import torch
+
+            torch.manual_seed(cfg.seed)  # the same draws wherever it runs (here or a Ray task), run after run
             row.update(noise_quality(arm, synth, noise_pairs, keep=keep))
-        _, denoiser = load_restorer(trained[arm])
-        restore = denoiser.restore
+        _, denoiser = load_restorer(trained[arm], device)
+        restore = on_device(denoiser.restore, device)
         if outputs is not None:
             kept = outputs.setdefault(arm, [])
 
-            def restore(x, net=denoiser.restore, kept=kept):
+            def restore(x, net=restore, kept=kept):
                 y = net(x)
                 if len(kept) < PICTURE_ROWS:  # only what the picture shows (90 HR images would be gigabytes)
                     kept.append(to_image(y.clamp(0, 1)))
@@ -264,6 +321,7 @@ def evaluate(cfg: RunConfig, sources: dict, trained: dict[str, str], pairs, samp
 
         scores = evaluate_pairs(restore, pairs, lpips=lpips)
         row["psnr"], row["psnr_std"] = mean_std([s["psnr"] for s in scores])
+        row["n_images"] = len(scores)
         row["ssim"], _ = mean_std([s["ssim"] for s in scores])
         row["psnr_noisy"], _ = mean_std([s["psnr_noisy"] for s in scores])
         row["ssim_noisy"], _ = mean_std([s["ssim_noisy"] for s in scores])

@@ -1,6 +1,8 @@
 """What ``raytrain pipeline`` shows: the table of every arm (``table.md``, ``table.csv``, ``runs.json``, logged to
 the MLflow runs) and its pictures (``noise_samples.png``: each noise model's synthetic images beside the real
-ones; ``sr_samples.png``: each arm's super-resolved images beside the LR input and the HR image)."""
+ones, and their residuals, where spatial correlation shows; ``denoise_samples.png``: noisy | each arm's output |
+clean with each image's PSNR; ``sr_samples.png``: each arm's super-resolved images beside the LR input and the HR
+image)."""
 
 from __future__ import annotations
 
@@ -41,16 +43,57 @@ LABELS = {"senm": "SeNM-VAE synthetic + real pairs", "gaussian": "Gaussian (pair
 
 def plot_noise_samples(pairs, samples: dict[str, list[np.ndarray]], path: Path, crop: int = 96) -> Path | None:
     """A picture of the noise: per held-out image (rows), the clean crop, the real noisy one and each noise model's
-    synthetic one at the real noise level (columns), the same centre crop everywhere."""
+    synthetic one at the real noise level, then the residuals (noisy - clean) of the real and of each synthetic
+    image, where spatial correlation shows as grain larger than a pixel (columns); the same centre crop everywhere.
+    Residuals are drawn on one scale per row: mid-gray 0, black / white -/+3 std of the real noise."""
     if not samples or not pairs:
         return None
+    return save_grid(noise_columns(pairs, samples), path, crop, 2.2)
+
+
+def noise_columns(pairs, samples: dict[str, list[np.ndarray]]) -> list[tuple]:
+    """The columns of :func:`plot_noise_samples`: (title, images)."""
     cols = [("clean", [clean for clean, _ in pairs]), ("real noisy", [noisy for _, noisy in pairs])]
     cols += [(f"{SHORT.get(arm, arm)} (synthetic)", imgs) for arm, imgs in samples.items()]
-    return save_grid(cols, path, crop, 2.2)
+    scale = [3 * max(float(np.std(noisy - clean)), 1e-6) for clean, noisy in pairs]
+
+    def shown(res: np.ndarray, i: int) -> np.ndarray:
+        return np.clip(0.5 + res / (2 * scale[i]), 0, 1)
+
+    cols.append(("real residual", [shown(noisy - clean, i) for i, (clean, noisy) in enumerate(pairs)]))
+    cols += [(f"{SHORT.get(arm, arm)} residual", [shown(img - pairs[i][0], i) for i, img in enumerate(imgs)])
+             for arm, imgs in samples.items()]  # fmt: skip
+    return cols
 
 
-def save_grid(cols: list[tuple[str, list[np.ndarray]]], path: Path, crop: int, inches: float) -> Path:
-    """A grid of images: one column per (title, images), the same centre crop of each image, gray or RGB."""
+def plot_denoise_samples(pairs, outputs: dict[str, list[np.ndarray]], path: Path, crop: int = 96) -> Path | None:
+    """A picture of denoising: per held-out image (rows), the noisy input, each arm's output and the clean image over
+    the same centre crop (columns), each with its PSNR on the whole image."""
+    if not outputs or not pairs:
+        return None
+    return save_grid(denoise_columns(pairs, outputs), path, crop, 2.4)
+
+
+def denoise_columns(pairs, outputs: dict[str, list[np.ndarray]]) -> list[tuple]:
+    """The columns of :func:`plot_denoise_samples`: (title, images, PSNR labels or None)."""
+    from raytrain.metrics import psnr
+
+    n = min(len(pairs), *(len(v) for v in outputs.values()))
+    pairs = pairs[:n]
+
+    def db(img: np.ndarray, clean: np.ndarray) -> str:
+        return f"{float(psnr(to_tensor(np.clip(img, 0, 1)), to_tensor(clean))):.2f} dB"
+
+    cols = [("noisy input", [noisy for _, noisy in pairs], [db(noisy, clean) for clean, noisy in pairs])]
+    cols += [(SHORT.get(arm, LABELS.get(arm, arm)), imgs[:n], [db(im, pairs[i][0]) for i, im in enumerate(imgs[:n])])
+             for arm, imgs in outputs.items()]  # fmt: skip
+    cols.append(("clean", [clean for clean, _ in pairs], None))
+    return cols
+
+
+def save_grid(cols: list[tuple], path: Path, crop: int, inches: float) -> Path:
+    """A grid of images: one column per (title, images[, a label per image or None]), the same centre crop of each
+    image, gray or RGB; a label is written in the image's corner."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -58,12 +101,17 @@ def save_grid(cols: list[tuple[str, list[np.ndarray]]], path: Path, crop: int, i
 
     rows = len(cols[0][1])
     fig, axes = plt.subplots(rows, len(cols), figsize=(inches * len(cols), inches * rows), squeeze=False)
-    for j, (title, imgs) in enumerate(cols):
+    for j, col in enumerate(cols):
+        title, imgs = col[0], col[1]
+        labels = col[2] if len(col) > 2 else None
         for i, img in enumerate(imgs):
             ax = axes[i][j]
             tile = np.clip(centre_crop(img, crop), 0, 1)
             ax.imshow(tile[..., 0] if tile.shape[-1] == 1 else tile, cmap="gray", vmin=0, vmax=1)
             ax.set_xticks([]), ax.set_yticks([])
+            if labels:
+                ax.text(0.02, 0.02, labels[i], transform=ax.transAxes, fontsize=8, color="yellow", va="bottom",
+                        bbox={"facecolor": "black", "alpha": 0.6, "pad": 1, "lw": 0})  # fmt: skip
             if i == 0:
                 ax.set_title(title, fontsize=9)
     fig.tight_layout()
@@ -141,7 +189,7 @@ def write_tables(result: PipelineResult, cfg: RunConfig, runs: list[Run]) -> Non
     keys = ("psnr", "ssim", "lpips", "kld", "kld_noisy", "akld", "rho", "rho_h", "rho_v", "rho_h2", "rho_v2")
     metrics = {f"{arm}_{k}": r[k] for arm, r in result.rows.items() for k in keys if k in r}
     for run in runs:
-        for f in ("table.md", "table.csv", "runs.json", "noise_samples.png", "sr_samples.png"):
+        for f in ("table.md", "table.csv", "runs.json", "noise_samples.png", "sr_samples.png", "denoise_samples.png"):
             if (result.out / f).is_file():
                 run.log_artifact(result.out / f)
         run.log_metrics(metrics)

@@ -49,6 +49,10 @@ class VAESource:
                  overrides: list[str] | None = None):  # fmt: skip
         from raytrain.inference import resolve_device
 
+        # how to build it again elsewhere (the pipeline's evaluation as a Ray task on a GPU node)
+        self.args = (str(checkpoint), level, temperature, seed)
+        self.kwargs = {"mode": mode, "content": content, "normalize": normalize,
+                       "allow_content_floor": allow_content_floor, "overrides": overrides}  # fmt: skip
         self.device = resolve_device(device)
         self.cfg, self.method = load_noise_model(checkpoint, self.device, overrides)
         m = self.cfg.method

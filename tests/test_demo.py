@@ -24,6 +24,7 @@ def test_quick_demo_writes_the_table_and_plots(ray_local, tmp_path, capsys):
     assert "| Gaussian (paired std) + real pairs |" in report and "| (SeNM-VAE noise) | KLD" in report
     assert (tmp_path / "demo" / "psnr_vs_paired.png").stat().st_size > 1000
     assert (tmp_path / "demo" / "noise_samples_4.png").stat().st_size > 1000
+    assert (tmp_path / "demo" / "denoise_samples_4.png").stat().st_size > 1000
     assert (tmp_path / "demo" / "lir_curve.png").stat().st_size > 1000
     assert "LIR (unsupervised, blind AWGN sigma in [5, 50], 4 steps)" in report
     assert "mlflow ui --backend-store-uri sqlite:///" in out and "127.0.0.1" in out
@@ -59,3 +60,32 @@ def test_quick_demo_writes_the_table_and_plots(ray_local, tmp_path, capsys):
     assert used["raytrain.used.downstream/senm"] == dn.info.run_id and used["raytrain.used.noise_model"]
     assert pipeline.data.metrics["senm_psnr"] > 0 and "real_pairs_psnr" in pipeline.data.metrics
     assert {a.path for a in client.list_artifacts(pipeline.info.run_id)} >= {"table.md", "table.csv", "runs.json"}
+    # the models it registered, and `raytrain denoise models:/demo-senm/1` from a fresh shell against its store
+    names = {m.name: [str(v.version) for v in client.search_model_versions(f"name='{m.name}'")]
+             for m in client.search_registered_models()}  # fmt: skip
+    assert names == {"demo-noise": ["1"], "demo-senm": ["1"], "demo-gaussian": ["1"], "demo-real_pairs": ["1"],
+                     "demo-lir": ["1"]}  # fmt: skip
+    assert dn.data.tags["raytrain.registered_model"] == "models:/demo-senm/1"
+    import os
+    import subprocess
+    import sys
+
+    import imageio.v3 as iio
+    import numpy as np
+    import torch
+
+    from raytrain.inference import load_restorer
+
+    img = (np.random.default_rng(1).random((40, 48)) * 255).astype(np.uint8)
+    iio.imwrite(tmp_path / "in.png", img)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "RAY_ADDRESS"))}
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'demo' / 'mlflow.db'}"
+    cmd = [sys.executable, "-m", "raytrain.cli", "denoise", "models:/demo-senm/1", str(tmp_path / "in.png")]
+    p = subprocess.run([*cmd, str(tmp_path / "out.png")], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-2000:]
+    _, net = load_restorer(dn.data.tags["raytrain.checkpoint"])  # the checkpoint the registered version came from
+    want = net.restore(torch.tensor(img / 255.0, dtype=torch.float32)[None, None]).clamp(0, 1)[0, 0].numpy()
+    assert np.abs(iio.imread(tmp_path / "out.png") / 255.0 - want).max() <= 1 / 255 + 1e-6
+    env.pop("MLFLOW_TRACKING_URI")  # the default store (./runs/mlflow.db here) does not hold it: one line
+    p = subprocess.run([*cmd, str(tmp_path / "o2.png")], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert p.returncode == 1 and "set MLFLOW_TRACKING_URI" in p.stderr and p.stderr.count("\n") == 1, p.stderr

@@ -281,3 +281,26 @@ def test_the_pipeline_table_shows_the_noise_structure_per_axis_and_lag():
     assert "| 0.52 / 0.11 | 0.25 / 0.01 | 10.00 |" in row and row.startswith("| SeNM-VAE synthetic")
     assert "| – | – | – |" in other
     assert "Real noise correlation rows / cols 0.57 / 0.12 at lag 1, 0.30 / 0.02 at lag 2." in md
+
+
+@pytest.mark.slow
+def test_the_pipeline_evaluation_as_a_ray_task_gives_the_rows_it_gives_here(ray_local, senm_ckpt, trained):
+    """When the runs use GPUs and the driver has none, the evaluation runs as a Ray task (on a GPU node), the SeNM-VAE
+    rebuilt there from its checkpoint: forced here with 0 GPUs, the same rows, noise samples and outputs."""
+    from raytrain.config import load_config
+    from raytrain.data.collection import load_domains
+    from raytrain.noise_pipeline import evaluate_where, fitted_sources
+
+    _, res = trained
+    cfg = load_config(None, [*TINY_SENM, "pipeline.arms=[senm,gaussian]", "data.val_crop=32", "data.max_size=96"])
+    col = load_domains(cfg)
+    sources = {"senm": VAESource(senm_ckpt, None, 0.7, 3), "gaussian": fitted_sources(col, 0)["gaussian"]}
+    ckpts = {"senm": res.checkpoint, "gaussian": res.checkpoint}
+    here = evaluate_where(cfg, sources, ckpts, col.val, col.val)
+    there = evaluate_where(cfg, sources, ckpts, col.val, col.val, gpus=0)  # a task, asking for no GPU
+    # the same draws (seeded per arm); a task's torch may use another thread count: equal to float rounding
+    assert here[0].keys() == there[0].keys() and here[0]["senm"]["kld"] > 0
+    for arm, row in here[0].items():
+        assert row == pytest.approx(there[0][arm], rel=1e-5, abs=1e-6), arm
+    for a, b in zip(here[1]["senm"] + here[2]["senm"], there[1]["senm"] + there[2]["senm"], strict=True):
+        assert np.allclose(a, b, atol=1e-5)

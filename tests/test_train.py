@@ -49,7 +49,8 @@ def test_mlflow_run_holds_params_metrics_images_and_weights(trained):
     assert tags["raytrain.git_dirty"] in ("true", "false") and tags["torch.version"] == torch.__version__
     assert tags["ray.version"] == __import__("ray").__version__ and tags["raytrain.version"]
     names = {a.path for a in client.list_artifacts(res.run_id)}
-    assert {"config.yaml", "config_resolved.yaml"} <= names
+    assert {"config.yaml", "config_resolved.yaml", "model"} <= names  # model/: the run's MLflow model
+    assert "model/MLmodel" in {a.path for a in client.list_artifacts(res.run_id, "model")}
     got = client.download_artifacts(res.run_id, "config.yaml", str(Path(cfg.workdir) / "dl-config"))
     assert validate(yaml.safe_load(Path(got).read_text())) == cfg and to_raw(cfg)["name"] == "tiny"
 

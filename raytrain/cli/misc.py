@@ -19,6 +19,13 @@ def add_parsers(sub) -> None:
                       "--set pipeline.downstream.train.steps=600 (repeatable)")  # fmt: skip
     dm.set_defaults(func=cmd_demo)
 
+    cv = sub.add_parser("curves", help="training-loss and validation curves of MLflow runs from their full history")
+    cv.add_argument("run_ids", nargs="+", metavar="RUN_ID", help="MLflow run id(s); several are overlaid")
+    cv.add_argument("--out", required=True, help="PNG file to write")
+    cv.add_argument("--metric", help="the validation metric (default: the first run's headline, e.g. val_psnr)")
+    cv.add_argument("--tracking-uri", help="the MLflow store (default: MLFLOW_TRACKING_URI, else ./runs/mlflow.db)")
+    cv.set_defaults(func=cmd_curves)
+
     cr = sub.add_parser("config-reference", help="the configuration reference generated from the typed configs "
                                                  "(Markdown, to stdout or --out)")  # fmt: skip
     cr.add_argument("--out", metavar="FILE", help="write it to FILE (the repository's copy: docs/config.md)")
@@ -69,6 +76,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise ConfigError(f"--arms {args.arms!r}: expected some of {', '.join(ARMS)}")
     res = run_demo(args.workdir, counts, args.quick, arms, args.overrides)
     print(f"demo finished in {res['wall_s'] / 60:.1f} min")
+    return 0
+
+
+def cmd_curves(args: argparse.Namespace) -> int:
+    import os
+
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from raytrain.errors import RaytrainError, first_line
+    from raytrain.history import plot_history
+    from raytrain.models import tracking_uri
+
+    if args.tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = args.tracking_uri
+    client = MlflowClient(tracking_uri())
+    try:
+        out = plot_history(client, args.run_ids, args.out, args.metric)
+    except MlflowException as exc:
+        raise RaytrainError(f"{first_line(exc, 200)} (store {tracking_uri()})") from None
+    print(f"wrote {out}")
     return 0
 
 

@@ -47,6 +47,16 @@ def add_parsers(sub) -> None:
     add_device(d)
     d.set_defaults(func=cmd_denoise)
 
+    ex = sub.add_parser("export", help="write a trained denoiser as TorchScript or ONNX for use outside raytrain, "
+                                       "checked against the eager model on a test image")  # fmt: skip
+    ex.add_argument("checkpoint", help=CHECKPOINT_HELP)
+    ex.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript",
+                    help="torchscript (torch.jit.trace; load with torch.jit.load) or onnx (dynamic batch and size; "
+                         "needs pip install 'raytrain[export]')")  # fmt: skip
+    ex.add_argument("--out", required=True, help="the file to write (FILE.json beside it says what the model takes)")
+    add_overrides(ex, STORED_SET)
+    ex.set_defaults(func=cmd_export)
+
     dnd = sub.add_parser("dnd", help="denoise the DND sRGB benchmark into its submission layout (OUT/bundled/*.mat)")
     dnd.add_argument("checkpoint", help="an RGB restoration checkpoint (" + CHECKPOINT_HELP + ")")
     dnd.add_argument("dnd", help="the DND folder (info.mat, images_srgb/)")
@@ -82,7 +92,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"  MLflow run {res.run_id} in {uri}")
         if uri.startswith("sqlite"):
             print(f"  view it: mlflow ui --backend-store-uri {uri} --host 127.0.0.1")
-    return 0
+        store = "" if uri == resolve_uri(None, "runs") else f" --tracking-uri {uri}"
+        print(f"  curves: raytrain curves {res.run_id}{store} --out {cfg.name}_curves.png")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -163,6 +174,19 @@ def cmd_denoise(args: argparse.Namespace) -> int:
         y = to_image(restore(to_tensor(img)).clamp(0, 1))
         atomic_write_bytes(iio.imwrite("<bytes>", to_uint8(y), extension=out.suffix.lower()), out)
     print(f"wrote {len(jobs)} image(s) to {dst}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from raytrain.export import TOLERANCE, export
+    from raytrain.inference import load_restorer
+
+    cfg, method = load_restorer(args.checkpoint, "cpu", args.overrides)
+    facts = export(method, cfg, args.format, args.out)
+    print(f"wrote {args.out} ({args.format}, {method.name}): input {' + '.join(facts['inputs'])}, NCHW float32 in "
+          f"[0, 1], {facts['channels']} channel(s), sides divisible by {facts['sides_divide_by']}")  # fmt: skip
+    print(f"  checked against the eager model on a {'x'.join(map(str, facts['checked_on']))} test image: max abs "
+          f"difference {facts['max_abs_diff']:.1e} (limit {TOLERANCE:g}); facts in {args.out}.json")  # fmt: skip
     return 0
 
 

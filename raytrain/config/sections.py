@@ -4,6 +4,7 @@ methods' train defaults and official recipes."""
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, model_validator
@@ -336,13 +337,20 @@ class ScalingSection(Strict):
     wait_for_nodes_s: Annotated[float, Field(ge=0, le=86400)] = 0
 
 
-class TrackingConfig(Strict):
-    enabled: bool = True
-    # an MLflow server (http://HOST:5000, what a cluster needs: every worker logs into it); default: the
-    # MLFLOW_TRACKING_URI environment variable, else sqlite:///<workdir>/mlflow.db (one machine only)
-    uri: str | None = None
-    experiment: str = "raytrain"
-    image_every_val: bool = True
+with warnings.catch_warnings():  # `register` shadows ABCMeta.register on the class, never on a config's values
+    warnings.filterwarnings("ignore", message='Field name "register"')
+
+    class TrackingConfig(Strict):
+        enabled: bool = True
+        # an MLflow server (http://HOST:5000, what a cluster needs: every worker logs into it); default: the
+        # MLFLOW_TRACKING_URI environment variable, else sqlite:///<workdir>/mlflow.db (one machine only)
+        uri: str | None = None
+        experiment: str = "raytrain"
+        image_every_val: bool = True
+        # register the run's model (the checkpoint train.keep_best picks, logged as the run's MLflow model `model/`) in
+        # MLflow's model registry under this name: a new version per run (models:/NAME/VERSION). A pipeline registers
+        # its noise model as NAME-noise and each arm's denoiser as NAME-ARM
+        register: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] | None = None
 
 
 __all__ = [

@@ -134,7 +134,7 @@ def run_group(cfgs: list[RunConfig], experiment: str, parent_run_id: str | None 
         run = store.find(parent_run_id, f"tags.`raytrain.trial_id` = '{metrics.get('trial_id', '')}'")  # its run
         ckpt, checkpoint, last, how = picked(cfgs[i], r, storage)  # train.keep_best's pick
         if ckpt is not None:
-            record_checkpoint(run, ckpt, checkpoint, last, how)
+            record_checkpoint(run, ckpt, checkpoint, last, how, cfgs[i].tracking.register)
         df = r.metrics_dataframe
         history = df.to_dict("records") if df is not None else []
         done[i] = TrainResult(metrics, checkpoint, run.run_id, storage, history, last, how)

@@ -377,18 +377,24 @@ def run_training(cfg: RunConfig, parent_run_id: str | None = None) -> TrainResul
         history = result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
         ckpt, checkpoint, last, how = picked(cfg, result, storage)
         if ckpt is not None:
-            record_checkpoint(run, ckpt, checkpoint, last, how)
+            record_checkpoint(run, ckpt, checkpoint, last, how, cfg.tracking.register)
     return TrainResult(result.metrics or {}, checkpoint, run.run_id, storage, history, last, how)
 
 
 def record_checkpoint(run, checkpoint: ray.train.Checkpoint, location: str, last: str | None = None,
-                      how: str = "") -> None:  # fmt: skip
-    """The run's weights artifact (``weights/model.pt``) and its tags: ``raytrain.checkpoint`` (``location``, the one
+                      how: str = "", register: str | None = None) -> None:  # fmt: skip
+    """The run's weights artifact (``weights/model.pt``), its MLflow model (``model/``, registered as ``register``
+    when given: :mod:`raytrain.models`) and its tags: ``raytrain.checkpoint`` (``location``, the one
     ``train.keep_best`` picked, ``how``), ``raytrain.checkpoint_last`` (the newest). Ray's Checkpoint API reads the
     checkpoint from wherever the storage is (S3, NFS, a local folder)."""
+    from raytrain.files import load_torch
+    from raytrain.models import log_model
+
     with checkpoint.as_directory() as local:
         if Path(local, "model.pt").is_file():
             run.log_artifact(Path(local, "model.pt"), "weights")
+            if run:
+                log_model(run, load_torch(Path(local, "model.pt"), "a raytrain checkpoint"), register)
     run.set_tags({"raytrain.checkpoint": locations.display(location), "raytrain.checkpoint_pick": how,
                   "raytrain.checkpoint_last": locations.display(last or location)})  # fmt: skip
 

@@ -100,8 +100,13 @@ def table_csv(cells: list[dict]) -> str:
     return buf.getvalue()
 
 
-def plot_metric(cells: list[dict], axes: list[str], metric: str, path: Path) -> Path | None:
-    """The metric against the first axis, one line per remaining combination (variant), error bars = std."""
+def plot_metric(cells: list[dict], axes: list[str], metric: str, path: Path | None, error: str | None = None,
+                baseline: float | None = None, baseline_label: str = "noisy input") -> Path | None:  # fmt: skip
+    """The metric against the first axis, one series per remaining combination (variant). Several numeric x values:
+    lines, on a log axis over a wide range. One x value (or categories): with a ``baseline`` (the noisy input), bars
+    of the gain over it (zero-based, the value printed on each bar); without, points. Error bars: ± ``error``
+    (default: the std over the replicate axes), said under the plot with n; the baseline a dashed line. ``path``
+    None: the figure itself."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -111,26 +116,53 @@ def plot_metric(cells: list[dict], axes: list[str], metric: str, path: Path) -> 
     if not keep:
         return None
     x_axis, rest = keep[0], keep[1:]
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
     groups = sorted({tuple(c[a] for a in rest) for c in cells}, key=lambda t: tuple(map(_sort_key, t)))
+    xvals = sorted({c[x_axis] for c in cells}, key=_sort_key)
     numeric = all(isinstance(c[x_axis], (int, float)) for c in cells)
-    for g in groups:
-        pts = sorted((c for c in cells if tuple(c[a] for a in rest) == g), key=lambda c: _sort_key(c[x_axis]))
-        xs = [c[x_axis] if numeric else str(c[x_axis]) for c in pts]
-        ax.errorbar(xs, [c["mean"] for c in pts], yerr=[c["std"] for c in pts], marker="o", capsize=3,
-                    label=" / ".join(map(str, g)) or metric)  # fmt: skip
-    if (
-        numeric
-        and min(c[x_axis] for c in cells) > 0
-        and max(c[x_axis] for c in cells) / min(c[x_axis] for c in cells) >= 20
-    ):
-        ax.set_xscale("log")
-    ax.set_xlabel(x_axis)
-    ax.set_ylabel(metric)
-    ax.grid(alpha=0.3)
-    if len(groups) > 1:
+    ns = sorted({int(c.get("n", 1)) for c in cells})
+    note = f"error bars: ± {error or 'std over ' + ', '.join(REPLICATE_AXES)} (n = {'/'.join(map(str, ns))})"
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    label = lambda g: " / ".join(map(str, g)) or metric  # noqa: E731
+    if numeric and len(xvals) > 1:
+        for g in groups:
+            pts = sorted((c for c in cells if tuple(c[a] for a in rest) == g), key=lambda c: _sort_key(c[x_axis]))
+            ax.errorbar([c[x_axis] for c in pts], [c["mean"] for c in pts], yerr=[c["std"] for c in pts], marker="o",
+                        capsize=3, label=label(g))  # fmt: skip
+        if min(xvals) > 0 and max(xvals) / min(xvals) >= 20:
+            ax.set_xscale("log")
+        if baseline is not None:
+            ax.axhline(baseline, color="gray", ls="--", lw=1, label=f"{baseline_label} ({baseline:.2f})")
+        ax.set_xlabel(x_axis)
+        ax.set_ylabel(metric)
+    else:
+        width = 0.8 / max(len(groups), 1)
+        for j, g in enumerate(groups):
+            by_x = {c[x_axis]: c for c in cells if tuple(c[a] for a in rest) == g}
+            pos = [i + (j - (len(groups) - 1) / 2) * width for i, x in enumerate(xvals) if x in by_x]
+            pts = [by_x[x] for x in xvals if x in by_x]
+            if baseline is None:
+                ax.errorbar(pos, [c["mean"] for c in pts], yerr=[c["std"] for c in pts], fmt="o", capsize=3,
+                            label=label(g))  # fmt: skip
+                continue
+            bars = ax.bar(pos, [c["mean"] - baseline for c in pts], width * 0.9, yerr=[c["std"] for c in pts],
+                          capsize=3, label=label(g))  # fmt: skip
+            for bar, c in zip(bars, pts, strict=True):
+                top = (bar.get_x() + bar.get_width() / 2, bar.get_height())
+                ax.annotate(f"{c['mean']:.2f}", top, xytext=(0, 2), textcoords="offset points", ha="center",
+                            va="bottom", fontsize=8)  # fmt: skip
+        ax.set_xticks(range(len(xvals)), [f"{x_axis} = {x}" for x in xvals])
+        if baseline is not None:
+            ax.axhline(0, color="gray", ls="--", lw=1)
+            ax.set_ylabel(f"{metric}: gain over the {baseline_label} ({baseline:.2f})")
+        else:
+            ax.set_ylabel(metric)
+    ax.grid(alpha=0.3, axis="y")
+    if len(groups) > 1 or baseline is not None:
         ax.legend(fontsize=8)
-    fig.tight_layout()
+    fig.text(0.01, 0.01, note, fontsize=7, color="dimgray")
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    if path is None:
+        return fig  # for a test to read
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
