@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +83,9 @@ def write_model_dir(payload: dict, path: str | Path) -> Path:
         code = str(Path(__file__).with_name("mlflow_pyfunc.py"))  # a model from code: nothing pickled
         arts = {"weights": str(Path(tmp) / WEIGHTS), "meta": str(Path(tmp, META))}
         reqs = [f"raytrain=={__version__}", f"torch=={torch.__version__.split('+')[0]}", "safetensors"]
-        mlflow.pyfunc.save_model(str(path), python_model=code, artifacts=arts, signature=sig, pip_requirements=reqs)
+        with warnings.catch_warnings():  # asks for type hints and an input example: the signature says what it takes
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\..*")
+            mlflow.pyfunc.save_model(str(path), python_model=code, artifacts=arts, signature=sig, pip_requirements=reqs)
     return Path(path)
 
 
