@@ -292,7 +292,10 @@ def write_pairs_ray(files: list[str], checkpoint: str, out: str | Path, level: f
     source = VAESource(*source_args, **source_kwargs)  # validates level/kind/floor once, on the driver's CPU
     source_kwargs["device"] = "cuda" if gpus else "cpu"
     nodes = other_nodes()
-    check_visible([str(f) for f in files] + [find_inference_file(checkpoint)], "the file", nodes)
+    from raytrain.models import is_model_uri
+
+    model = [] if is_model_uri(str(checkpoint)) else [find_inference_file(checkpoint)]  # an MLflow model: its store
+    check_visible([str(f) for f in files] + model, "the file", nodes)
     jobs = names_for([stem(f) for f in files], copies)
     pairs = PairSet(out)
     rows = [{"index": n, "path": str(files[i]), "name": name} for n, (i, name) in enumerate(jobs)]

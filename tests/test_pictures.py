@@ -53,7 +53,11 @@ def test_curves_come_from_mlflows_whole_history(tmp_path, capsys):
     assert list(val.get_xdata()) == [10, 20, 30, 40, 50] and set(noisy.get_ydata()) == {20.0}
     assert val_ax.get_title() == "validation: val_psnr"  # the run's headline, from its method tag
     out = tmp_path / "c.png"
+    import os
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
     assert main(["curves", run.run_id, "--out", str(out), "--tracking-uri", uri]) == 0 and out.stat().st_size > 1000
+    assert os.environ.get("MLFLOW_TRACKING_URI") == before  # the process's later runs keep their store
     assert main(["curves", run.run_id, "--out", str(out), "--tracking-uri", uri, "--metric", "val_ssim"]) == 1
     assert "no val_ssim history" in capsys.readouterr().err
 

@@ -80,8 +80,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_curves(args: argparse.Namespace) -> int:
-    import os
-
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
@@ -89,13 +87,12 @@ def cmd_curves(args: argparse.Namespace) -> int:
     from raytrain.history import plot_history
     from raytrain.models import tracking_uri
 
-    if args.tracking_uri:
-        os.environ["MLFLOW_TRACKING_URI"] = args.tracking_uri
-    client = MlflowClient(tracking_uri())
+    uri = args.tracking_uri or tracking_uri()
+    client = MlflowClient(uri)
     try:
         out = plot_history(client, args.run_ids, args.out, args.metric)
     except MlflowException as exc:
-        raise RaytrainError(f"{first_line(exc, 200)} (store {tracking_uri()})") from None
+        raise RaytrainError(f"{first_line(exc, 200)} (store {uri})") from None
     print(f"wrote {out}")
     return 0
 
