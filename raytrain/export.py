@@ -130,8 +130,17 @@ def _onnx(module: nn.Module, example: tuple, path: Path, inputs: tuple, stride: 
 
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     try:
-        torch.onnx.export(module, example, str(path), input_names=names, output_names=["restored"],
-                          dynamic_shapes=shapes, dynamo=True, verbose=False)  # fmt: skip
+        torch.onnx.export(
+            module,
+            example,
+            str(path),
+            input_names=names,
+            output_names=["restored"],
+            dynamic_shapes=shapes,
+            dynamo=True,
+            verbose=False,
+            external_data=False,
+        )  # one file
     except ImportError:
         raise RaytrainError("ONNX export needs onnx and onnxscript: pip install 'raytrain[export]'") from None
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

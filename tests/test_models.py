@@ -124,9 +124,13 @@ def test_export_matches_the_eager_model(kind, fmt, tmp_path):
     from raytrain.export import export, stride_of
 
     cfg, m = tiny(kind)
-    out = tmp_path / f"m.{fmt}"
+    out = tmp_path / "export" / f"m.{fmt}"
     facts = export(m, cfg, fmt, out)
     assert facts["max_abs_diff"] <= 1e-4 and json.loads(out.with_name(out.name + ".json").read_text()) == facts
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted([out.name, out.name + ".json"])  # nothing beside it
+    moved = tmp_path / f"elsewhere.{fmt}"
+    out.rename(moved)  # one self-contained file: it loads without anything it was written beside
+    out = moved
     s = stride_of(m)
     img = data.astronaut() if cfg.data.color == "rgb" else data.camera()[..., None]
     h, w = 72 - 72 % s, 120 - 120 % s

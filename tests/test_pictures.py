@@ -18,7 +18,7 @@ def test_metric_plot_at_one_x_value_draws_gain_bars_over_the_noisy_input_and_say
     ax = fig.axes[0]
     heights = sorted(round(p.get_height(), 6) for p in ax.patches)
     assert heights == [0.7, 2.2]  # zero-based bars: the gain over the noisy input, not PSNR from an arbitrary floor
-    assert "gain over the noisy input (27.80)" in ax.get_ylabel()
+    assert "gain over the noisy input (27.80)" in ax.get_ylabel() and "\n" in ax.get_ylabel()  # two lines: not cut
     texts = [t.get_text() for t in fig.texts] + [t.get_text() for t in ax.texts]
     assert "error bars: ± std over the held-out images (n = 3)" in texts and {"30.00", "28.50"} <= set(texts)
     assert [t.get_text() for t in ax.get_xticklabels()] == ["paired = 10"]

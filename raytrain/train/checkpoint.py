@@ -179,6 +179,24 @@ def best_dir(folder: str | Path) -> str | None:
     return d
 
 
+def picked_in_folder(folder: str | Path) -> tuple[str | None, str | None, str]:
+    """(the checkpoint ``train.keep_best`` picks, the newest, how it was picked) among a run's stored checkpoints (a
+    multi-worker Tune trial's TorchTrainer keeps them in its own folder, which Tune's result does not name)."""
+    dirs = checkpoint_dirs(folder, MODEL)
+    best = best_dir(folder)
+    if best is None:
+        return None, None, ""
+    try:
+        meta = json.loads(locations.read_bytes(locations.join(best, META)))
+        from raytrain.config import validate
+
+        how = describe_pick({**meta.get("metrics", {}), "step": meta.get("step")},
+                            best_metric(validate(meta["config"], "checkpoint config")))  # fmt: skip
+    except (RaytrainError, ValueError, KeyError, TypeError):
+        how = ""
+    return best, dirs[-1], how
+
+
 def load_rank_rng(directory: str | Path, rank: int) -> dict | None:
     p = locations.join(directory, f"rng_rank{rank}.pt")
     return load_torch(p, "a raytrain checkpoint's RNG states") if locations.is_file(p) else None

@@ -86,6 +86,8 @@ def run_group(cfgs: list[RunConfig], experiment: str, parent_run_id: str | None 
     from raytrain.config import to_raw
     from raytrain.data.collection import load_domains
     from raytrain.train.cluster import check_data
+    from raytrain import locations
+    from raytrain.train.checkpoint import picked_in_folder
     from raytrain.train.launch import checkpoint_config, picked, preflight, record_checkpoint, root_cause
     from raytrain.train.preflight import storage_path
     from raytrain.train.progress import DriverProgress, ProgressBoard
@@ -132,9 +134,11 @@ def run_group(cfgs: list[RunConfig], experiment: str, parent_run_id: str | None 
             raise RaytrainError(f"{cfgs[i].name}: {first_line(cause, 300, typed=True)}")
         metrics = dict(r.metrics or {})
         run = store.find(parent_run_id, f"tags.`raytrain.trial_id` = '{metrics.get('trial_id', '')}'")  # its run
-        ckpt, checkpoint, last, how = picked(cfgs[i], r, storage)  # train.keep_best's pick
-        if ckpt is not None:
-            record_checkpoint(run, ckpt, checkpoint, last, how, cfgs[i].tracking.register)
+        _, checkpoint, last, how = picked(cfgs[i], r, storage)  # train.keep_best's pick
+        if checkpoint is None:  # a multi-worker trial: its TorchTrainer stored them in storage/NAME, not the trial
+            checkpoint, last, how = picked_in_folder(locations.join(storage, cfgs[i].name))
+        if checkpoint is not None:
+            record_checkpoint(run, checkpoint, last, how, cfgs[i].tracking.register)
         df = r.metrics_dataframe
         history = df.to_dict("records") if df is not None else []
         done[i] = TrainResult(metrics, checkpoint, run.run_id, storage, history, last, how)

@@ -375,26 +375,30 @@ def run_training(cfg: RunConfig, parent_run_id: str | None = None) -> TrainResul
         result = fit(make_trainer(cfg, collection, run.info, board=board), board, budget)
         raise_diverged(result)  # the MLflow run ends FAILED
         history = result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
-        ckpt, checkpoint, last, how = picked(cfg, result, storage)
-        if ckpt is not None:
-            record_checkpoint(run, ckpt, checkpoint, last, how, cfg.tracking.register)
+        _, checkpoint, last, how = picked(cfg, result, storage)
+        if checkpoint is not None:
+            record_checkpoint(run, checkpoint, last, how, cfg.tracking.register)
     return TrainResult(result.metrics or {}, checkpoint, run.run_id, storage, history, last, how)
 
 
-def record_checkpoint(run, checkpoint: ray.train.Checkpoint, location: str, last: str | None = None,
-                      how: str = "", register: str | None = None) -> None:  # fmt: skip
+def record_checkpoint(run, location: str, last: str | None = None, how: str = "", register: str | None = None
+                      ) -> None:  # fmt: skip
     """The run's weights artifact (``weights/model.pt``), its MLflow model (``model/``, registered as ``register``
     when given: :mod:`raytrain.models`) and its tags: ``raytrain.checkpoint`` (``location``, the one
-    ``train.keep_best`` picked, ``how``), ``raytrain.checkpoint_last`` (the newest). Ray's Checkpoint API reads the
-    checkpoint from wherever the storage is (S3, NFS, a local folder)."""
+    ``train.keep_best`` picked, ``how``), ``raytrain.checkpoint_last`` (the newest). The checkpoint is read through
+    its location, wherever the storage is (S3, NFS, a local folder)."""
+    import tempfile
+
     from raytrain.files import load_torch
     from raytrain.models import log_model
+    from raytrain.train.checkpoint import MODEL
 
-    with checkpoint.as_directory() as local:
-        if Path(local, "model.pt").is_file():
-            run.log_artifact(Path(local, "model.pt"), "weights")
-            if run:
-                log_model(run, load_torch(Path(local, "model.pt"), "a raytrain checkpoint"), register)
+    if run and locations.is_file(locations.join(location, MODEL)):
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp, MODEL)
+            local.write_bytes(locations.read_bytes(locations.join(location, MODEL)))
+            run.log_artifact(local, "weights")
+            log_model(run, load_torch(local, "a raytrain checkpoint"), register)
     run.set_tags({"raytrain.checkpoint": locations.display(location), "raytrain.checkpoint_pick": how,
                   "raytrain.checkpoint_last": locations.display(last or location)})  # fmt: skip
 

@@ -147,13 +147,13 @@ def plot_metric(cells: list[dict], axes: list[str], metric: str, path: Path | No
             bars = ax.bar(pos, [c["mean"] - baseline for c in pts], width * 0.9, yerr=[c["std"] for c in pts],
                           capsize=3, label=label(g))  # fmt: skip
             for bar, c in zip(bars, pts, strict=True):
-                top = (bar.get_x() + bar.get_width() / 2, bar.get_height())
-                ax.annotate(f"{c['mean']:.2f}", top, xytext=(0, 2), textcoords="offset points", ha="center",
-                            va="bottom", fontsize=8)  # fmt: skip
+                mid = (bar.get_x() + bar.get_width() / 4, bar.get_height() / 2)  # clear of the error bar
+                ax.annotate(f"{c['mean']:.2f}", mid, ha="center", va="center", fontsize=8, color="white",
+                            fontweight="bold")  # fmt: skip
         ax.set_xticks(range(len(xvals)), [f"{x_axis} = {x}" for x in xvals])
         if baseline is not None:
             ax.axhline(0, color="gray", ls="--", lw=1)
-            ax.set_ylabel(f"{metric}: gain over the {baseline_label} ({baseline:.2f})")
+            ax.set_ylabel(f"{metric}\ngain over the {baseline_label} ({baseline:.2f})")
         else:
             ax.set_ylabel(metric)
     ax.grid(alpha=0.3, axis="y")
