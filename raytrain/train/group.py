@@ -83,11 +83,11 @@ def run_group(cfgs: list[RunConfig], experiment: str, parent_run_id: str | None 
     """Train ``cfgs`` (independent runs with the same scaling) side by side as the trials of Tune experiment
     ``experiment``; returns their results in order. ``tags``: each run's own MLflow tags, set when it opens (an
     interrupted stage's runs carry them too). Raises RaytrainError naming the first run that failed."""
+    from raytrain import locations
     from raytrain.config import to_raw
     from raytrain.data.collection import load_domains
-    from raytrain.train.cluster import check_data
-    from raytrain import locations
     from raytrain.train.checkpoint import picked_in_folder
+    from raytrain.train.cluster import check_data
     from raytrain.train.launch import checkpoint_config, picked, preflight, record_checkpoint, root_cause
     from raytrain.train.preflight import storage_path
     from raytrain.train.progress import DriverProgress, ProgressBoard
