@@ -43,7 +43,11 @@ def _version() -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = Parser(prog="raytrain", description="Train and tune image-restoration models on Ray.", root=True)
+    p = Parser(prog="raytrain", description="Train and tune image-restoration models on Ray.", root=True,
+               epilog="A checkpoint (CKPT) is a checkpoint folder, a run's folder (its best checkpoint), a model.pt, "
+                      "local or at a URI, or an MLflow model (runs:/RUN_ID/model, models:/NAME/VERSION; the store: "
+                      "MLFLOW_TRACKING_URI). Exit codes: 0 done, 1 a raytrain error, 2 a usage error, 130 "
+                      "interrupted. `raytrain COMMAND --help` for a command's arguments.")  # fmt: skip
     p.add_argument("--version", action="version", version=_version(), help="print the version and exit")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND")
     for group in GROUPS:
