@@ -52,7 +52,8 @@ def main() -> int:
     ap.add_argument("--cameras", default=",".join(CHECK), help="comma-separated (default: every checking camera)")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="extra pipeline overrides")
     a = ap.parse_args()
-    summary = {}
+    path = a.out / "summary.json"
+    summary = json.loads(path.read_text()) if path.is_file() else {}  # cameras run before (another call) are kept
     for cam in a.cameras.split(","):
         pairs = a.out / cam
         if not (pairs / "clean").is_dir():
@@ -69,6 +70,7 @@ def main() -> int:
         if proc.returncode:
             print(proc.stderr[-3000:])
             summary[cam] = {"error": proc.stderr.strip().splitlines()[-1:], "minutes": minutes}
+            path.write_text(json.dumps(summary, indent=2))
             continue
         table = proc.stdout[proc.stdout.index(f"pipeline {cam}:") :]
         print(table)
@@ -83,8 +85,8 @@ def main() -> int:
               f"({hi:.2f} - {lo:.2f}) = {share:.0%}")  # fmt: skip
         summary[cam] = {"minutes": minutes, "rows": rows, "checks": [(n, ok, g) for n, ok, g in checks],
                         "share": share, "folder": str(folder)}  # fmt: skip
-    (a.out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"\nsummary: {a.out / 'summary.json'}")
+        path.write_text(json.dumps(summary, indent=2))  # after each camera
+    print(f"\nsummary: {path}")
     return 0
 
 
