@@ -67,8 +67,9 @@ def run_demo(workdir: str = "runs/demo", counts: tuple[int, ...] = COUNTS, quick
                                      list(overrides))
                 for i, count in enumerate(counts)}  # fmt: skip
         print(f"\n[demo] {len(counts) + 1}/{len(counts) + 1}: LIR (unsupervised), blind AWGN sigma in [5, 50]")
+        # --quick keeps the LIR run's 2 workers (a TorchTrainer inside its Tune trial), as the full demo has them
         sets = [f"workdir={workdir}", f"name=demo-lir-{stamp}", *LIR_SHORT, *(QUICK if quick else []),
-                f"tracking.register={REGISTER}-lir"]  # fmt: skip
+                *(["scaling.num_workers=2"] if quick else []), f"tracking.register={REGISTER}-lir"]  # fmt: skip
         # a Tune trial in its own process (raytrain/train/group.py): its history holds every validation
         (lir_run,) = run_group([load_config(repo_config("lir_awgn_blind.yaml"), sets)], f"demo-lir-{stamp}",
                                parent.run_id)  # fmt: skip

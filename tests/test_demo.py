@@ -66,6 +66,12 @@ def test_quick_demo_writes_the_table_and_plots(ray_local, tmp_path, capsys):
     assert names == {"demo-noise": ["1"], "demo-senm": ["1"], "demo-gaussian": ["1"], "demo-real_pairs": ["1"],
                      "demo-lir": ["1"]}  # fmt: skip
     assert dn.data.tags["raytrain.registered_model"] == "models:/demo-senm/1"
+    # the LIR run has 2 workers: a TorchTrainer inside its Tune trial, whose checkpoints Tune's result does not name;
+    # its picked checkpoint is still recorded (weights, MLflow model, registry)
+    (lir_run,) = [r for r in children if r.data.tags.get("method") == "lir"]
+    assert lir_run.data.tags["raytrain.trial_runner"] == "trainer"
+    assert lir_run.data.tags["raytrain.checkpoint_pick"].startswith("best val_psnr")
+    assert {a.path for a in client.list_artifacts(lir_run.info.run_id, "weights")} == {"weights/model.pt"}
     import os
     import subprocess
     import sys

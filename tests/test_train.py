@@ -190,24 +190,3 @@ def test_keep_best_picks_the_best_checkpoint_not_the_newest(ray_local, tiny):
     assert tags["raytrain.checkpoint_last"] == locations.display(res.last_checkpoint)
     weights = client.download_artifacts(res.run_id, "weights/model.pt", str(Path(cfg.workdir) / "dl"))
     assert Path(weights).read_bytes() == Path(res.checkpoint, "model.pt").read_bytes()
-
-
-def test_a_multi_worker_group_run_records_its_picked_checkpoint(ray_local, tiny):
-    """A stage run of two workers (a TorchTrainer inside its Tune trial, which stores its checkpoints in its own
-    folder, not the trial's): its result names the picked checkpoint, and its MLflow run holds the weights, the
-    MLflow model and the registered version (the demo's LIR run had none of them)."""
-    from mlflow.tracking import MlflowClient
-
-    from raytrain.tracking import Store, resolve_uri
-    from raytrain.train.group import run_group
-
-    cfg = tiny("name=group2", "train.steps=20", "train.val_every=10", "train.checkpoint_every=10",
-               "scaling.num_workers=2", "tracking.register=group2")  # fmt: skip
-    with Store.of(cfg).run("parent") as parent:
-        (res,) = run_group([cfg], "group2-exp", parent.run_id)
-    assert res.checkpoint and Path(res.checkpoint, "model.pt").is_file() and res.pick.startswith("best val_psnr")
-    client = MlflowClient(resolve_uri(None, cfg.workdir))
-    run = client.get_run(res.run_id)
-    assert run.data.tags["raytrain.trial_runner"] == "trainer" and run.data.tags["raytrain.checkpoint_pick"] == res.pick
-    assert {a.path for a in client.list_artifacts(res.run_id, "weights")} == {"weights/model.pt"}
-    assert run.data.tags["raytrain.registered_model"] == "models:/group2/1"
