@@ -88,9 +88,10 @@ def run_group(cfgs: list[RunConfig], experiment: str, parent_run_id: str | None 
     from raytrain.data.collection import load_domains
     from raytrain.train.checkpoint import picked_in_folder
     from raytrain.train.cluster import check_data
-    from raytrain.train.launch import checkpoint_config, picked, preflight, record_checkpoint, root_cause
+    from raytrain.train.launch import preflight, root_cause
     from raytrain.train.preflight import storage_path
     from raytrain.train.progress import DriverProgress, ProgressBoard
+    from raytrain.train.records import checkpoint_config, picked, record_checkpoint
     from raytrain.tune.driver import MLflowStatus, absolute_paths, trial_resources
 
     if not cfgs:
@@ -134,7 +135,7 @@ def run_group(cfgs: list[RunConfig], experiment: str, parent_run_id: str | None 
             raise RaytrainError(f"{cfgs[i].name}: {first_line(cause, 300, typed=True)}")
         metrics = dict(r.metrics or {})
         run = store.find(parent_run_id, f"tags.`raytrain.trial_id` = '{metrics.get('trial_id', '')}'")  # its run
-        _, checkpoint, last, how = picked(cfgs[i], r, storage)  # train.keep_best's pick
+        checkpoint, last, how = picked(cfgs[i], r, storage)  # train.keep_best's pick
         if checkpoint is None:  # a multi-worker trial: its TorchTrainer stored them in storage/NAME, not the trial
             checkpoint, last, how = picked_in_folder(locations.join(storage, cfgs[i].name))
         if checkpoint is not None:

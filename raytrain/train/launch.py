@@ -14,14 +14,13 @@ import re
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import ray
 import ray.train
 from ray.train.torch import TorchTrainer
 
-from raytrain import localray, locations
+from raytrain import localray
 from raytrain.config import RunConfig, check_weight_files, flatten, to_raw, validate
 from raytrain.console import ray_init_kwargs
 from raytrain.data.collection import Collection, load_domains
@@ -32,6 +31,7 @@ from raytrain.train.backend import torch_config
 from raytrain.train.loop import DIVERGED, train_loop_per_worker
 from raytrain.train.preflight import check_compile, check_data_sources, check_rerun, check_resume, storage_path
 from raytrain.train.progress import DriverProgress, ProgressBoard
+from raytrain.train.records import checkpoint_config, picked, record_checkpoint
 
 if TYPE_CHECKING:
     from raytrain.tracking import Store
@@ -216,36 +216,6 @@ def make_trainer(cfg: RunConfig, collection: Collection, tracking: dict | None, 
     )
 
 
-def checkpoint_config(cfg: RunConfig, kind):
-    """Ray's (``kind``: Train's or Tune's ``CheckpointConfig``) retention for ``cfg``: ``train.keep_checkpoints``
-    ranked by ``train.keep_best``'s metric (Ray keeps the newest too, which resume uses), or the newest ones."""
-    from raytrain.train.checkpoint import best_metric
-
-    rank = best_metric(cfg)
-    if rank is None:
-        return kind(num_to_keep=cfg.train.keep_checkpoints)
-    return kind(num_to_keep=cfg.train.keep_checkpoints, checkpoint_score_attribute=rank[0],
-                checkpoint_score_order=rank[1])  # fmt: skip
-
-
-def picked(cfg: RunConfig, result, storage: str) -> tuple[object | None, str | None, str | None, str]:
-    """The checkpoint a finished run stands for (``train.keep_best``) from Ray's result: (Ray checkpoint, its
-    location, the newest's location, how it was picked)."""
-    from raytrain.train.checkpoint import best_metric, describe_pick, pick_best
-
-    if result.checkpoint is None:
-        return None, None, None, ""
-    last = checkpoint_location(storage, result.checkpoint)
-    rank = best_metric(cfg)
-    candidates = list(getattr(result, "best_checkpoints", None) or [])
-    candidates.sort(key=lambda cm: float((cm[1] or {}).get("step", 0)))  # oldest first: a tie goes to the newest
-    got = pick_best(candidates, rank)
-    if got is None:
-        return result.checkpoint, last, last, describe_pick(result.metrics, None)
-    ckpt, metrics = got
-    return ckpt, checkpoint_location(storage, ckpt), last, describe_pick(metrics, rank)
-
-
 def data_config(num_workers: int) -> ray.train.DataConfig:
     """Ray Data's hand-over to the workers: every domain's stream split across them (each gets a disjoint shard, a
     split coordinator actor per domain serves them); one worker gets the whole stream, executed in its own process
@@ -375,43 +345,10 @@ def run_training(cfg: RunConfig, parent_run_id: str | None = None) -> TrainResul
         result = fit(make_trainer(cfg, collection, run.info, board=board), board, budget)
         raise_diverged(result)  # the MLflow run ends FAILED
         history = result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
-        _, checkpoint, last, how = picked(cfg, result, storage)
+        checkpoint, last, how = picked(cfg, result, storage)
         if checkpoint is not None:
             record_checkpoint(run, checkpoint, last, how, cfg.tracking.register)
     return TrainResult(result.metrics or {}, checkpoint, run.run_id, storage, history, last, how)
-
-
-def record_checkpoint(run, location: str, last: str | None = None, how: str = "", register: str | None = None
-                      ) -> None:  # fmt: skip
-    """The run's weights artifact (``weights/model.pt``), its MLflow model (``model/``, registered as ``register``
-    when given: :mod:`raytrain.models`) and its tags: ``raytrain.checkpoint`` (``location``, the one
-    ``train.keep_best`` picked, ``how``), ``raytrain.checkpoint_last`` (the newest). The checkpoint is read through
-    its location, wherever the storage is (S3, NFS, a local folder)."""
-    import tempfile
-
-    from raytrain.files import load_torch
-    from raytrain.models import log_model
-    from raytrain.train.checkpoint import MODEL
-
-    if run and locations.is_file(locations.join(location, MODEL)):
-        with tempfile.TemporaryDirectory() as tmp:
-            local = Path(tmp, MODEL)
-            local.write_bytes(locations.read_bytes(locations.join(location, MODEL)))
-            run.log_artifact(local, "weights")
-            log_model(run, load_torch(local, "a raytrain checkpoint"), register)
-    run.set_tags({"raytrain.checkpoint": locations.display(location), "raytrain.checkpoint_pick": how,
-                  "raytrain.checkpoint_last": locations.display(last or location)})  # fmt: skip
-
-
-def checkpoint_location(storage: str, checkpoint: ray.train.Checkpoint) -> str:
-    """The location of a Ray checkpoint of a run stored at ``storage``: ``checkpoint.path`` is a path on the storage's
-    filesystem (``bucket/key``, without the scheme and options of ``s3://bucket/key?endpoint_override=...``), so it
-    is re-expressed under the storage location, which every later reader opens."""
-    _, root = locations.resolve(storage)
-    path = checkpoint.path.rstrip("/")
-    if not path.startswith(root.rstrip("/") + "/"):
-        return path  # not under the run's storage (cannot happen with Ray's layout): as Ray gives it
-    return locations.join(storage, path[len(root.rstrip("/")) + 1 :])
 
 
 def fit(trainer, board, budget_s: float | None = None):
