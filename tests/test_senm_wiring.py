@@ -11,7 +11,7 @@ import torch
 from raytrain.config import load_config
 from raytrain.layout import to_image
 from raytrain.methods import build_method
-from raytrain.methods.senm.nets import _colored, color_kernel, cross_spectrum
+from raytrain.methods.senm.nets import _colored, color_kernel, cross_spectrum, filter_field, match_kernel
 
 TINY_SENM = [
     "method.name=senm", "method.width=8", "method.growth=4", "method.z_dim=4", "method.zn_dim=2",
@@ -521,6 +521,91 @@ def test_fit_colors_all_reduces_its_spectra_across_ranks(tmp_path):
     for name in ("zn_color", "y_color"):
         a, b = getattr(plain.nets["vae"], name), getattr(ranked.nets["vae"], name)
         assert torch.allclose(a, b, atol=1e-6) and a.abs().sum() > 0, name
+
+
+# ------------------------------------------------------------------------------------------- spectrum: matched
+def lag1(a):
+    """Lag-1 correlation of a (N, 1, H, W) field along its rows and along its columns."""
+    a = a - a.mean()
+    return [
+        float((a[..., :, 1:] * a[..., :, :-1]).mean() / a.var()),
+        float((a[..., 1:, :] * a[..., :-1, :]).mean() / a.var()),
+    ]
+
+
+def test_match_kernel_gives_a_field_the_target_spectrums_shape_at_its_own_power():
+    field, _ = colored_field(n=64)  # the target: the first channel's correlation (0.5 / 0.33 at lag 1)
+    target = field[:, :1]
+    torch.manual_seed(3)
+    source = 3.0 * torch.randn(64, 1, 32, 32)  # white, 9 times the power
+    h = match_kernel(cross_spectrum(target) / 64, cross_spectrum(source) / 64, 5)
+    torch.manual_seed(4)
+    out = filter_field(3.0 * torch.randn(64, 1, 32, 32), h)
+    assert lag1(out) == pytest.approx(lag1(target), abs=0.04) and lag1(target)[0] > 0.4
+    assert float(out.std()) == pytest.approx(3.0, rel=0.05)  # the source's power, not the target's
+    same = match_kernel(cross_spectrum(target) / 64, cross_spectrum(target) / 64, 5)  # already the shape: identity
+    assert float(same[0, 0, 2, 2]) == pytest.approx(1.0, abs=0.02) and same[0, 0, [0, 1, 3, 4]].abs().max() < 0.02
+    # two channels (cross-spectral): the target's correlation between channels too
+    torch.manual_seed(5)
+    h2 = match_kernel(cross_spectrum(field) / 64, cross_spectrum(torch.randn(64, 2, 32, 32)) / 64, 5)
+    torch.manual_seed(6)
+    got = second_order(filter_field(torch.randn(64, 2, 32, 32), h2))
+    want = second_order(field)
+    assert got[2:] == pytest.approx(want[2:], abs=0.05) and want[2] > 0.4
+
+
+def test_filter_field_is_a_same_size_convolution_reflected_at_the_borders():
+    k = torch.zeros(1, 1, 3, 3)
+    k[0, 0, 1, 2] = 1.0  # a true convolution with this kernel shifts the field one pixel to the right
+    f = torch.arange(20.0).view(1, 1, 4, 5)
+    out = filter_field(f, k)
+    assert out.shape == f.shape and torch.equal(out[..., 1:], f[..., :-1]) and torch.equal(out[..., 0], f[..., 1])
+    assert filter_field(torch.ones(1, 1, 1, 1), k).item() == 1.0  # too small to reflect: replicated
+
+
+def test_spectrum_matched_filters_the_whole_synthetic_noise_and_model_builds_no_filter():
+    assert not hasattr(live(senm()).nets["vae"], "noise_filter")  # the default: old checkpoints load as they are
+    m = live(senm("method.spectrum=matched", "method.likelihood=sample", "method.synthesis=residual"))
+    vae = m.nets["vae"]
+    assert "noise_filter" in vae.state_dict() and vae.noise_filter[0, 0, 2, 2] == 1  # in checkpoints; identity
+    x, _ = pair(n=2, s=32)
+    with torch.no_grad():
+        vae.y_color[0, 0, 2, 2] = 0.5  # the likelihood's draw is part of what is filtered
+        vae.noise_filter.zero_()
+        vae.noise_filter[0, 0, 2, 1:4] = torch.tensor([0.5, 0.7, 0.5])  # a horizontal blur
+    raw, got = synth(m, x, matched=False), synth(m, x)
+    assert torch.allclose(got - x, filter_field(raw - x, vae.noise_filter), atol=1e-6)
+    assert lag1(got - x)[0] > lag1(raw - x)[0] + 0.3 and abs(lag1(got - x)[1] - lag1(raw - x)[1]) < 0.1
+
+
+def test_fit_spectrum_matches_the_real_noise_shape_and_keeps_the_temperatures_level():
+    m = live(senm("method.spectrum=matched", "method.prior=colored", "method.likelihood=sample"))
+    assert m.fit_spectrum() is False and m.nets["vae"].noise_filter[0, 0, 2, 2] == 1  # no pairs yet: kept
+    field, _ = colored_field(n=24, seed=2)
+    x = torch.rand(24, 1, 32, 32, generator=torch.Generator().manual_seed(8))
+    for i in range(3):  # real noise at 0.04 x a field correlated along the rows (0.5) and the columns (0.33)
+        m._recent_pairs.append((x[8 * i : 8 * i + 8], x[8 * i : 8 * i + 8] + 0.04 * field[8 * i : 8 * i + 8, :1]))
+    calls = []
+    for name in ("fit_colors", "calibrate_temperature", "fit_spectrum"):  # the order of the ex-post fits
+        fn = getattr(m, name)
+        setattr(m, name, lambda fn=fn, name=name: calls.append(name) or fn())
+    m.before_validation()
+    assert calls == ["fit_colors", "calibrate_temperature", "fit_spectrum"]
+    m.m.prior, m.m.likelihood = "diagonal", "mean"  # the paper's white prior and decoder mean: H does all the shaping
+    m.calibrate_temperature()
+    m.fit_spectrum()
+    level = torch.full((24, 1, 1, 1), 0.04)
+    torch.manual_seed(11)
+    raw = m.synthesize(x, level, matched=False) - x
+    torch.manual_seed(11)
+    got = m.synthesize(x, level) - x
+    assert lag1(got) == pytest.approx(lag1(field[:, :1]), abs=0.05), (lag1(raw), lag1(got))  # 0.48 / 0.35 (0.47 / 0.32)
+    assert abs(lag1(raw)[0] - lag1(field[:, :1])[0]) > 0.2  # unfiltered: 0.17 / -0.10
+    assert float(got.std() / raw.std()) == pytest.approx(1.0, abs=0.05)  # the shape changes, not the level
+    assert float(got.std() / 0.04) == pytest.approx(1.0, abs=0.15)  # the temperature's level: the real one's
+    first = m.nets["vae"].noise_filter.clone()
+    m.fit_spectrum()  # the next validation's fit reads the unfiltered synthesis again: the same filter, not identity
+    assert torch.allclose(m.nets["vae"].noise_filter, first, atol=0.05) and first[0, 0, 2, [1, 3]].min() > 0.1
 
 
 # ------------------------------------------------------------------------------------ adversarial terms, decoder merges

@@ -123,7 +123,15 @@ class SeNMConfig(BaseModel):
     # stationary Gaussian noise (in units of the level) whose spectrum is the real noise's less that of the part the
     # decoder explains from posterior z_n, on recent real training pairs: what the decoder does not reproduce
     likelihood: Literal["mean", "sample"] = "mean"
-    color_size: Annotated[int, Field(ge=1, le=15)] = 5  # the side (odd) of both fitted colouring kernels
+    # the synthetic noise's spectrum: model (what the prior, decoder and likelihood give) or matched: the whole
+    # synthetic noise (y - x) convolved with a kernel H = S_real^(1/2) S_syn^(-1/2), S the (cross-)spectra, in units
+    # of the level, of the real and the synthetic noise on recent real training pairs at their true levels, scaled so
+    # that it keeps the synthetic noise's power (the temperature sets the level, H the shape). Fitted at each
+    # validation after the temperature. Not in the paper or the official code: decoded prior draws need not have the
+    # posterior's spectrum (a tuning camera: lag-1 0.59 / 0.65 and lag-2 0.29 / 0.31 against the real 0.65 / 0.65 and
+    # 0.16 / 0.17; matched 0.64 / 0.65 and 0.16 / 0.17; docs/senm.md)
+    spectrum: Literal["model", "matched"] = "model"
+    color_size: Annotated[int, Field(ge=1, le=15)] = 5  # the side (odd) of every fitted kernel (prior, likelihood, H)
     # refuse full synthesis when the content floor (std of D(z, mean z_n) - x on the validation pairs) is above this
     # fraction of the real noise std: the decoder's content error would land in the "noise"
     max_content_floor: Annotated[float, Field(gt=0)] = 0.5

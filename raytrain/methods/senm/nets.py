@@ -74,14 +74,49 @@ def color_kernel(spectrum: torch.Tensor, count: float, size: int) -> torch.Tenso
     """The (C, C, size, size) convolution kernel K whose output on white N(0, 1) fields has the cross-spectral density
     ``spectrum / count`` (as summed by :func:`cross_spectrum` over ``count`` fields): K(f) = S(f)^(1/2), the Hermitian
     square root at every frequency, back in space, centred and cropped to ``size`` (odd). Real by S's symmetry."""
-    s = spectrum / count
+    return _crop_kernel(_psd_power(spectrum / count, 0.5), size).float()
+
+
+def _psd_power(s: torch.Tensor, power: float) -> torch.Tensor:
+    """S^power for a stack of Hermitian PSD matrices (..., C, C); eigenvalues below 1e-6 of the largest are floored
+    there (a negative power of a near-null direction stays bounded)."""
     s = (s + s.conj().transpose(-1, -2)) / 2
     val, vec = torch.linalg.eigh(s)
-    root = vec @ torch.diag_embed(val.clamp(min=0).sqrt().to(vec.dtype)) @ vec.conj().transpose(-1, -2)
-    k = torch.fft.ifft2(root.permute(2, 3, 0, 1)).real  # C, C, H, W with the origin at [0, 0]
+    val = val.clamp(min=float(val.max()) * 1e-6 if power < 0 else 0.0).pow(power)
+    return vec @ torch.diag_embed(val.to(vec.dtype)) @ vec.conj().transpose(-1, -2)
+
+
+def _crop_kernel(h: torch.Tensor, size: int) -> torch.Tensor:
+    """A frequency response (H, W, C, C) -> its (C, C, size, size) convolution kernel, centred and cropped."""
+    k = torch.fft.ifft2(h.permute(2, 3, 0, 1)).real  # C, C, H, W with the origin at [0, 0]
     r = size // 2
-    k = torch.roll(k, shifts=(r, r), dims=(2, 3))[..., :size, :size]
-    return k.float()
+    return torch.roll(k, shifts=(r, r), dims=(2, 3))[..., :size, :size]
+
+
+def match_kernel(target: torch.Tensor, source: torch.Tensor, size: int) -> torch.Tensor:
+    """The (C, C, size, size) kernel H that turns a stationary field with cross-spectral density ``source``
+    (H, W, C, C) into one with the shape of ``target``: H(f) = T(f)^(1/2) S(f)^(-1/2), centred and cropped to ``size``,
+    then scaled so that the filtered field keeps the source's power (sum over f of tr H S H^H = sum of tr S)."""
+    h = _psd_power(target, 0.5) @ _psd_power(source, -0.5)
+    k = _crop_kernel(h, size)
+    r = size // 2
+    grid = torch.zeros(*k.shape[:2], *source.shape[:2], dtype=k.dtype)
+    grid[..., :size, :size] = k
+    resp = torch.fft.fft2(torch.roll(grid, shifts=(-r, -r), dims=(2, 3))).permute(2, 3, 0, 1)  # H, W, C, C
+    out = torch.einsum("hwij,hwjk,hwlk->hwil", resp, source.to(resp.dtype), resp.conj())
+    power = torch.diagonal(out, dim1=-2, dim2=-1).real.sum()
+    want = torch.diagonal(source, dim1=-2, dim2=-1).real.sum()
+    return (k * (want / power).sqrt()).float()
+
+
+def filter_field(field: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """``field`` (N, C, H, W) convolved with ``kernel`` (C, C, k, k), same size: reflected at the borders (replicated
+    where the field is too small to reflect)."""
+    r = kernel.shape[-1] // 2
+    if r == 0:
+        return F.conv2d(field, kernel.to(field.dtype))
+    mode = "reflect" if min(field.shape[-2:]) > r else "replicate"
+    return F.conv2d(F.pad(field, (r, r, r, r), mode=mode), kernel.flip(-1, -2).to(field.dtype))
 
 
 def _colored(shape: torch.Size, kernel: torch.Tensor, generator: torch.Generator | None, like: torch.Tensor):
@@ -141,6 +176,12 @@ class SeNMVAE(nn.Module):
         self.register_buffer("zn_color", delta)
         # likelihood: sample -> p(y | z, z_n) = N(D(z, z_n), level^2 K K^T), K fitted on what D does not explain
         self.register_buffer("y_color", torch.zeros(channels, channels, k, k))
+        # spectrum: matched -> the synthetic noise filtered by H (``SeNM.fit_spectrum``); the identity until fitted.
+        # Only built when asked, so checkpoints of the other settings load as they are
+        if m.spectrum == "matched":
+            ident = torch.zeros(channels, channels, k, k)
+            ident[range(channels), range(channels), k // 2, k // 2] = 1.0
+            self.register_buffer("noise_filter", ident)
 
     def _cond(self, h: torch.Tensor, level: torch.Tensor | None) -> torch.Tensor:
         """Concatenate the noise level (N, 1, 1, 1) as a constant channel (official ``cat_degrade_level``)."""

@@ -11,14 +11,15 @@ import torch.distributed as dist
 
 from raytrain.evaluate import noise_rows
 from raytrain.layout import to_tensor
-from raytrain.methods.senm.nets import color_kernel, cross_spectrum
+from raytrain.methods.senm.nets import color_kernel, cross_spectrum, filter_field, match_kernel
 from raytrain.nn.ops import pad_to_multiple
 
 
 class Synthesis:
     @torch.no_grad()
     def synthesize(self, clean: torch.Tensor, level: torch.Tensor | None = None, temperature: float | None = None,
-                   mode: str | None = None, content: str | None = None, normalize: bool | None = None):  # fmt: skip
+                   mode: str | None = None, content: str | None = None, normalize: bool | None = None,
+                   matched: bool | None = None):  # fmt: skip
         """Noisy images for a batch of clean ones (N, C, H, W) in [0, 1], any size. ``level`` (N, 1, 1, 1) on the
         [0, 1] scale, default: drawn from the level prior. ``temperature`` scales the std of z_n's prior draws (0: the
         prior means; the official code scales the whole draw, so its T = 0 is z_n = 0; the two agree at 1); default:
@@ -28,7 +29,9 @@ class Synthesis:
         official synthesis: the decoder's content error lands in the noise); ``residual`` returns
         x + D(mu, z_n) - D(mu, mean z_n) with mu the posterior means of q(z|x): only the part z_n drives is added to
         the real clean image, so content error cancels. ``content`` (full only): ``sample`` or ``mean`` z.
-        ``normalize``: shift each image's mean to the clean image's (the official ``--normalize``)."""
+        ``normalize``: shift each image's mean to the clean image's (the official ``--normalize``).
+        ``matched`` (default: ``method.spectrum == "matched"``): the synthetic noise filtered by the fitted H
+        (:meth:`fit_spectrum`)."""
         m, vae = self.m, self.nets["vae"]
         mode, content = mode or m.synthesis, content or m.content
         normalize = m.normalize if normalize is None else normalize
@@ -44,6 +47,8 @@ class Synthesis:
             out = vae.synthesize(x, level, temperature, content)[..., :h, :w]
         if m.likelihood == "sample" and temperature > 0:
             out = out + vae.likelihood_noise(out.shape, level)
+        if (m.spectrum == "matched") if matched is None else matched:
+            out = clean + filter_field(out - clean, vae.noise_filter)
         if normalize:
             out = out - out.mean(dim=(2, 3), keepdim=True) + clean.mean(dim=(2, 3), keepdim=True)
         return out
@@ -66,7 +71,7 @@ class Synthesis:
             sums = torch.zeros(3, dtype=torch.float64, device=self.device)
             for x, y in self._recent_pairs:
                 level = (y - x).std(dim=(1, 2, 3), keepdim=True)
-                out = self.synthesize(x, level, t)
+                out = self.synthesize(x, level, t, matched=False)
                 sums += torch.stack([(y - x).pow(2).sum(), (out - x).pow(2).sum(), x.new_tensor(x.numel())]).double()
             if dist.is_available() and dist.is_initialized():
                 dist.all_reduce(sums)
@@ -95,14 +100,7 @@ class Synthesis:
             count += x.shape[0]
         if sums is None:  # every rank draws the same domains: all or none have pairs
             return False
-        if dist.is_available() and dist.is_initialized():  # one all-reduce: every spectrum's real and imaginary parts
-            flat = torch.cat([count.view(1), *(torch.view_as_real(s).flatten() for s in sums)])
-            dist.all_reduce(flat)
-            count, offset = flat[0], 1
-            for s in sums:
-                n = 2 * s.numel()
-                s.copy_(torch.complex(*flat[offset : offset + n].view(*s.shape, 2).unbind(-1)))
-                offset += n
+        count = _all_reduce(count, sums)
         size = self.m.color_size
         if self.m.likelihood == "sample":
             vae.y_color.copy_(color_kernel(sums[0], float(count), size))
@@ -111,11 +109,35 @@ class Synthesis:
                 vae.zn_color[g].copy_(color_kernel(s, float(count), size))
         return True
 
+    @torch.no_grad()
+    def fit_spectrum(self) -> bool:
+        """Fit ``spectrum: matched``'s filter on the recent real training pairs: H = S_real^(1/2) S_syn^(-1/2), the
+        (cross-)spectra of the real noise and of the unfiltered synthetic noise, each pair at its true level and in
+        units of it, H scaled to keep the synthetic noise's power (:func:`~raytrain.methods.senm.nets.match_kernel`).
+        Spectra are all-reduced, so every rank stores the same H. False when no pairs were seen (H is kept)."""
+        sums: list[torch.Tensor] | None = None
+        count = torch.zeros((), dtype=torch.float64, device=self.device)
+        for x, y in self._recent_pairs:
+            level = (y - x).std(dim=(1, 2, 3), keepdim=True).clamp(min=1e-6)
+            out = self.synthesize(x, level, matched=False)
+            spectra = [cross_spectrum((y - x) / level), cross_spectrum((out - x) / level)]
+            sums = spectra if sums is None else [a + b for a, b in zip(sums, spectra, strict=True)]
+            count += x.shape[0]
+        if sums is None:
+            return False
+        count = _all_reduce(count, sums)
+        self.nets["vae"].noise_filter.copy_(match_kernel(sums[0] / count, sums[1] / count, self.m.color_size))
+        return True
+
     def before_validation(self) -> None:
+        """The ex-post fits, in order: the prior's and the likelihood's kernels, the temperature (on the unfiltered
+        synthesis), then the spectrum's filter (which keeps the power the temperature set)."""
         if self.m.prior == "colored" or self.m.likelihood == "sample":
             self.fit_colors()
         if self.m.temperature == "auto":
             self.calibrate_temperature()
+        if self.m.spectrum == "matched":
+            self.fit_spectrum()
 
     @torch.no_grad()
     def evaluate(self, pairs: list, device) -> list[dict[str, float]]:
@@ -146,3 +168,18 @@ class Synthesis:
         s = self.nets["vae"].stride
         crop = (..., slice(0, h - h % s), slice(0, w - w % s))
         return [clean[crop], noisy[crop], self.synthesize(clean[crop], level), self.nets["vae"].denoise(noisy[crop])]
+
+
+def _all_reduce(count: torch.Tensor, sums: list[torch.Tensor]) -> torch.Tensor:
+    """Sum ``count`` and every complex spectrum in ``sums`` (in place) over the ranks in one all-reduce (a no-op
+    without a process group); returns the summed count."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return count
+    flat = torch.cat([count.view(1), *(torch.view_as_real(s).flatten() for s in sums)])
+    dist.all_reduce(flat)
+    offset = 1
+    for s in sums:
+        n = 2 * s.numel()
+        s.copy_(torch.complex(*flat[offset : offset + n].view(*s.shape, 2).unbind(-1)))
+        offset += n
+    return flat[0]
