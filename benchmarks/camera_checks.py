@@ -1,7 +1,8 @@
 """SeNM-VAE's pipeline on the checking cameras (benchmarks/make_camera_pairs.py ``CHECK``: never tuned on), one
 pipeline run each as the README gives it, with the ``all_real`` arm (every training tile paired): prints per camera
 the table's rows, issue 36's targets (pass / FAIL) and the share of the gap between real pairs only and all real
-pairs that the SeNM-VAE arm closes. One heavy job: run it alone.
+pairs that the SeNM-VAE arm closes. The 30-minute target is the pipeline's as the README gives it: the whole run less
+the all_real arm's DnCNN (both printed). One heavy job: run it alone.
 
     python benchmarks/camera_checks.py OUT [--cameras check-white,check-iso] [--set KEY=VALUE ...]
 """
@@ -22,6 +23,16 @@ ARMS = "[senm,gaussian,heteroscedastic,real_pairs,all_real]"
 def read_rows(folder: Path) -> dict[str, dict[str, float]]:
     with open(folder / "table.csv") as f:
         return {r["arm"]: {k: float(v) for k, v in r.items() if k != "arm" and v != ""} for r in csv.DictReader(f)}
+
+
+def arm_minutes(work: Path, arm: str) -> float:
+    """Wall minutes of one arm's downstream run, from the pipeline's MLflow store (0 when it has none)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                              f"tags.`raytrain.stage` = 'downstream' and tags.`raytrain.arm` = '{arm}'")  # fmt: skip
+    return sum((r.info.end_time - r.info.start_time) / 60_000 for r in runs if r.info.end_time)
 
 
 def targets(rows: dict, minutes: float) -> list[tuple[str, bool, str]]:
@@ -76,14 +87,17 @@ def main() -> int:
         print(table)
         folder = next((work / "pipelines").glob(f"{cam}-*"))
         rows = read_rows(folder)
-        checks = targets(rows, minutes)
+        extra = arm_minutes(work, "all_real")  # not part of the pipeline the README gives: its time is not counted
+        print(f"  {minutes:.1f} min in all, {extra:.1f} of them the all_real arm's DnCNN", flush=True)
+        checks = targets(rows, minutes - extra)
         for name, ok, got in checks:
             print(f"  {'pass' if ok else 'FAIL'}  {name}: {got}")
         lo, hi, s = rows["real_pairs"]["psnr"], rows["all_real"]["psnr"], rows["senm"]["psnr"]
         share = (s - lo) / (hi - lo) if hi > lo else float("nan")
         print(f"  share of the real-pairs-only -> all-real gap closed by SeNM-VAE: ({s:.2f} - {lo:.2f}) / "
               f"({hi:.2f} - {lo:.2f}) = {share:.0%}")  # fmt: skip
-        summary[cam] = {"minutes": minutes, "rows": rows, "checks": [(n, ok, g) for n, ok, g in checks],
+        summary[cam] = {"minutes": minutes - extra, "minutes_all_real": extra, "rows": rows,
+                        "checks": [(n, ok, g) for n, ok, g in checks],
                         "share": share, "folder": str(folder)}  # fmt: skip
         path.write_text(json.dumps(summary, indent=2))  # after each camera
     print(f"\nsummary: {path}")
