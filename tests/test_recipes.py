@@ -74,7 +74,7 @@ def test_what_the_config_sets_wins_and_a_schedule_is_replaced_whole():
     assert cfg.train.schedule.kind == "cosine" and cfg.train.schedule.step_size == Schedule().step_size  # not 100k
     cfg = load_config(ROOT / "configs/senm_pipeline.yaml")
     # the config's, not SeNM-VAE's 150k
-    assert cfg.train.lr == 2e-3 and cfg.train.schedule.milestones[0] == 400
+    assert cfg.train.lr == 1e-3 and cfg.train.schedule.milestones[0] == 400
     # the pipeline's downstream denoiser takes its own method's defaults for what it does not set
     raw = {
         "method": {"name": "senm"},
