@@ -100,13 +100,20 @@ def match_kernel(target: torch.Tensor, source: torch.Tensor, size: int) -> torch
     h = _psd_power(target, 0.5) @ _psd_power(source, -0.5)
     k = _crop_kernel(h, size)
     r = size // 2
-    grid = torch.zeros(*k.shape[:2], *source.shape[:2], dtype=k.dtype)
+    grid = torch.zeros(*k.shape[:2], *source.shape[:2], dtype=k.dtype, device=k.device)
     grid[..., :size, :size] = k
     resp = torch.fft.fft2(torch.roll(grid, shifts=(-r, -r), dims=(2, 3))).permute(2, 3, 0, 1)  # H, W, C, C
     out = torch.einsum("hwij,hwjk,hwlk->hwil", resp, source.to(resp.dtype), resp.conj())
     power = torch.diagonal(out, dim1=-2, dim2=-1).real.sum()
     want = torch.diagonal(source, dim1=-2, dim2=-1).real.sum()
     return (k * (want / power).sqrt()).float()
+
+
+def _identity_kernel(channels: int, size: int) -> torch.Tensor:
+    """The (C, C, size, size) kernel that leaves a field as it is (1 at the centre of each channel's own tap)."""
+    k = torch.zeros(channels, channels, size, size)
+    k[range(channels), range(channels), size // 2, size // 2] = 1.0
+    return k
 
 
 def filter_field(field: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
@@ -171,17 +178,13 @@ class SeNMVAE(nn.Module):
         # (``SeNM.fit_colors``); starts as the identity (a white draw), which is the paper's diagonal prior
         self.colored_prior = m.prior == "colored"
         k = m.color_size
-        delta = torch.zeros(len(layout), m.zn_dim, m.zn_dim, k, k)
-        delta[:, range(m.zn_dim), range(m.zn_dim), k // 2, k // 2] = 1.0
-        self.register_buffer("zn_color", delta)
+        self.register_buffer("zn_color", _identity_kernel(m.zn_dim, k).repeat(len(layout), 1, 1, 1, 1))
         # likelihood: sample -> p(y | z, z_n) = N(D(z, z_n), level^2 K K^T), K fitted on what D does not explain
         self.register_buffer("y_color", torch.zeros(channels, channels, k, k))
         # spectrum: matched -> the synthetic noise filtered by H (``SeNM.fit_spectrum``); the identity until fitted.
         # Only built when asked, so checkpoints of the other settings load as they are
         if m.spectrum == "matched":
-            ident = torch.zeros(channels, channels, k, k)
-            ident[range(channels), range(channels), k // 2, k // 2] = 1.0
-            self.register_buffer("noise_filter", ident)
+            self.register_buffer("noise_filter", _identity_kernel(channels, k))
 
     def _cond(self, h: torch.Tensor, level: torch.Tensor | None) -> torch.Tensor:
         """Concatenate the noise level (N, 1, 1, 1) as a constant channel (official ``cat_degrade_level``)."""

@@ -91,16 +91,15 @@ class Synthesis:
         :func:`~raytrain.methods.senm.nets.color_kernel`. Spectra are all-reduced, so every rank stores the same
         kernels. False when no pairs were seen (the kernels are kept as they are)."""
         vae = self.nets["vae"]
-        sums: list[torch.Tensor] | None = None
-        count = torch.zeros((), dtype=torch.float64, device=self.device)
-        for x, y in self._recent_pairs:
+
+        def spectra(x, y):
             noise, explained, fields = vae.posterior_fit(x, y)
-            spectra = [cross_spectrum(noise) - cross_spectrum(explained), *(cross_spectrum(e) for e in fields)]
-            sums = spectra if sums is None else [a + b for a, b in zip(sums, spectra, strict=True)]
-            count += x.shape[0]
-        if sums is None:  # every rank draws the same domains: all or none have pairs
+            return [cross_spectrum(noise) - cross_spectrum(explained), *(cross_spectrum(e) for e in fields)]
+
+        summed = self._pair_spectra(spectra)
+        if summed is None:
             return False
-        count = _all_reduce(count, sums)
+        sums, count = summed
         size = self.m.color_size
         if self.m.likelihood == "sample":
             vae.y_color.copy_(color_kernel(sums[0], float(count), size))
@@ -115,19 +114,32 @@ class Synthesis:
         (cross-)spectra of the real noise and of the unfiltered synthetic noise, each pair at its true level and in
         units of it, H scaled to keep the synthetic noise's power (:func:`~raytrain.methods.senm.nets.match_kernel`).
         Spectra are all-reduced, so every rank stores the same H. False when no pairs were seen (H is kept)."""
+
+        def spectra(x, y):
+            level = (y - x).std(dim=(1, 2, 3), keepdim=True).clamp(min=1e-6)
+            out = self.synthesize(x, level, matched=False)
+            return [cross_spectrum((y - x) / level), cross_spectrum((out - x) / level)]
+
+        summed = self._pair_spectra(spectra)
+        if summed is None:
+            return False
+        (real, syn), count = summed
+        self.nets["vae"].noise_filter.copy_(match_kernel(real / count, syn / count, self.m.color_size))
+        return True
+
+    def _pair_spectra(self, spectra) -> tuple[list[torch.Tensor], torch.Tensor] | None:
+        """``spectra(x, y)`` (a list of summed cross-spectra) added up over the recent real training pairs and
+        all-reduced over the ranks in one call: (sums, pair count), or None when no pairs were seen (every rank draws
+        the same domains: all or none have pairs)."""
         sums: list[torch.Tensor] | None = None
         count = torch.zeros((), dtype=torch.float64, device=self.device)
         for x, y in self._recent_pairs:
-            level = (y - x).std(dim=(1, 2, 3), keepdim=True).clamp(min=1e-6)
-            out = self.synthesize(x, level, matched=False)
-            spectra = [cross_spectrum((y - x) / level), cross_spectrum((out - x) / level)]
-            sums = spectra if sums is None else [a + b for a, b in zip(sums, spectra, strict=True)]
+            got = spectra(x, y)
+            sums = got if sums is None else [a + b for a, b in zip(sums, got, strict=True)]
             count += x.shape[0]
         if sums is None:
-            return False
-        count = _all_reduce(count, sums)
-        self.nets["vae"].noise_filter.copy_(match_kernel(sums[0] / count, sums[1] / count, self.m.color_size))
-        return True
+            return None
+        return sums, _all_reduce(count, sums)
 
     def before_validation(self) -> None:
         """The ex-post fits, in order: the prior's and the likelihood's kernels, the temperature (on the unfiltered
