@@ -24,7 +24,7 @@ from raytrain import locations
 from raytrain.config import RunConfig, apply_overrides, to_raw, validate
 from raytrain.data.collection import Collection, load_domains
 from raytrain.data.degrade import fit_gaussian, fit_heteroscedastic
-from raytrain.data.images import Image
+from raytrain.data.images import Image, bit_depth
 from raytrain.data.stored import pixels
 from raytrain.errors import RaytrainError
 from raytrain.evaluate import evaluate_pairs, noise_fid, noise_rows
@@ -64,6 +64,13 @@ def fitted_sources(collection: Collection, seed: int) -> dict[str, FittedSource]
         "gaussian": FittedSource(fit_gaussian(pairs), seed),
         "heteroscedastic": FittedSource(fit_heteroscedastic(pairs), seed),
     }
+
+
+def camera_bits(collection: Collection) -> int:
+    """The bit depth of the camera's files, read off its real noisy images (the held-out ones, else the first paired
+    ones): 8 when every one is on the 8-bit levels, else 16. Synthetic pairs are written at it."""
+    noisy = [p.noisy for p in collection.val] or [pixels(n) for n in (collection.domains["paired"].noisy or [])[:4]]
+    return bit_depth(noisy)
 
 
 def source_images(collection: Collection) -> list[Image]:
@@ -186,8 +193,9 @@ class Stages:
     def synthesize(self, collection: Collection, sources: dict[str, object]) -> dict[str, str]:
         """2. Synthetic pairs from the same clean source tiles, one folder per noise source."""
         cfg, copies = self.cfg, self.cfg.pipeline.copies
-        images = source_images(collection)
-        print(f"[pipeline] 2/4 synthesis: {len(images)} clean source tiles x {copies} -> {', '.join(sources)}")
+        images, bits = source_images(collection), camera_bits(collection)
+        print(f"[pipeline] 2/4 synthesis: {len(images)} clean source tiles x {copies} -> {', '.join(sources)} "
+              f"({bits}-bit PNGs, as the camera's files)")  # fmt: skip
         folders: dict[str, str] = {}
         for arm, src in sources.items():
             made_by = {"senm": self.runs["noise_model"], "bicubic": "none"}.get(arm, "fitted on paired")
@@ -195,7 +203,7 @@ class Stages:
             run = self.parent.child(f"{cfg.name}-{self.tag}-synth-{arm}", tags,
                                     {f"source.{k}": v for k, v in src.describe().items()})  # fmt: skip
             folders[arm] = write_pairs(images, src, self.out.where(f"synthetic-{arm}"), copies,
-                                       describe=src.describe())  # fmt: skip
+                                       describe=src.describe(), bits=bits)  # fmt: skip
             run.log_text(locations.read_bytes(locations.join(folders[arm], "manifest.json")).decode(), "manifest.json")
             run.log_metrics({"pairs": len(images) * copies})
             run.end()

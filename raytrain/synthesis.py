@@ -21,7 +21,7 @@ import torch
 
 from raytrain import locations
 from raytrain.data.degrade import NoiseModel, rng_for
-from raytrain.data.images import stem, to_uint8
+from raytrain.data.images import stem, to_uint
 from raytrain.data.stored import load
 from raytrain.errors import DataError, RaytrainError
 from raytrain.files import write_error
@@ -143,10 +143,11 @@ class FittedSource:
         return self.model(clean, rng_for(self.seed, 7, index))
 
 
-def png_bytes(img: np.ndarray) -> bytes:
+def png_bytes(img: np.ndarray, bits: int = 8) -> bytes:
+    """A [0, 1] float image as an 8- or 16-bit PNG."""
     import imageio.v3 as iio
 
-    return iio.imwrite("<bytes>", to_uint8(img), extension=".png")
+    return iio.imwrite("<bytes>", to_uint(img, bits), extension=".png")
 
 
 class PairSet:
@@ -204,9 +205,10 @@ class PairSet:
             pass  # best effort: the failure that brought us here is what the user needs to read
 
 
-def write_pair(root: str, name: str, clean: np.ndarray, noisy: np.ndarray) -> None:
-    locations.write_bytes(locations.join(root, "clean", f"{name}.png"), png_bytes(clean))
-    locations.write_bytes(locations.join(root, "noisy", f"{name}.png"), png_bytes(noisy))
+def write_pair(root: str, name: str, clean: np.ndarray, noisy: np.ndarray, bits: int = 8) -> None:
+    """One pair as ``bits``-bit PNGs (16 for a camera whose files are 16-bit: 8 would quantise its noise)."""
+    locations.write_bytes(locations.join(root, "clean", f"{name}.png"), png_bytes(clean, bits))
+    locations.write_bytes(locations.join(root, "noisy", f"{name}.png"), png_bytes(noisy, bits))
 
 
 def names_for(names: list[str], copies: int) -> list[tuple[int, str]]:
@@ -218,9 +220,9 @@ def names_for(names: list[str], copies: int) -> list[tuple[int, str]]:
 
 
 def write_pairs(images: Iterable, source: Source, out: str | Path, copies: int = 1, progress: bool = True,
-                describe: dict | None = None) -> str:  # fmt: skip
+                describe: dict | None = None, bits: int = 8) -> str:  # fmt: skip
     """Synthesise ``copies`` noisy versions of every image (objects with ``name`` and ``pixels``) into ``out`` (a
-    local folder or a URI); returns its location."""
+    local folder or a URI) as ``bits``-bit PNGs; returns its location."""
     from tqdm import tqdm
 
     images = list(images)
@@ -231,30 +233,30 @@ def write_pairs(images: Iterable, source: Source, out: str | Path, copies: int =
     try:
         for n, (i, name) in enumerate(tqdm(jobs, desc="synthesize", unit="img", disable=None if progress else True)):
             clean = load(images[i].pixels)  # a stored image (data.stream) is read here
-            write_pair(pairs.root, name, clean, source(clean, n))
+            write_pair(pairs.root, name, clean, source(clean, n), bits)
     except BaseException as exc:
         pairs.abort()
         if isinstance(exc, OSError):
             raise write_error(out, exc) from None
         raise
     names = [n for _, n in jobs]
-    return pairs.publish(names, {"count": len(jobs), "source": describe or {}, "names": names})
+    return pairs.publish(names, {"count": len(jobs), "bits": bits, "source": describe or {}, "names": names})
 
 
 class _RayWriter:
     """A Ray Data actor: loads the SeNM-VAE once, then synthesises each batch and writes it to the set's root (a URI
     every node writes, or a folder every node mounts)."""
 
-    def __init__(self, root: str, color: str, source_args: tuple, source_kwargs: dict):
+    def __init__(self, root: str, color: str, source_args: tuple, source_kwargs: dict, bits: int = 8):
         self.source = VAESource(*source_args, **source_kwargs)
-        self.root, self.color = root, color
+        self.root, self.color, self.bits = root, color, bits
 
     def __call__(self, batch: dict) -> dict:
         from raytrain.data.images import read_image
 
         for idx, path, name in zip(batch["index"], batch["path"], batch["name"], strict=True):
             clean = read_image(path, self.color)
-            write_pair(self.root, name, clean, self.source(clean, int(idx)))
+            write_pair(self.root, name, clean, self.source(clean, int(idx)), self.bits)
         return {"name": batch["name"]}
 
 
@@ -277,11 +279,12 @@ def actor_gpus(device: str) -> int:
 
 def write_pairs_ray(files: list[str], checkpoint: str, out: str | Path, level: float | None = None,
                     temperature: float | str | None = None, seed: int = 0, copies: int = 1, actors: int = 2,
-                    gpus: int = 0, **source_kwargs) -> str:  # fmt: skip
+                    gpus: int = 0, bits: int = 8, **source_kwargs) -> str:  # fmt: skip
     """:func:`write_pairs` for a large folder as a Ray Data job (``actors`` model replicas, on the running Ray): the
     actors read the clean files and write the pairs where they run, so on a cluster both must be where every node
     reads and writes (URIs, or folders every node mounts: checked before it starts). Same names, seeds and manifest as
-    the in-process path; ``gpus``: GPUs per actor (each runs its model there); ``source_kwargs`` go to
+    the in-process path; ``gpus``: GPUs per actor (each runs its model there); ``bits``: the PNGs' depth (8 or 16);
+    ``source_kwargs`` go to
     :class:`VAESource` (mode, content, normalize, allow_content_floor, overrides)."""
     import ray
 
@@ -303,14 +306,14 @@ def write_pairs_ray(files: list[str], checkpoint: str, out: str | Path, level: f
         check_storage(pairs.root, nodes, "--out")
         ds = ray.data.from_items(rows).map_batches(
             _RayWriter, batch_size=8, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1, num_gpus=gpus,
-            fn_constructor_args=(pairs.root, source.color, source_args, source_kwargs),
+            fn_constructor_args=(pairs.root, source.color, source_args, source_kwargs, bits),
         )  # fmt: skip
         ds.materialize()
     except BaseException:
         pairs.abort()
         raise
     names = [n for _, n in jobs]
-    return pairs.publish(names, {"count": len(rows), "source": source.describe(), "names": names})
+    return pairs.publish(names, {"count": len(rows), "bits": bits, "source": source.describe(), "names": names})
 
 
 def as_synthesizer(source: Source, seed_offset: int = 10_000):

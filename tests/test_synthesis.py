@@ -304,3 +304,57 @@ def test_the_pipeline_evaluation_as_a_ray_task_gives_the_rows_it_gives_here(ray_
         assert row == pytest.approx(there[0][arm], rel=1e-5, abs=1e-6), arm
     for a, b in zip(here[1]["senm"] + here[2]["senm"], there[1]["senm"] + there[2]["senm"], strict=True):
         assert np.allclose(a, b, atol=1e-5)
+
+
+def test_a_16_bit_camera_gets_16_bit_pairs_and_8_bit_stays_8_bit(tmp_path):
+    """Pairs written at 16 bits keep noise finer than an 8-bit step (the file is uint16, the levels within 1/65535);
+    the default stays 8-bit; the pipeline reads the depth off the camera's real noisy images."""
+    from raytrain.data.images import bit_depth, quantize
+
+    rng = np.random.default_rng(0)
+    clean = np.full((16, 16, 1), 128 / 255, np.float32)
+    fine = (clean + rng.normal(0, 0.5 / 255, clean.shape)).astype(np.float32)  # half an 8-bit step
+    img = type("I", (), {"name": "a", "pixels": clean})()
+    deep = Path(write_pairs([img], lambda c, i: fine, tmp_path / "d", progress=False, bits=16))
+    raw = iio.imread(deep / "noisy" / "a.png")
+    assert raw.dtype == np.uint16
+    np.testing.assert_allclose(raw / 65535.0, fine[..., 0], atol=0.5 / 65535 + 1e-7)
+    assert json.loads((deep / "manifest.json").read_text())["bits"] == 16
+    flat = Path(write_pairs([img], lambda c, i: fine, tmp_path / "f", progress=False))
+    assert iio.imread(flat / "noisy" / "a.png").dtype == np.uint8
+    assert len(np.unique(iio.imread(flat / "noisy" / "a.png"))) <= 5 < 100 < len(np.unique(raw))  # 8 bits: a few
+    assert bit_depth([quantize(fine, 8), clean]) == 8
+    assert bit_depth([quantize(fine, 8), quantize(fine, 16)]) == 16
+    from types import SimpleNamespace
+
+    from raytrain.layout import Pair
+    from raytrain.noise_pipeline import camera_bits
+
+    def camera(bits, val=True):
+        noisy = quantize(fine, bits).astype(np.float32)
+        paired = SimpleNamespace(noisy=[noisy])
+        return SimpleNamespace(val=[Pair(clean, noisy)] if val else [], domains={"paired": paired})
+
+    assert [camera_bits(camera(b, v)) for b in (8, 16) for v in (True, False)] == [8, 8, 16, 16]
+
+
+def test_noise_rows_score_a_16_bit_camera_at_its_own_depth():
+    """Real pairs from a 16-bit camera whose clean images sit on 8-bit levels (an 8-bit source scaled up, like the
+    check-cols camera), scored against a synthesiser drawing the very same noise distribution: the residual KLD is
+    ~0. Quantised to 8 bits, the synthetic residuals would sit on 1/255 steps wider than the histogram's bins, empty
+    a third of them and drop the real mass there: KLD -0.1 (the bug this pins)."""
+    from raytrain.data.images import quantize
+    from raytrain.evaluate import noise_rows
+    from raytrain.layout import to_image, to_tensor
+
+    rng = np.random.default_rng(1)
+    clean = quantize(rng.uniform(0.3, 0.7, (96, 96, 1)), 8).astype(np.float32)
+    pairs = [(clean, quantize(clean + rng.normal(0, 0.03, clean.shape), 16).astype(np.float32)) for _ in range(2)]
+
+    def same_noise(c, level):
+        return to_tensor(to_image(c) + rng.normal(0, 0.03, clean.shape), c.device)
+
+    rows = noise_rows(same_noise, pairs)
+    assert all(0 <= r["kld"] < 0.01 for r in rows), [r["kld"] for r in rows]
+    eight = [(c, quantize(n, 8).astype(np.float32)) for c, n in pairs]  # an 8-bit camera: still scored at 8 bits
+    assert all(0 <= r["kld"] < 0.01 for r in noise_rows(same_noise, eight))

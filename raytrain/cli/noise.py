@@ -44,6 +44,8 @@ def _add_synthesize(sub) -> None:
     )
     s.add_argument("--allow-content-floor", action="store_true",
                    help="full mode from a model whose content error exceeds method.max_content_floor")  # fmt: skip
+    s.add_argument("--bits", type=int, choices=(8, 16), default=8,
+                   help="the PNGs' bit depth: 16 for a camera whose files are 16-bit (8 would quantise its noise)")  # fmt: skip
     s.add_argument("--copies", type=int, default=1, help="noisy versions per clean image (NAME_k)")
     s.add_argument("--seed", type=int, default=0,
                    help="seed of the noise draws (an image's noise depends on it and the image's index)")  # fmt: skip
@@ -110,10 +112,10 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
 
             localray.start(max(2, args.actors))
         out = write_pairs_ray(files, args.checkpoint, args.out, args.level, args.temperature, args.seed, args.copies,
-                              args.actors, actor_gpus(args.device), **kw)  # fmt: skip
+                              args.actors, actor_gpus(args.device), args.bits, **kw)  # fmt: skip
     else:
         images = load_collection(args.clean, src.color, None)
-        out = write_pairs(images, src, args.out, args.copies, describe=src.describe())
+        out = write_pairs(images, src, args.out, args.copies, describe=src.describe(), bits=args.bits)
     d = src.describe()
     level = d["level"] if d["level"] == "prior" else f"{d['level']:g}"
     print(f"wrote synthetic pairs to {display(out)} ({d['mode']} synthesis, level {level}, trained range "

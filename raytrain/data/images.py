@@ -46,6 +46,22 @@ def quantize8(img: np.ndarray) -> np.ndarray:
     return np.round(np.clip(img, 0, 1) * 255.0) / 255.0
 
 
+def quantize(img: np.ndarray, bits: int = 8) -> np.ndarray:
+    """Clip to [0, 1] and round to ``bits``-bit levels (8 or 16), still float: what a PNG of that depth holds."""
+    top = 2.0**bits - 1
+    return np.round(np.clip(img, 0, 1) * top) / top
+
+
+def to_uint(img: np.ndarray, bits: int = 8) -> np.ndarray:
+    """:func:`to_uint8`, or with ``bits`` 16 the image as uint16 levels (a 16-bit PNG's pixels)."""
+    if bits == 8:
+        return to_uint8(img)
+    if bits != 16:
+        raise ValueError(f"bits must be 8 or 16 (got {bits})")
+    arr = np.round(np.clip(img, 0, 1) * 65535.0).astype(np.uint16)
+    return arr[..., 0] if arr.ndim == 3 and arr.shape[-1] == 1 else arr
+
+
 def list_images(folder: str | Path) -> list[str]:
     """The image files of a folder (not recursive), local or at a URI, sorted, as locations; a clear error for a
     missing or empty folder."""
@@ -132,6 +148,11 @@ def levels8(img: np.ndarray) -> np.ndarray | None:
 def is_8bit(img: np.ndarray) -> bool:
     """Whether :func:`levels8` holds ``img`` exactly."""
     return levels8(img) is not None
+
+
+def bit_depth(images) -> int:
+    """8 when every image (float, [0, 1]) is on the 8-bit levels, else 16: the depth a camera's files need."""
+    return 8 if all(is_8bit(np.asarray(im, np.float32)) for im in images) else 16
 
 
 def load_pairs(clean_source: str, noisy_source: str, color: str, scale: int = 1, lazy: bool = False
