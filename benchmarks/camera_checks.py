@@ -69,7 +69,7 @@ def main() -> int:
         pairs = a.out / cam
         if not (pairs / "clean").is_dir():
             make(pairs, **{"tap": 2.0, "width": 1.0} | CHECK[cam])
-        work = a.out / f"work-{cam}"
+        work = a.out / f"work-{cam}-{time.strftime('%Y%m%d-%H%M%S')}"  # a rerun reads only its own runs
         cmd = [str(Path(sys.executable).with_name("raytrain")), "pipeline", str(ROOT / "configs/senm_pipeline.yaml"),
                "--set", f"data.source={pairs / 'clean'}", "--set", f"data.noisy_source={pairs / 'noisy'}",
                "--set", f"workdir={work}", "--set", f"pipeline.arms={ARMS}", "--set", f"name={cam}",
