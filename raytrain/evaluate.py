@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from raytrain.data.images import is_8bit, quantize
+from raytrain.data.images import bit_depth, quantize
 from raytrain.data.resize import bicubic_up
 from raytrain.layout import chw, to_image, to_tensor
 from raytrain.metrics import (
@@ -123,8 +123,7 @@ def noise_rows(
     for clean, noisy in pairs:
         real = np.asarray(noisy, np.float64) - clean
         level = torch.tensor(float(np.std(real, ddof=1)), device=device).view(1, 1, 1, 1)
-        bits = 8 if is_8bit(np.asarray(noisy, np.float32)) else 16
-        gen_noisy = quantize(to_image(synthesize(to_tensor(clean, device), level)), bits)
+        gen_noisy = quantize(to_image(synthesize(to_tensor(clean, device), level)), bit_depth([noisy]))
         if keep is not None:
             keep.append(gen_noisy)
         gen = gen_noisy - clean

@@ -284,8 +284,7 @@ def write_pairs_ray(files: list[str], checkpoint: str, out: str | Path, level: f
     actors read the clean files and write the pairs where they run, so on a cluster both must be where every node
     reads and writes (URIs, or folders every node mounts: checked before it starts). Same names, seeds and manifest as
     the in-process path; ``gpus``: GPUs per actor (each runs its model there); ``bits``: the PNGs' depth (8 or 16);
-    ``source_kwargs`` go to
-    :class:`VAESource` (mode, content, normalize, allow_content_floor, overrides)."""
+    ``source_kwargs`` go to :class:`VAESource` (mode, content, normalize, allow_content_floor, overrides)."""
     import ray
 
     from raytrain.train.cluster import check_storage, check_visible, other_nodes

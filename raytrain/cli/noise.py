@@ -45,7 +45,7 @@ def _add_synthesize(sub) -> None:
     s.add_argument("--allow-content-floor", action="store_true",
                    help="full mode from a model whose content error exceeds method.max_content_floor")  # fmt: skip
     s.add_argument("--bits", type=int, choices=(8, 16), default=8,
-                   help="the PNGs' bit depth: 16 for a camera whose files are 16-bit (8 would quantise its noise)")  # fmt: skip
+                   help="the PNGs' bit depth: 16 for a 16-bit camera (8 would quantise its noise)")  # fmt: skip
     s.add_argument("--copies", type=int, default=1, help="noisy versions per clean image (NAME_k)")
     s.add_argument("--seed", type=int, default=0,
                    help="seed of the noise draws (an image's noise depends on it and the image's index)")  # fmt: skip

@@ -37,13 +37,12 @@ class Image:
 
 def to_uint8(img: np.ndarray) -> np.ndarray:
     """[0, 1] float (H, W, C) -> uint8, clipped and rounded; one channel comes out (H, W), as image files hold it."""
-    arr = np.round(np.clip(img, 0, 1) * 255.0).astype(np.uint8)
-    return arr[..., 0] if arr.ndim == 3 and arr.shape[-1] == 1 else arr
+    return to_uint(img, 8)
 
 
 def quantize8(img: np.ndarray) -> np.ndarray:
     """Clip to [0, 1] and round to 8-bit levels, still float: what an image written as PNG holds."""
-    return np.round(np.clip(img, 0, 1) * 255.0) / 255.0
+    return quantize(img, 8)
 
 
 def quantize(img: np.ndarray, bits: int = 8) -> np.ndarray:
@@ -53,12 +52,11 @@ def quantize(img: np.ndarray, bits: int = 8) -> np.ndarray:
 
 
 def to_uint(img: np.ndarray, bits: int = 8) -> np.ndarray:
-    """:func:`to_uint8`, or with ``bits`` 16 the image as uint16 levels (a 16-bit PNG's pixels)."""
-    if bits == 8:
-        return to_uint8(img)
-    if bits != 16:
+    """[0, 1] float (H, W, C) -> uint8 or (``bits`` 16) uint16 levels, clipped and rounded; one channel comes out
+    (H, W), as image files hold it."""
+    if bits not in (8, 16):
         raise ValueError(f"bits must be 8 or 16 (got {bits})")
-    arr = np.round(np.clip(img, 0, 1) * 65535.0).astype(np.uint16)
+    arr = np.round(np.clip(img, 0, 1) * (2.0**bits - 1)).astype(np.uint8 if bits == 8 else np.uint16)
     return arr[..., 0] if arr.ndim == 3 and arr.shape[-1] == 1 else arr
 
 
