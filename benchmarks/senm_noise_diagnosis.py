@@ -77,12 +77,12 @@ def main() -> None:
         "posterior explained": explained,
         f"decoded prior draws (T {t:.2f})": (drawn - mean) / level,
         "likelihood draw": vae.likelihood_noise(x.shape, level) / level,
-        "synthesis, spectrum model": (m.synthesize(x, level, matched=False) - x) / level,
+        "synthesis, spectrum model": (m.synthesize(x, level, matched=False, amplitude=False) - x) / level,
     }
     if not hasattr(vae, "noise_filter"):  # fitted here, as fit_spectrum does on training patches
         xp, yp = patches(x), patches(y)
         lp = (yp - xp).std(dim=(1, 2, 3), keepdim=True).clamp(min=1e-6)
-        s_syn = cross_spectrum((m.synthesize(xp, lp, matched=False) - xp) / lp)
+        s_syn = cross_spectrum((m.synthesize(xp, lp, matched=False, amplitude=False) - xp) / lp)
         vae.register_buffer("noise_filter", match_kernel(cross_spectrum((yp - xp) / lp), s_syn, m.m.color_size))
     rows["synthesis, spectrum matched"] = filter_field(rows["synthesis, spectrum model"], vae.noise_filter)
     print(f"{len(x)} pairs ({a.crop} px crops), temperature {t:.3f}")

@@ -116,7 +116,9 @@ def noise_rows(
     noise variances, :func:`raytrain.metrics.akld`), ``noise_std`` / ``noise_std_real`` (0..255 scale),
     ``rho`` / ``rho_real`` (lag-1 spatial correlation of the noise, the mean of both axes, which both histograms
     are blind to), and per axis and lag ``rho_h``, ``rho_v``, ``rho_h2``, ``rho_v2`` (along rows / columns, lag 1 /
-    2; :func:`raytrain.metrics.noise_correlation`) with their ``_real`` counterparts.
+    2; :func:`raytrain.metrics.noise_correlation`) with their ``_real`` counterparts; ``noise_std_dark`` /
+    ``noise_std_bright`` (and ``_real``): the noise's std over the darkest / brightest quarter of the clean image's
+    pixels (0..255; how the level follows the signal, e.g. shot noise through a tone curve).
     ``keep``, if given, receives each synthetic noisy image (for :func:`noise_fid`).
     """
     rows = []
@@ -128,14 +130,27 @@ def noise_rows(
             keep.append(gen_noisy)
         gen = gen_noisy - clean
         rho, rho_real = noise_correlation(gen), noise_correlation(real)
+        profile = intensity_profile(gen, clean) | {f"{k}_real": v for k, v in intensity_profile(real, clean).items()}
         rows.append({
             "kld": kld_noise_residual(real, gen), "kld_noisy": kld_noisy_histogram(gen_noisy, np.asarray(noisy)),
             "akld": akld(noisy, gen_noisy, clean),
             "noise_std": float(gen.std() * 255), "noise_std_real": float(real.std() * 255),
             "rho": (rho["rho_h"] + rho["rho_v"]) / 2, "rho_real": (rho_real["rho_h"] + rho_real["rho_v"]) / 2,
-            **rho, **{f"{k}_real": v for k, v in rho_real.items()},
+            **rho, **{f"{k}_real": v for k, v in rho_real.items()}, **profile,
         })  # fmt: skip
     return rows
+
+
+PROFILE = ("noise_std_dark", "noise_std_bright")  # the keys of intensity_profile
+
+
+def intensity_profile(noise: np.ndarray, clean: np.ndarray) -> dict[str, float]:
+    """The std (0..255) of ``noise`` over the darkest and over the brightest quarter of ``clean``'s values (HWC
+    arrays of one shape): ``noise_std_dark``, ``noise_std_bright``."""
+    c, n = np.asarray(clean, np.float64).ravel(), np.asarray(noise, np.float64).ravel()
+    lo, hi = np.quantile(c, [0.25, 0.75])
+    dark, bright = n[c <= lo], n[c >= hi]
+    return {"noise_std_dark": float(dark.std() * 255), "noise_std_bright": float(bright.std() * 255)}
 
 
 def tiles(img: np.ndarray, size: int) -> list[np.ndarray]:

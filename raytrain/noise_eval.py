@@ -84,20 +84,25 @@ def report(result: NoiseEvalResult) -> str:
     w = max(len(n) for n in rows)
     fid_h = f"  {'FID':>8}" if has_fid else ""
     corr = "".join(f"  {h:>6}" for h in ("rows1", "cols1", "rows2", "cols2"))
-    head = f"{'noise model':<{w}}  {'KLD resid.':>10}  {'KLD noisy':>10}  {'AKLD':>7}{corr}  {'std':>6}{fid_h}"
+    head = (f"{'noise model':<{w}}  {'KLD resid.':>10}  {'KLD noisy':>10}  {'AKLD':>7}{corr}  {'std':>6}  {'dark':>6}"
+            f"  {'bright':>6}{fid_h}")  # fmt: skip
     lines = [f"noise quality on {result.where}; each synthesised at the real pair's noise level", head]
     for name, r in rows.items():
         fid = f"  {r['fid']:>8.2f}" if has_fid else ""
         lines.append(f"{name:<{w}}  {r['kld']:>10.4f}  {r['kld_noisy']:>10.4f}  {r['akld']:>7.4f}"
-                     + "".join(f"  {r[k]:>6.3f}" for k in STRUCTURE) + f"  {r['noise_std']:>6.2f}{fid}")  # fmt: skip
+                     + "".join(f"  {r[k]:>6.3f}" for k in STRUCTURE) + f"  {r['noise_std']:>6.2f}"
+                     + f"  {r['noise_std_dark']:>6.2f}  {r['noise_std_bright']:>6.2f}{fid}")  # fmt: skip
     real = next(iter(rows.values()))
     lines.append(f"{'real noise':<{w}}  {0:>10.4f}  {0:>10.4f}  {0:>7.4f}"
                  + "".join(f"  {real[f'{k}_real']:>6.3f}" for k in STRUCTURE)
-                 + f"  {real['noise_std_real']:>6.2f}")  # fmt: skip
+                 + f"  {real['noise_std_real']:>6.2f}  {real['noise_std_dark_real']:>6.2f}"
+                 + f"  {real['noise_std_bright_real']:>6.2f}")  # fmt: skip
     lines.append("KLD resid.: histograms of noisy - clean, KL(real || synthetic). KLD noisy: the official script's "
                  "uint8 noisy-image histograms, KL(synthetic || real). AKLD: DANet's average KL between the local "
                  "noise variances (7 x 7 Gaussian window), synthetic vs real. rows1 / cols1, rows2 / cols2: the "
-                 "noise's correlation with its neighbour along the rows / columns at lag 1 and 2 (0: white)."
+                 "noise's correlation with its neighbour along the rows / columns at lag 1 and 2 (0: white). std, "
+                 "dark, bright: the noise's std (0..255) over all pixels, the darkest and the brightest quarter of "
+                 "each clean image's."
                  )  # fmt: skip
     lines.append(f"FID: {result.fid}." if has_fid else "FID: give --inception FILE (a local Inception-v3 weight file) "
                  "to add it.")  # fmt: skip

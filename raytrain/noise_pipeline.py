@@ -27,7 +27,7 @@ from raytrain.data.degrade import fit_gaussian, fit_heteroscedastic
 from raytrain.data.images import Image, bit_depth
 from raytrain.data.stored import pixels
 from raytrain.errors import RaytrainError
-from raytrain.evaluate import evaluate_pairs, noise_fid, noise_rows
+from raytrain.evaluate import PROFILE, evaluate_pairs, noise_fid, noise_rows
 from raytrain.inference import load_restorer
 from raytrain.layout import to_image
 from raytrain.locations import OutputFolder
@@ -127,8 +127,8 @@ def noise_quality(name: str, synth, pairs, fid_net=None, fid_patch: int = 64, ke
     ``keep`` receives the synthetic noisy images."""
     gen: list[np.ndarray] = [] if keep is None else keep
     rows = noise_rows(synth, pairs, keep=gen)
-    keys = ("kld", "kld_noisy", "akld", "rho", "noise_std", "rho_real", "noise_std_real",
-            *STRUCTURE, *(f"{k}_real" for k in STRUCTURE))  # fmt: skip
+    keys = ("kld", "kld_noisy", "akld", "rho", "noise_std", "rho_real", "noise_std_real", *PROFILE,
+            *STRUCTURE, *(f"{k}_real" for k in (*STRUCTURE, *PROFILE)))  # fmt: skip
     out = {k: float(np.mean([r[k] for r in rows])) for k in keys}
     if fid_net is not None:
         out["fid"] = noise_fid(fid_net, [noisy for _, noisy in pairs], gen, fid_patch)

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 NOISE_COLUMNS = [("kld", "KLD (residual)"), ("kld_noisy", "KLD (noisy image)"), ("akld", "AKLD"),
                  ("rho_h rho_v", "noise corr. rows / cols, lag 1"), ("rho_h2 rho_v2", "lag 2"),
-                 ("noise_std", "noise std")]  # fmt: skip
+                 ("noise_std", "noise std"), ("noise_std_dark noise_std_bright", "std dark / bright")]  # fmt: skip
 SHORT = {
     "senm": "SeNM-VAE",
     "gaussian": "Gaussian",
@@ -147,6 +147,7 @@ def markdown(result: PipelineResult, cfg: RunConfig) -> str:
         noise = [f"{r[k]:.4f}" if k in r else "–" for k, _ in NOISE_COLUMNS[:3]]
         noise += [pair_cell(r, *k.split()) for k, _ in NOISE_COLUMNS[3:5]]
         noise.append(f"{r['noise_std']:.2f}" if "noise_std" in r else "–")
+        noise.append(pair_cell(r, "noise_std_dark", "noise_std_bright", 1))
         cells = [LABELS[arm], *noise, f"{r['psnr']:.2f} ± {r['psnr_std']:.2f}", f"{r['ssim']:.4f}"]
         rows.append(cells + ([f"{r['lpips']:.4f}"] if has_lpips else []))
     lines = markdown_table(head, rows)
@@ -154,6 +155,8 @@ def markdown(result: PipelineResult, cfg: RunConfig) -> str:
     real_row = next((r for r in result.rows.values() if "rho_h_real" in r), None)
     real = "–" if real_row is None else (f"rows / cols {pair_cell(real_row, 'rho_h_real', 'rho_v_real')} at lag 1, "
                                          f"{pair_cell(real_row, 'rho_h2_real', 'rho_v2_real')} at lag 2")  # fmt: skip
+    if real_row is not None and "noise_std_dark_real" in real_row:
+        real += f"; its std dark / bright {pair_cell(real_row, 'noise_std_dark_real', 'noise_std_bright_real', 1)}"
     first = f"Noisy input: {any_row['psnr_noisy']:.2f} dB. "
     if cfg.data.scale > 1:
         cut = f", LPIPS {any_row['lpips_noisy']:.4f}" if has_lpips else ""
@@ -164,14 +167,15 @@ def markdown(result: PipelineResult, cfg: RunConfig) -> str:
         f"\n{first}Real noise correlation {real}. KLD (residual): histograms"
         " of noisy - clean, KL(real || synthetic); KLD (noisy image): the official SeNM-VAE script's uint8 noisy-image"
         " histograms, KL(synthetic || real); AKLD: DANet's average KL of the local noise variances (7 x 7 Gaussian"
-        " window). All at each real pair's own noise level."
+        " window); std dark / bright: the noise's std over the darkest / brightest quarter of each clean image's"
+        " pixels. All at each real pair's own noise level."
     )
     return "\n".join(lines)
 
 
-def pair_cell(r: dict, a: str, b: str) -> str:
+def pair_cell(r: dict, a: str, b: str, digits: int = 2) -> str:
     """Two of a row's values as one cell (``0.52 / 0.51``), or a dash where the row has neither."""
-    return f"{r[a]:.2f} / {r[b]:.2f}" if a in r and b in r else "–"
+    return f"{r[a]:.{digits}f} / {r[b]:.{digits}f}" if a in r and b in r else "–"
 
 
 def write_tables(result: PipelineResult, cfg: RunConfig, runs: list[Run]) -> None:

@@ -11,7 +11,15 @@ import torch
 from raytrain.config import load_config
 from raytrain.layout import to_image
 from raytrain.methods import build_method
-from raytrain.methods.senm.nets import _colored, color_kernel, cross_spectrum, filter_field, match_kernel
+from raytrain.methods.senm.nets import (
+    _colored,
+    color_kernel,
+    cross_spectrum,
+    filter_field,
+    intensity_bins,
+    intensity_gain,
+    match_kernel,
+)
 
 TINY_SENM = [
     "method.name=senm", "method.width=8", "method.growth=4", "method.z_dim=4", "method.zn_dim=2",
@@ -606,6 +614,81 @@ def test_fit_spectrum_matches_the_real_noise_shape_and_keeps_the_temperatures_le
     first = m.nets["vae"].noise_filter.clone()
     m.fit_spectrum()  # the next validation's fit reads the unfiltered synthesis again: the same filter, not identity
     assert torch.allclose(m.nets["vae"].noise_filter, first, atol=0.05) and first[0, 0, 2, [1, 3]].min() > 0.1
+
+
+def test_intensity_gain_interpolates_between_bin_centres_per_channel():
+    gain = torch.tensor([[1.0, 2.0, 4.0, 8.0], [0.5, 0.5, 0.5, 0.5]])  # 4 bins: centres 0.125, 0.375, 0.625, 0.875
+    clean = torch.tensor([0.0, 0.125, 0.25, 0.5, 0.875, 1.0]).view(1, 1, 1, 6).repeat(1, 2, 1, 1)
+    got = intensity_gain(clean, gain)
+    assert got[0, 0, 0].tolist() == pytest.approx([1.0, 1.0, 1.5, 3.0, 8.0, 8.0])  # constant beyond the outer centres
+    assert torch.all(got[0, 1] == 0.5)  # each channel its own gains
+    assert intensity_bins(clean, 4)[0, 0, 0].tolist() == [0, 0, 1, 2, 3, 3]
+
+
+def test_amplitude_matched_scales_the_synthetic_noise_by_the_gain_at_each_clean_value():
+    assert not hasattr(live(senm()).nets["vae"], "noise_gain")  # the default: old checkpoints load as they are
+    m = live(senm("method.amplitude=matched", "method.amplitude_bins=4"))
+    vae = m.nets["vae"]
+    assert "noise_gain" in vae.state_dict() and torch.all(vae.noise_gain == 1)  # in checkpoints; 1 until fitted
+    x, _ = pair(n=2, s=32)
+    with torch.no_grad():
+        vae.noise_gain.copy_(torch.tensor([[3.0, 1.0, 1.0, 0.5]]))
+    raw, got = synth(m, x, amplitude=False), synth(m, x)
+    assert torch.allclose(got - x, intensity_gain(x, vae.noise_gain) * (raw - x), atol=1e-6)
+    dark, bright = x < 0.125, x > 0.875
+    assert ((got - x)[dark].std() / (raw - x)[dark].std()).item() == pytest.approx(3.0, rel=1e-4)
+    assert ((got - x)[bright].std() / (raw - x)[bright].std()).item() == pytest.approx(0.5, rel=1e-4)
+
+
+def test_fit_amplitude_gives_the_synthetic_noise_the_real_noises_profile_over_the_clean_value():
+    """Real noise 3 times as strong in the darks as in the highlights (std 0.09 (1 - x) + 0.03); the decoder's is
+    flat. After the fit the synthetic noise's std per intensity bin is the real one's; the fit reads the synthesis
+    before the gain (a second fit gives the same gain), and runs last of the ex-post fits."""
+    m = live(senm("method.amplitude=matched", "method.spectrum=matched", "method.likelihood=sample"))
+    assert m.fit_amplitude() is False and torch.all(m.nets["vae"].noise_gain == 1)  # no pairs yet: kept
+    g = torch.Generator().manual_seed(8)
+    x = torch.rand(48, 1, 32, 32, generator=g) * 0.8 + 0.1  # away from the clip
+    std = lambda c: 0.09 * (1 - c) + 0.03  # noqa: E731
+    y = x + std(x) * torch.randn(x.shape, generator=g)
+    for i in range(6):
+        m._recent_pairs.append((x[8 * i : 8 * i + 8], y[8 * i : 8 * i + 8]))
+    calls = []
+    for name in ("calibrate_temperature", "fit_spectrum", "fit_amplitude"):  # the order of the ex-post fits
+        fn = getattr(m, name)
+        setattr(m, name, lambda fn=fn, name=name: calls.append(name) or fn())
+    m.before_validation()
+    assert calls == ["calibrate_temperature", "fit_spectrum", "fit_amplitude"]
+    level = (y - x).std(dim=(1, 2, 3), keepdim=True)
+    torch.manual_seed(11)
+    raw = m.synthesize(x, level, amplitude=False) - x
+    torch.manual_seed(11)
+    got = m.synthesize(x, level) - x
+    bins = intensity_bins(x, 8)
+    ratio = lambda n, k: float(n[bins == k].std() / (y - x)[bins == k].std())  # noqa: E731
+    fitted, flat = [ratio(got, k) for k in range(1, 7)], [ratio(raw, k) for k in range(1, 7)]
+    assert fitted == pytest.approx([1.0] * 6, abs=0.12), (fitted, flat)
+    assert flat[0] < 0.8 and flat[-1] > 1.3, flat  # the decoder's own noise: far from the profile
+    first = m.nets["vae"].noise_gain.clone()
+    assert first[0, 1] > 2 * first[0, 6]
+    m.fit_amplitude()
+    assert torch.allclose(m.nets["vae"].noise_gain, first, rtol=0.05)
+
+
+def test_fit_amplitude_keeps_a_bin_without_pixels_near_the_pooled_ratio_and_fits_through_the_clip():
+    """Pairs whose clean values never reach the top half: the empty bins get the pooled gain, not 0 or a blow-up.
+    Clipped real noise at the black level: the synthetic side is scored clipped too, so the gain there is not
+    pushed past what a written image can show (bin 0's gain stays within the range)."""
+    m = live(senm("method.amplitude=matched", "method.amplitude_bins=4"))
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(16, 1, 32, 32, generator=g) * 0.5
+    y = (x + 0.05 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    m._recent_pairs.extend([(x[:8], y[:8]), (x[8:], y[8:])])
+    m.calibrate_temperature()
+    assert m.fit_amplitude() is True
+    gain = m.nets["vae"].noise_gain[0]
+    pooled = float(gain[:2].mean())
+    assert gain[2:].tolist() == pytest.approx([pooled] * 2, rel=0.25) and 0.25 <= float(gain.min())
+    assert float(gain.max()) <= 4.0
 
 
 # ------------------------------------------------------------------------------------ adversarial terms, decoder merges

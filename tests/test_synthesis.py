@@ -200,13 +200,16 @@ def test_noise_eval_prints_both_klds_and_the_baselines(senm_ckpt, capsys):
     out = capsys.readouterr().out
     assert "KLD resid." in out and "KLD noisy" in out and "AKLD" in out
     rows = [ln for ln in out.splitlines() if ln.startswith(("SeNM-VAE", "gaussian", "heteroscedastic", "real noise"))]
-    assert len(rows) == 4 and "rows1   cols1   rows2   cols2" in out
+    assert len(rows) == 4 and "rows1   cols1   rows2   cols2     std    dark  bright" in out
     for ln in rows[:3]:
-        kld, kld_noisy, akld, *corr, std = (float(v) for v in ln.split()[-8:])
+        kld, kld_noisy, akld, *corr, std, dark, bright = (float(v) for v in ln.split()[-10:])
         assert kld >= 0 and kld_noisy >= 0 and 0 <= akld < 5 and np.isfinite(kld) and std > 0
-        assert len(corr) == 4 and all(-1 <= c <= 1 for c in corr)
-    real_corr = [float(v) for v in rows[3].split()[-5:-1]]  # the real noise's structure: its own values
-    assert real_corr != [float(v) for v in rows[0].split()[-5:-1]] and all(-1 <= c <= 1 for c in real_corr)
+        assert len(corr) == 4 and all(-1 <= c <= 1 for c in corr) and dark > 0 and bright > 0
+    real_corr = [float(v) for v in rows[3].split()[-7:-3]]  # the real noise's structure: its own values
+    assert real_corr != [float(v) for v in rows[0].split()[-7:-3]] and all(-1 <= c <= 1 for c in real_corr)
+    real_std, real_dark, real_bright = (float(v) for v in rows[3].split()[-3:])
+    gauss = [float(v) for v in rows[1].split()[-3:]]  # the Gaussian baseline: one level everywhere
+    assert real_dark != real_bright and gauss[1] == pytest.approx(gauss[0], rel=0.25)
 
 
 def test_pipeline_section_validation(tmp_path):
@@ -274,13 +277,30 @@ def test_the_pipeline_table_shows_the_noise_structure_per_axis_and_lag():
     common = {"psnr": 30.0, "psnr_std": 1.0, "ssim": 0.9, "psnr_noisy": 20.0, "ssim_noisy": 0.5}
     senm = {**common, "kld": 0.02, "kld_noisy": 0.03, "akld": 0.1, "noise_std": 10.0, "rho_h": 0.52, "rho_v": 0.11,
             "rho_h2": 0.25, "rho_v2": 0.01, "rho_h_real": 0.57, "rho_v_real": 0.12, "rho_h2_real": 0.3,
-            "rho_v2_real": 0.02}  # fmt: skip
+            "rho_v2_real": 0.02, "noise_std_dark": 12.5, "noise_std_bright": 8.25, "noise_std_dark_real": 14.0,
+            "noise_std_bright_real": 7.0}  # fmt: skip
     md = markdown(PipelineResult({"senm": senm, "real_pairs": common}, None, None), cfg)
     head, _, row, other = md.splitlines()[:4]
-    assert "| noise corr. rows / cols, lag 1 | lag 2 | noise std |" in head
-    assert "| 0.52 / 0.11 | 0.25 / 0.01 | 10.00 |" in row and row.startswith("| SeNM-VAE synthetic")
-    assert "| – | – | – |" in other
-    assert "Real noise correlation rows / cols 0.57 / 0.12 at lag 1, 0.30 / 0.02 at lag 2." in md
+    assert "| noise corr. rows / cols, lag 1 | lag 2 | noise std | std dark / bright |" in head
+    assert "| 0.52 / 0.11 | 0.25 / 0.01 | 10.00 | 12.5 / 8.2 |" in row and row.startswith("| SeNM-VAE synthetic")
+    assert "| – | – | – | – |" in other
+    assert (
+        "Real noise correlation rows / cols 0.57 / 0.12 at lag 1, 0.30 / 0.02 at lag 2; its std dark / bright "
+        "14.0 / 7.0." in md
+    )
+
+
+def test_the_intensity_profile_is_the_noise_std_over_the_darkest_and_brightest_quarters():
+    from raytrain.evaluate import intensity_profile
+
+    clean = np.linspace(0, 1, 400).reshape(20, 20, 1)
+    noise = (
+        np.where(clean <= 0.25, 4.0, np.where(clean >= 0.75, 1.0, 2.0))
+        / 255
+        * np.tile([1.0, -1.0], 200).reshape(20, 20, 1)
+    )
+    got = intensity_profile(noise, clean)
+    assert got == pytest.approx({"noise_std_dark": 4.0, "noise_std_bright": 1.0}, rel=0.03)
 
 
 @pytest.mark.slow

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from raytrain.evaluate import PROFILE
 from raytrain.losses.adversarial import lsgan_d, lsgan_target, ragan_d, ragan_g
 from raytrain.methods.base import Method, StepOutput, make_scheduler, mix_probabilities
 from raytrain.methods.perceptual_options import build_perceptual_loss
@@ -43,7 +44,7 @@ class SeNM(Synthesis, Method):
     grad_sync = True
     restores = False
     val_keys = ("kld", "kld_noisy", "akld", "noise_std", "noise_std_real", "rho", "rho_real", "content_floor",
-                "zn_std", *STRUCTURE, *(f"{k}_real" for k in STRUCTURE))  # fmt: skip
+                "zn_std", *STRUCTURE, *PROFILE, *(f"{k}_real" for k in (*STRUCTURE, *PROFILE)))  # fmt: skip
     headline = ("kld", "noise KLD {:.4f}", "min")
 
     optional_domains = ("source", "target")

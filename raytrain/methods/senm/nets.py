@@ -109,6 +109,25 @@ def match_kernel(target: torch.Tensor, source: torch.Tensor, size: int) -> torch
     return (k * (want / power).sqrt()).float()
 
 
+def intensity_bins(clean: torch.Tensor, bins: int) -> torch.Tensor:
+    """The intensity bin (0 .. bins - 1) of every value of ``clean`` in [0, 1]: ``bins`` equal bins."""
+    return (clean.clamp(0, 1) * bins).long().clamp(max=bins - 1)
+
+
+def intensity_gain(clean: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+    """The gain (N, C, H, W) at every pixel of ``clean`` (N, C, H, W) in [0, 1]: ``gain`` (C, B) holds one value per
+    channel at each of B equal bins' centres, linearly interpolated between centres and constant beyond the outer
+    ones."""
+    c, b = gain.shape
+    t = (clean.clamp(0, 1) * b - 0.5).clamp(0, b - 1)
+    k0 = t.floor().long().clamp(max=b - 1)
+    k1 = (k0 + 1).clamp(max=b - 1)
+    w = t - k0
+    base = (torch.arange(c, device=clean.device) * b).view(1, c, 1, 1)
+    flat = gain.to(clean.dtype).flatten()
+    return flat[base + k0] * (1 - w) + flat[base + k1] * w
+
+
 def _identity_kernel(channels: int, size: int) -> torch.Tensor:
     """The (C, C, size, size) kernel that leaves a field as it is (1 at the centre of each channel's own tap)."""
     k = torch.zeros(channels, channels, size, size)
@@ -185,6 +204,10 @@ class SeNMVAE(nn.Module):
         # Only built when asked, so checkpoints of the other settings load as they are
         if m.spectrum == "matched":
             self.register_buffer("noise_filter", _identity_kernel(channels, k))
+        # amplitude: matched -> the synthetic noise times a gain per clean value (``SeNM.fit_amplitude``), per channel
+        # and intensity bin; 1 until fitted. Only built when asked, as the filter
+        if m.amplitude == "matched":
+            self.register_buffer("noise_gain", torch.ones(channels, m.amplitude_bins))
 
     def _cond(self, h: torch.Tensor, level: torch.Tensor | None) -> torch.Tensor:
         """Concatenate the noise level (N, 1, 1, 1) as a constant channel (official ``cat_degrade_level``)."""

@@ -11,15 +11,27 @@ import torch.distributed as dist
 
 from raytrain.evaluate import noise_rows
 from raytrain.layout import to_tensor
-from raytrain.methods.senm.nets import color_kernel, cross_spectrum, filter_field, match_kernel
+from raytrain.methods.senm.nets import (
+    color_kernel,
+    cross_spectrum,
+    filter_field,
+    intensity_bins,
+    intensity_gain,
+    match_kernel,
+)
 from raytrain.nn.ops import pad_to_multiple
+
+# amplitude: matched - pixels of the pooled mean each bin's power is shrunk toward (a sparse bin keeps ~ the mean
+# ratio), and the range a gain may take
+AMPLITUDE_PRIOR_PIXELS = 512
+AMPLITUDE_RANGE = (0.25, 4.0)
 
 
 class Synthesis:
     @torch.no_grad()
     def synthesize(self, clean: torch.Tensor, level: torch.Tensor | None = None, temperature: float | None = None,
                    mode: str | None = None, content: str | None = None, normalize: bool | None = None,
-                   matched: bool | None = None):  # fmt: skip
+                   matched: bool | None = None, amplitude: bool | None = None):  # fmt: skip
         """Noisy images for a batch of clean ones (N, C, H, W) in [0, 1], any size. ``level`` (N, 1, 1, 1) on the
         [0, 1] scale, default: drawn from the level prior. ``temperature`` scales the std of z_n's prior draws (0: the
         prior means; the official code scales the whole draw, so its T = 0 is z_n = 0; the two agree at 1); default:
@@ -31,7 +43,8 @@ class Synthesis:
         the real clean image, so content error cancels. ``content`` (full only): ``sample`` or ``mean`` z.
         ``normalize``: shift each image's mean to the clean image's (the official ``--normalize``).
         ``matched`` (default: ``method.spectrum == "matched"``): the synthetic noise filtered by the fitted H
-        (:meth:`fit_spectrum`)."""
+        (:meth:`fit_spectrum`). ``amplitude`` (default: ``method.amplitude == "matched"``): then multiplied by the
+        fitted gain at each pixel's clean value (:meth:`fit_amplitude`)."""
         m, vae = self.m, self.nets["vae"]
         mode, content = mode or m.synthesis, content or m.content
         normalize = m.normalize if normalize is None else normalize
@@ -49,6 +62,8 @@ class Synthesis:
             out = out + vae.likelihood_noise(out.shape, level)
         if (m.spectrum == "matched") if matched is None else matched:
             out = clean + filter_field(out - clean, vae.noise_filter)
+        if (m.amplitude == "matched") if amplitude is None else amplitude:
+            out = clean + intensity_gain(clean, vae.noise_gain) * (out - clean)
         if normalize:
             out = out - out.mean(dim=(2, 3), keepdim=True) + clean.mean(dim=(2, 3), keepdim=True)
         return out
@@ -71,7 +86,7 @@ class Synthesis:
             sums = torch.zeros(3, dtype=torch.float64, device=self.device)
             for x, y in self._recent_pairs:
                 level = (y - x).std(dim=(1, 2, 3), keepdim=True)
-                out = self.synthesize(x, level, t, matched=False)
+                out = self.synthesize(x, level, t, matched=False, amplitude=False)
                 sums += torch.stack([(y - x).pow(2).sum(), (out - x).pow(2).sum(), x.new_tensor(x.numel())]).double()
             if dist.is_available() and dist.is_initialized():
                 dist.all_reduce(sums)
@@ -117,7 +132,7 @@ class Synthesis:
 
         def spectra(x, y):
             level = (y - x).std(dim=(1, 2, 3), keepdim=True).clamp(min=1e-6)
-            out = self.synthesize(x, level, matched=False)
+            out = self.synthesize(x, level, matched=False, amplitude=False)
             return [cross_spectrum((y - x) / level), cross_spectrum((out - x) / level)]
 
         summed = self._pair_spectra(spectra)
@@ -125,6 +140,40 @@ class Synthesis:
             return False
         (real, syn), count = summed
         self.nets["vae"].noise_filter.copy_(match_kernel(real / count, syn / count, self.m.color_size))
+        return True
+
+    @torch.no_grad()
+    def fit_amplitude(self, rounds: int = 2) -> bool:
+        """Fit ``amplitude: matched``'s gain on the recent real training pairs: per channel and bin of the clean value,
+        g = sqrt(P_real / P_syn), the mean powers of the real noise and of the synthetic noise (after the spectrum's
+        filter, before the gain), each pair at its true level and in units of it. Both sides are clipped to [0, 1]
+        as a written image is, so the fit is a fixed point: ``rounds`` updates of g on the same draws. Each bin's
+        powers are shrunk toward the channel's pooled ones by ``AMPLITUDE_PRIOR_PIXELS`` pseudo-pixels (an empty bin
+        gets the pooled ratio). Sums are all-reduced, so every rank stores the same gain. False when no pairs were
+        seen (the gain is kept)."""
+        vae, bins = self.nets["vae"], self.m.amplitude_bins
+        draws = []
+        for x, y in self._recent_pairs:
+            level = (y - x).std(dim=(1, 2, 3), keepdim=True).clamp(min=1e-6)
+            draws.append((x, y, level, self.synthesize(x, level, amplitude=False)))
+        if not draws:
+            return False
+        gain = torch.ones_like(vae.noise_gain, dtype=torch.float64)
+        for _ in range(rounds):
+            sums = torch.zeros(3, *gain.shape, dtype=torch.float64, device=self.device)  # pixels, P_real, P_syn
+            for x, y, level, raw in draws:
+                syn = (x + intensity_gain(x, gain) * (raw - x)).clamp(0, 1) - x
+                idx = intensity_bins(x, bins) + (torch.arange(x.shape[1], device=x.device) * bins).view(1, -1, 1, 1)
+                for row, v in enumerate((torch.ones_like(x), ((y - x) / level) ** 2, (syn / level) ** 2)):
+                    sums[row].view(-1).index_add_(0, idx.flatten(), v.double().flatten())
+            if dist.is_available() and dist.is_initialized():
+                dist.all_reduce(sums)
+            n, real, syn = sums
+            prior = AMPLITUDE_PRIOR_PIXELS
+            pooled = [v.sum(-1, keepdim=True) / n.sum(-1, keepdim=True).clamp(min=1) for v in (real, syn)]
+            p_real, p_syn = ((v + prior * p) / (n + prior) for v, p in zip((real, syn), pooled, strict=True))
+            gain = (gain * (p_real / p_syn.clamp(min=1e-12)).sqrt()).clamp(*AMPLITUDE_RANGE)
+        vae.noise_gain.copy_(gain.to(vae.noise_gain.dtype))
         return True
 
     def _pair_spectra(self, spectra) -> tuple[list[torch.Tensor], torch.Tensor] | None:
@@ -143,13 +192,16 @@ class Synthesis:
 
     def before_validation(self) -> None:
         """The ex-post fits, in order: the prior's and the likelihood's kernels, the temperature (on the unfiltered
-        synthesis), then the spectrum's filter (which keeps the power the temperature set)."""
+        synthesis), then the spectrum's filter (which keeps the power the temperature set), then the amplitude's gain
+        (on the filtered synthesis)."""
         if self.m.prior == "colored" or self.m.likelihood == "sample":
             self.fit_colors()
         if self.m.temperature == "auto":
             self.calibrate_temperature()
         if self.m.spectrum == "matched":
             self.fit_spectrum()
+        if self.m.amplitude == "matched":
+            self.fit_amplitude()
 
     @torch.no_grad()
     def evaluate(self, pairs: list, device) -> list[dict[str, float]]:
