@@ -141,3 +141,28 @@ def test_device_noise_has_the_numpy_models_statistics(overrides):
         assert np.std(got.std(axis=(1, 2, 3))) == pytest.approx(np.std(ref.std(axis=(1, 2, 3))), rel=0.25, abs=2e-4)
         rg, rr = noise_correlation(got[..., 0].reshape(-1, 32)), noise_correlation(ref[..., 0].reshape(-1, 32))
         assert abs(rg["rho_h"] - rr["rho_h"]) < 0.05 and abs(rg["rho_v"] - rr["rho_v"]) < 0.05, (rg, rr)
+
+
+def _binned_pairs(std_of, n=6, size=64, seed=0):
+    """Pairs of smooth-ramp clean images and noisy ones whose noise std is ``std_of(clean)``."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        clean = np.tile(np.linspace(0.05, 0.95, size, dtype=np.float32), (size, 1))[..., None]
+        out.append((clean, (clean + std_of(clean) * rng.standard_normal(clean.shape)).astype(np.float32)))
+    return out
+
+
+def test_fit_heteroscedastic_recovers_a_poisson_gaussian_line():
+    m = dg.fit_heteroscedastic(_binned_pairs(lambda c: np.sqrt(0.004 * c + 0.0004)))
+    assert m.params["a"] == pytest.approx(0.004, rel=0.1) and m.params["b"] == pytest.approx(0.0004, rel=0.3)
+
+
+def test_fit_heteroscedastic_is_flat_at_the_mean_variance_when_the_noise_falls_with_the_signal():
+    """A tone curve's darks: the variance falls with the clean value. The constrained fit is the best flat model (the
+    mean variance), not the unconstrained line's intercept (the darks' variance) with its slope cut to 0."""
+    pairs = _binned_pairs(lambda c: np.sqrt(0.01 * (1.0 - c) + 0.001))  # variance 0.0105 at 0.05, 0.0015 at 0.95
+    m = dg.fit_heteroscedastic(pairs)
+    pooled = float(np.mean([np.var(n - c) for c, n in pairs]))
+    assert m.params["a"] == 0.0 and m.params["b"] == pytest.approx(pooled, rel=0.05)
+    assert m.params["b"] < 0.008  # the intercept would be ~0.0105

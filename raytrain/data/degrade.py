@@ -98,7 +98,9 @@ def fit_gaussian(pairs: list[tuple[np.ndarray, np.ndarray]]) -> NoiseModel:
 
 def fit_heteroscedastic(pairs: list[tuple[np.ndarray, np.ndarray]], bins: int = 32) -> NoiseModel:
     """Variance = a * clean + b, least squares on the residual variance of ``bins`` clean-intensity bins (each
-    weighted by its pixel count); a and b are kept >= 0."""
+    weighted by its pixel count) with a, b >= 0: where the unconstrained slope is negative (a tone curve can make the
+    darks the noisiest) the best flat model, b = the bins' weighted mean variance; where the intercept is, the best
+    line through 0."""
     clean = np.concatenate([c.astype(np.float64).ravel() for c, _ in pairs])
     res = np.concatenate([(n.astype(np.float64) - c).ravel() for c, n in pairs])
     idx = np.minimum((np.clip(clean, 0, 1) * bins).astype(int), bins - 1)
@@ -110,7 +112,12 @@ def fit_heteroscedastic(pairs: list[tuple[np.ndarray, np.ndarray]], bins: int = 
     if keep.sum() < 2:  # one intensity only: no slope to fit
         return NoiseModel("heteroscedastic", {"a": 0.0, "b": float(max(res.var(), 0.0))})
     (a, b), *_ = np.linalg.lstsq(np.stack([mean, np.ones_like(mean)], 1) * w[:, None], var * w, rcond=None)
-    return NoiseModel("heteroscedastic", {"a": float(max(a, 0.0)), "b": float(max(b, 0.0))})
+    w2 = w**2
+    if a < 0:  # constrained least squares: a = 0, then b minimises the same weighted error
+        a, b = 0.0, float(max(np.sum(w2 * var) / np.sum(w2), 0.0))
+    elif b < 0:  # b = 0: the line through the origin
+        a, b = float(max(np.sum(w2 * mean * var) / max(np.sum(w2 * mean**2), 1e-12), 0.0)), 0.0
+    return NoiseModel("heteroscedastic", {"a": float(a), "b": float(b)})
 
 
 @dataclass(frozen=True)
