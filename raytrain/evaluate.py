@@ -13,6 +13,7 @@ from raytrain.layout import chw, to_image, to_tensor
 from raytrain.metrics import (
     akld,
     frechet_distance,
+    intensity_profile,
     kld_noise_residual,
     kld_noisy_histogram,
     noise_correlation,
@@ -139,18 +140,6 @@ def noise_rows(
             **rho, **{f"{k}_real": v for k, v in rho_real.items()}, **profile,
         })  # fmt: skip
     return rows
-
-
-PROFILE = ("noise_std_dark", "noise_std_bright")  # the keys of intensity_profile
-
-
-def intensity_profile(noise: np.ndarray, clean: np.ndarray) -> dict[str, float]:
-    """The std (0..255) of ``noise`` over the darkest and over the brightest quarter of ``clean``'s values (HWC
-    arrays of one shape): ``noise_std_dark``, ``noise_std_bright``."""
-    c, n = np.asarray(clean, np.float64).ravel(), np.asarray(noise, np.float64).ravel()
-    lo, hi = np.quantile(c, [0.25, 0.75])
-    dark, bright = n[c <= lo], n[c >= hi]
-    return {"noise_std_dark": float(dark.std() * 255), "noise_std_bright": float(bright.std() * 255)}
 
 
 def tiles(img: np.ndarray, size: int) -> list[np.ndarray]:

@@ -141,6 +141,16 @@ def noise_correlation(noise: np.ndarray) -> dict[str, float]:
 
 
 STRUCTURE = ("rho_h", "rho_v", "rho_h2", "rho_v2")  # noise_correlation's keys: the noise's spatial structure
+PROFILE = ("noise_std_dark", "noise_std_bright")  # the keys of intensity_profile
+
+
+def intensity_profile(noise: np.ndarray, clean: np.ndarray) -> dict[str, float]:
+    """The std (0..255) of ``noise`` over the darkest and over the brightest quarter of ``clean``'s values (HWC
+    arrays of one shape): ``noise_std_dark``, ``noise_std_bright``."""
+    c, n = np.asarray(clean, np.float64).ravel(), np.asarray(noise, np.float64).ravel()
+    lo, hi = np.quantile(c, [0.25, 0.75])
+    dark, bright = n[c <= lo], n[c >= hi]
+    return {"noise_std_dark": float(dark.std() * 255), "noise_std_bright": float(bright.std() * 255)}
 
 
 def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray, eps: float = 1e-6) -> float:

@@ -27,11 +27,11 @@ from raytrain.data.degrade import fit_gaussian, fit_heteroscedastic
 from raytrain.data.images import Image, bit_depth
 from raytrain.data.stored import pixels
 from raytrain.errors import RaytrainError
-from raytrain.evaluate import PROFILE, evaluate_pairs, noise_fid, noise_rows
+from raytrain.evaluate import evaluate_pairs, noise_fid, noise_rows
 from raytrain.inference import load_restorer
 from raytrain.layout import to_image
 from raytrain.locations import OutputFolder
-from raytrain.metrics import STRUCTURE, mean_std
+from raytrain.metrics import PROFILE, STRUCTURE, mean_std
 from raytrain.pipeline_report import (
     PICTURE_ROWS,
     plot_denoise_samples,

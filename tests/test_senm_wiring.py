@@ -586,6 +586,16 @@ def test_spectrum_matched_filters_the_whole_synthetic_noise_and_model_builds_no_
     assert lag1(got - x)[0] > lag1(raw - x)[0] + 0.3 and abs(lag1(got - x)[1] - lag1(raw - x)[1]) < 0.1
 
 
+def fits_run(m, *names: str) -> list[str]:
+    """Which of the ex-post fits ``names`` ``m.before_validation()`` runs, in its order (each still runs)."""
+    calls = []
+    for name in names:
+        fn = getattr(m, name)
+        setattr(m, name, lambda fn=fn, name=name: calls.append(name) or fn())
+    m.before_validation()
+    return calls
+
+
 def test_fit_spectrum_matches_the_real_noise_shape_and_keeps_the_temperatures_level():
     m = live(senm("method.spectrum=matched", "method.prior=colored", "method.likelihood=sample"))
     assert m.fit_spectrum() is False and m.nets["vae"].noise_filter[0, 0, 2, 2] == 1  # no pairs yet: kept
@@ -593,12 +603,8 @@ def test_fit_spectrum_matches_the_real_noise_shape_and_keeps_the_temperatures_le
     x = torch.rand(24, 1, 32, 32, generator=torch.Generator().manual_seed(8))
     for i in range(3):  # real noise at 0.04 x a field correlated along the rows (0.5) and the columns (0.33)
         m._recent_pairs.append((x[8 * i : 8 * i + 8], x[8 * i : 8 * i + 8] + 0.04 * field[8 * i : 8 * i + 8, :1]))
-    calls = []
-    for name in ("fit_colors", "calibrate_temperature", "fit_spectrum"):  # the order of the ex-post fits
-        fn = getattr(m, name)
-        setattr(m, name, lambda fn=fn, name=name: calls.append(name) or fn())
-    m.before_validation()
-    assert calls == ["fit_colors", "calibrate_temperature", "fit_spectrum"]
+    fits = ("fit_colors", "calibrate_temperature", "fit_spectrum")  # the order of the ex-post fits
+    assert fits_run(m, *fits) == ["fit_colors", "calibrate_temperature", "fit_spectrum"]
     m.m.prior, m.m.likelihood = "diagonal", "mean"  # the paper's white prior and decoder mean: H does all the shaping
     m.calibrate_temperature()
     m.fit_spectrum()
@@ -652,12 +658,8 @@ def test_fit_amplitude_gives_the_synthetic_noise_the_real_noises_profile_over_th
     y = x + std(x) * torch.randn(x.shape, generator=g)
     for i in range(6):
         m._recent_pairs.append((x[8 * i : 8 * i + 8], y[8 * i : 8 * i + 8]))
-    calls = []
-    for name in ("calibrate_temperature", "fit_spectrum", "fit_amplitude"):  # the order of the ex-post fits
-        fn = getattr(m, name)
-        setattr(m, name, lambda fn=fn, name=name: calls.append(name) or fn())
-    m.before_validation()
-    assert calls == ["calibrate_temperature", "fit_spectrum", "fit_amplitude"]
+    fits = ("calibrate_temperature", "fit_spectrum", "fit_amplitude")  # the order of the ex-post fits
+    assert fits_run(m, *fits) == ["calibrate_temperature", "fit_spectrum", "fit_amplitude"]
     level = (y - x).std(dim=(1, 2, 3), keepdim=True)
     torch.manual_seed(11)
     raw = m.synthesize(x, level, amplitude=False) - x

@@ -291,7 +291,7 @@ def test_the_pipeline_table_shows_the_noise_structure_per_axis_and_lag():
 
 
 def test_the_intensity_profile_is_the_noise_std_over_the_darkest_and_brightest_quarters():
-    from raytrain.evaluate import intensity_profile
+    from raytrain.metrics import intensity_profile
 
     clean = np.linspace(0, 1, 400).reshape(20, 20, 1)
     noise = (

@@ -26,14 +26,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from raytrain.evaluate import PROFILE
 from raytrain.losses.adversarial import lsgan_d, lsgan_target, ragan_d, ragan_g
 from raytrain.methods.base import Method, StepOutput, make_scheduler, mix_probabilities
 from raytrain.methods.perceptual_options import build_perceptual_loss
 from raytrain.methods.senm.levels import LevelStats
 from raytrain.methods.senm.nets import LevelNet, SeNMVAE
 from raytrain.methods.senm.synthesis import Synthesis
-from raytrain.metrics import STRUCTURE
+from raytrain.metrics import PROFILE, STRUCTURE
 from raytrain.nn.blocks import PatchDiscriminator
 
 

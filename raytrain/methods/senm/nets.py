@@ -114,6 +114,11 @@ def intensity_bins(clean: torch.Tensor, bins: int) -> torch.Tensor:
     return (clean.clamp(0, 1) * bins).long().clamp(max=bins - 1)
 
 
+def channel_bins(bin_index: torch.Tensor, bins: int) -> torch.Tensor:
+    """Bin indices (N, C, H, W) into a flattened (C, bins) table: channel c's bins start at c * bins."""
+    return bin_index + (torch.arange(bin_index.shape[1], device=bin_index.device) * bins).view(1, -1, 1, 1)
+
+
 def intensity_gain(clean: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
     """The gain (N, C, H, W) at every pixel of ``clean`` (N, C, H, W) in [0, 1]: ``gain`` (C, B) holds one value per
     channel at each of B equal bins' centres, linearly interpolated between centres and constant beyond the outer
@@ -123,9 +128,8 @@ def intensity_gain(clean: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
     k0 = t.floor().long().clamp(max=b - 1)
     k1 = (k0 + 1).clamp(max=b - 1)
     w = t - k0
-    base = (torch.arange(c, device=clean.device) * b).view(1, c, 1, 1)
     flat = gain.to(clean.dtype).flatten()
-    return flat[base + k0] * (1 - w) + flat[base + k1] * w
+    return flat[channel_bins(k0, b)] * (1 - w) + flat[channel_bins(k1, b)] * w
 
 
 def _identity_kernel(channels: int, size: int) -> torch.Tensor:

@@ -12,6 +12,7 @@ import torch.distributed as dist
 from raytrain.evaluate import noise_rows
 from raytrain.layout import to_tensor
 from raytrain.methods.senm.nets import (
+    channel_bins,
     color_kernel,
     cross_spectrum,
     filter_field,
@@ -152,20 +153,20 @@ class Synthesis:
         gets the pooled ratio). Sums are all-reduced, so every rank stores the same gain. False when no pairs were
         seen (the gain is kept)."""
         vae, bins = self.nets["vae"], self.m.amplitude_bins
-        draws = []
+        draws = []  # per batch: x, its level, its unscaled synthesis, each pixel's (channel, bin) and real power
         for x, y in self._recent_pairs:
             level = (y - x).std(dim=(1, 2, 3), keepdim=True).clamp(min=1e-6)
-            draws.append((x, y, level, self.synthesize(x, level, amplitude=False)))
+            idx = channel_bins(intensity_bins(x, bins), bins).flatten()
+            draws.append((x, level, self.synthesize(x, level, amplitude=False), idx, ((y - x) / level) ** 2))
         if not draws:
             return False
         gain = torch.ones_like(vae.noise_gain, dtype=torch.float64)
         for _ in range(rounds):
             sums = torch.zeros(3, *gain.shape, dtype=torch.float64, device=self.device)  # pixels, P_real, P_syn
-            for x, y, level, raw in draws:
+            for x, level, raw, idx, real_power in draws:
                 syn = (x + intensity_gain(x, gain) * (raw - x)).clamp(0, 1) - x
-                idx = intensity_bins(x, bins) + (torch.arange(x.shape[1], device=x.device) * bins).view(1, -1, 1, 1)
-                for row, v in enumerate((torch.ones_like(x), ((y - x) / level) ** 2, (syn / level) ** 2)):
-                    sums[row].view(-1).index_add_(0, idx.flatten(), v.double().flatten())
+                for row, v in enumerate((torch.ones_like(x), real_power, (syn / level) ** 2)):
+                    sums[row].view(-1).index_add_(0, idx, v.double().flatten())
             if dist.is_available() and dist.is_initialized():
                 dist.all_reduce(sums)
             n, real, syn = sums
