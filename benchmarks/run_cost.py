@@ -1,14 +1,14 @@
 """What one tiny Ray Train run costs in CPU, process by process: the floor under every end-to-end test (issue 37).
 
-Runs ``--runs`` (3) tiny DnCNN runs (2 workers, 20 steps, MLflow off but on the last) on an embedded local Ray as the
-test suite's shared fixture starts it, while a sampler records every process's CPU time (user + system) from the
+Runs ``--runs`` (3) tiny DnCNN runs (``--workers`` 2, 20 steps, MLflow off but on the last) on an embedded local Ray
+as the test suite's shared fixture starts it, while a sampler records every process's CPU time (user + system) from the
 first time it sees it to the last. Prints per run the wall time and its start-up phases (``startup_<phase>_s``: the
 worker group's loop entered, the nets built, the first patches), then the CPU-seconds per run of each kind of
 process (Ray Train's controller, workers and helper actors, Ray Data's, raytrain's own actors, the driver) and the
 training steps' share of it. ``RAY_TRAIN_ENABLE_PREEMPTION_WATCHER`` is left as the environment has it (raytrain's
 embedded Ray sets 0; run with ``RAY_TRAIN_ENABLE_PREEMPTION_WATCHER=1`` for Ray's default).
 
-    python benchmarks/run_cost.py [--runs 3] [--steps 20]
+    python benchmarks/run_cost.py [--runs 3] [--steps 20] [--workers 2]
 """
 
 from __future__ import annotations
@@ -87,6 +87,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--workers", type=int, default=2, help="Train workers per run (the suite's TINY: see tests)")
     args = ap.parse_args()
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
@@ -100,8 +101,9 @@ def main() -> None:
     sampler.start()
     ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False, resources={"trial_slot": 64})
     tiny = ["method.depth=5", "method.width=16", "train.batch_size=8", "data.patches.size=32", "data.max_size=128",
-            "data.val_crop=64", "scaling.num_workers=2", "data.resample_noise=true", f"train.steps={args.steps}",
-            f"train.val_every={args.steps}", f"train.checkpoint_every={args.steps}", "train.log_every=10"]  # fmt: skip
+            "data.val_crop=64", f"scaling.num_workers={args.workers}", "data.resample_noise=true",
+            f"train.steps={args.steps}", f"train.val_every={args.steps}", f"train.checkpoint_every={args.steps}",
+            "train.log_every=10"]  # fmt: skip
     print(f"preemption watcher: {os.environ['RAY_TRAIN_ENABLE_PREEMPTION_WATCHER']}")
     time.sleep(2)
     t_all = time.time()
@@ -126,8 +128,8 @@ def main() -> None:
     for kind, (cpu, n) in sorted(kinds.items(), key=lambda kv: -kv[1][0]):
         print(f"  {cpu / args.runs:6.2f}  {kind}  ({n / args.runs:.1f} new processes per run)")
     print(
-        f"  {total / args.runs:6.2f}  total; the training steps themselves: ~{2 * train_s / args.runs:.2f} "
-        f"(2 workers x step time x steps)"
+        f"  {total / args.runs:6.2f}  total; the training steps themselves: ~{args.workers * train_s / args.runs:.2f} "
+        f"({args.workers} workers x step time x steps)"
     )
     ray.shutdown()
 
