@@ -18,6 +18,7 @@ from raytrain.methods.senm.nets import (
     filter_field,
     intensity_bins,
     intensity_gain,
+    intensity_map,
     match_kernel,
 )
 
@@ -676,8 +677,9 @@ def test_fit_amplitude_gives_the_synthetic_noise_the_real_noises_profile_over_th
     assert torch.allclose(m.nets["vae"].noise_gain, first, rtol=0.05)
 
 
-def test_fit_amplitude_keeps_a_bin_without_pixels_near_the_pooled_ratio_and_fits_through_the_clip():
-    """Pairs whose clean values never reach the top half: the empty bins get the pooled gain, not 0 or a blow-up.
+def test_fit_amplitude_gives_a_bin_without_pixels_its_neighbours_gain_and_fits_through_the_clip():
+    """Pairs whose clean values never reach the top half: the empty bins take bin 1's gain (the trend continued
+    flat), not the pooled one, 0 or a blow-up.
     Clipped real noise at the black level: the synthetic side is scored clipped too, so the gain there is not
     pushed past what a written image can show (bin 0's gain stays within the range)."""
     m = live(senm("method.amplitude=matched", "method.amplitude_bins=4"))
@@ -688,9 +690,136 @@ def test_fit_amplitude_keeps_a_bin_without_pixels_near_the_pooled_ratio_and_fits
     m.calibrate_temperature()
     assert m.fit_amplitude() is True
     gain = m.nets["vae"].noise_gain[0]
-    pooled = float(gain[:2].mean())
-    assert gain[2:].tolist() == pytest.approx([pooled] * 2, rel=0.25) and 0.25 <= float(gain.min())
+    assert gain[2:].tolist() == pytest.approx([float(gain[1])] * 2, rel=1e-3) and 0.25 <= float(gain.min())
     assert float(gain.max()) <= 4.0
+
+
+def test_intensity_map_sends_each_bins_quantiles_to_its_targets_and_blends_between_centres():
+    """Two bins (centres 0.25, 0.75), 3 knots: bin 0 maps (-1, 0, 1) -> (-1, 1, 3) (2z + 1), bin 1 (-2, 0, 2) ->
+    (-1, 0, 1) (z / 2); channel 2 the identity. Between knots linear, beyond the outer ones the chord's slope from the
+    middle knot; between centres the two maps blended."""
+    src = torch.tensor([[[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0]], [[-1.0, 0.0, 1.0], [-1.0, 0.0, 1.0]]])
+    dst = torch.tensor([[[-1.0, 1.0, 3.0], [-1.0, 0.0, 1.0]], [[-1.0, 0.0, 1.0], [-1.0, 0.0, 1.0]]])
+    z = torch.tensor([-3.0, -0.5, 0.5, 4.0])
+    for c, want in ((0.1, 2 * z + 1), (0.25, 2 * z + 1), (0.75, z / 2), (1.0, z / 2), (0.5, (2 * z + 1 + z / 2) / 2)):
+        clean = torch.full((1, 2, 1, 4), c)
+        got = intensity_map(clean, z.view(1, 1, 1, 4).repeat(1, 2, 1, 1), src, dst)
+        assert got[0, 0, 0].tolist() == pytest.approx(want.tolist()), c
+        assert got[0, 1, 0].tolist() == pytest.approx(z.tolist())  # each channel its own map
+    skew = torch.tensor([[[-1.0, 0.0, 1.0]]]), torch.tensor([[[-3.0, 0.0, 1.0]]])  # a long low tail
+    got = intensity_map(torch.full((1, 1, 1, 4), 0.5), torch.tensor([-2.0, -0.5, 0.5, 2.0]).view(1, 1, 1, 4), *skew)
+    assert got.flatten().tolist() == pytest.approx([-6.0, -1.5, 0.5, 2.0])
+
+
+def test_amplitude_marginal_sends_the_synthetic_noise_through_the_map_at_each_clean_value():
+    assert not hasattr(live(senm()).nets["vae"], "noise_quantiles")  # the default: old checkpoints load as they are
+    m = live(senm("method.amplitude=marginal", "method.amplitude_bins=4"))
+    vae = m.nets["vae"]
+    assert "noise_quantiles" in vae.state_dict() and torch.equal(vae.noise_quantiles[0], vae.noise_quantiles[1])
+    assert torch.all(vae.noise_gain == 1)  # the gain first (1 here), then the map
+    x, _ = pair(n=2, s=32)
+    raw = synth(m, x, amplitude=False)
+    assert torch.allclose(synth(m, x), raw, atol=1e-5)  # the identity until fitted
+    with torch.no_grad():
+        vae.noise_gain.fill_(2.0)
+    assert torch.allclose(synth(m, x) - x, 2 * (raw - x), atol=1e-5)  # the gain, then the (identity) map
+    assert torch.allclose(synth(m, x, amplitude="gain"), synth(m, x), atol=1e-5)
+    with torch.no_grad():
+        vae.noise_gain.fill_(1.0)
+    with torch.no_grad():  # dark bin: 3 z - 0.5 (in units of the level 0.05); brightest bin: z / 2
+        vae.noise_quantiles[1, 0, 0] = 3 * vae.noise_quantiles[0, 0, 0] - 0.5
+        vae.noise_quantiles[1, 0, 3] = vae.noise_quantiles[0, 0, 3] / 2
+    got = synth(m, x)
+    q = vae.noise_quantiles
+    assert torch.allclose(got - x, 0.05 * intensity_map(x, (raw - x) / 0.05, q[0], q[1]), atol=1e-6)
+    dark, bright = x < 0.125, x > 0.875
+    assert ((got - x)[dark] - (3 * (raw - x)[dark] - 0.025)).abs().max() < 1e-5
+    assert ((got - x)[bright] - (raw - x)[bright] / 2).abs().max() < 1e-5
+
+
+def moments(v: torch.Tensor) -> tuple[float, float, float]:
+    """Mean, std and skewness."""
+    mu, sd = v.mean(), v.std()
+    return float(mu), float(sd), float(((v - mu) ** 3).mean() / sd**3)
+
+
+def test_fit_marginal_gives_the_synthetic_noise_the_real_noises_mean_std_and_skew_per_clean_value():
+    """Real noise as a tone curve leaves it: in the darks (x < 0.5) skewed low (a negated lognormal, skewness -1.75),
+    biased (mean -0.01) and strong (std 0.08); in the highlights symmetric, unbiased and weak (0.03). The decoder's
+    is symmetric and flat. After the fit the synthetic noise's mean, std and skew per half are the real ones'; the
+    fit reads the synthesis before the map (a second fit gives the same maps), and runs last of the ex-post fits."""
+    m = live(senm("method.amplitude=marginal", "method.spectrum=matched", "method.likelihood=sample"))
+    q0 = m.nets["vae"].noise_quantiles.clone()
+    assert m.fit_marginal() is False and torch.equal(m.nets["vae"].noise_quantiles, q0)  # no pairs yet: kept
+    g = torch.Generator().manual_seed(8)
+    x = torch.rand(64, 1, 32, 32, generator=g) * 0.8 + 0.1  # away from the clip
+    e = torch.randn(x.shape, generator=g)
+    skewed = -(torch.exp(0.5 * e) - math.exp(0.125)) / math.sqrt((math.exp(0.25) - 1) * math.exp(0.25))
+    y = x + torch.where(x < 0.5, 0.08 * skewed - 0.01, 0.03 * e)
+    for i in range(8):
+        m._recent_pairs.append((x[8 * i : 8 * i + 8], y[8 * i : 8 * i + 8]))
+    fits = ("calibrate_temperature", "fit_spectrum", "fit_amplitude", "fit_marginal")  # the ex-post fits' order
+    assert fits_run(m, *fits) == ["calibrate_temperature", "fit_spectrum", "fit_amplitude", "fit_marginal"]
+    level = (y - x).std(dim=(1, 2, 3), keepdim=True)
+    for fit in range(2):  # the second fit reads the synthesis before the map again: the same outcome
+        torch.manual_seed(11)
+        raw = m.synthesize(x, level, amplitude=False) - x
+        torch.manual_seed(11)
+        got = m.synthesize(x, level) - x
+        for lo, hi in ((0.15, 0.4), (0.6, 0.85)):  # away from the step at 0.5, which the bins' blend smooths
+            sel = (x > lo) & (x < hi)
+            want, fitted, flat = moments((y - x)[sel]), moments(got[sel]), moments(raw[sel])
+            assert fitted[0] == pytest.approx(want[0], abs=0.003), (fit, lo, want, fitted, flat)
+            assert fitted[1] == pytest.approx(want[1], rel=0.1), (fit, lo, want, fitted, flat)
+            assert fitted[2] == pytest.approx(want[2], abs=0.35), (fit, lo, want, fitted, flat)
+            assert abs(flat[2]) < 0.3  # the decoder's own noise: symmetric
+        m.fit_marginal()
+    assert moments((y - x)[x < 0.4])[2] < -1.5  # the real darks: skewed
+    assert m.nets["vae"].noise_gain[0, 1] > 1.5 * m.nets["vae"].noise_gain[0, 6]  # the gain carries the level
+
+
+def test_fit_marginal_gives_a_bin_without_pixels_its_neighbours_map():
+    """Pairs whose clean values never reach the top half: the empty bins take the map of the nearest filled bin (the
+    profile's trend continued flat), not the pooled one; knots stay increasing."""
+    m = live(senm("method.amplitude=marginal", "method.amplitude_bins=4"))
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(16, 1, 32, 32, generator=g) * 0.35 + 0.15  # away from the clip
+    y = x + torch.where(x < 0.25, 0.04, 0.015) * torch.randn(x.shape, generator=g)  # bin 0 noisier than bin 1
+    m._recent_pairs.extend([(x[:8], y[:8]), (x[8:], y[8:])])
+    m.calibrate_temperature()
+    assert m.fit_marginal() is True
+    q = m.nets["vae"].noise_quantiles[:, 0]  # (from / to, bin, knot)
+    assert torch.all(q.diff(dim=-1) > 0)
+    for b in (2, 3):
+        assert torch.allclose(q[:, b], q[:, 1], atol=0.01), b
+    spread = q[1, :, -4] - q[1, :, 3]  # the real side's spread per bin
+    assert spread[0] > 1.5 * spread[1]
+
+
+def test_fit_marginal_gives_a_bin_the_clip_cuts_its_neighbours_shape():
+    """Real noise skewed low everywhere (x in 0.1-0.5), clipped at 0 in the darkest bin (x < 0.125: 1 in 4 pixels at
+    0): that bin's map is its neighbour's, not the clipped histogram's (whose low tail would stop at -x)."""
+    m = live(senm("method.amplitude=marginal", "method.amplitude_bins=8"))
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(32, 1, 32, 32, generator=g) * 0.4 + 0.02
+    e = torch.randn(x.shape, generator=g)
+    y = (x - 0.05 * (torch.exp(0.5 * e) - math.exp(0.125))).clamp(0, 1)
+    m._recent_pairs.extend([(x[8 * i : 8 * i + 8], y[8 * i : 8 * i + 8]) for i in range(4)])
+    assert float(((y <= 0) & (x < 0.125)).sum() / (x < 0.125).sum()) > 0.01  # the clip cuts bin 0
+    m.calibrate_temperature()
+    m.fit_amplitude()
+    assert m.fit_marginal() is True
+    q = m.nets["vae"].noise_quantiles[:, 0]
+    assert torch.allclose(q[:, 0], q[:, 1], atol=0.02)
+    m.fit_amplitude()
+    import raytrain.methods.senm.synthesis as syn
+
+    syn.MARGINAL_CLIPPED, keep = 1.0, syn.MARGINAL_CLIPPED  # every bin counted: bin 0's own, clipped shape
+    try:
+        m.fit_marginal()
+    finally:
+        syn.MARGINAL_CLIPPED = keep
+    assert not torch.allclose(m.nets["vae"].noise_quantiles[1, 0, 0], q[1, 1], atol=0.1)
 
 
 # ------------------------------------------------------------------------------------ adversarial terms, decoder merges

@@ -139,8 +139,12 @@ class SeNMConfig(BaseModel):
     # every camera checked, the decoded noise came out flat in the clean value while the real noise was up to twice
     # as strong in the darks as in the highlights (shot noise through a tone curve). Measured on a tuning camera:
     # the profile matched (dark / bright std within 4%, AKLD 0.171 -> 0.160), the DnCNN 0.05 dB worse at each of 3
-    # seeds, hence off in the recipe (docs/senm.md)
-    amplitude: Literal["model", "matched"] = "model"
+    # seeds, hence off in the recipe (docs/senm.md). marginal: matched's gain, then each pixel's noise sent through a
+    # monotone map of its clean value's bin (blended between bin centres), fitted so that the noise's quantiles per
+    # bin become the real noise's (in units of the level): the mean offset, skew and tails a tone curve gives a
+    # camera's noise (a concave curve makes the darks' noise biased and skewed low), which a decoder of Gaussian
+    # draws leaves symmetric
+    amplitude: Literal["model", "matched", "marginal"] = "model"
     amplitude_bins: Annotated[int, Field(ge=2, le=64)] = 8
     color_size: Annotated[int, Field(ge=1, le=15)] = 5  # the side (odd) of every fitted kernel (prior, likelihood, H)
     # refuse full synthesis when the content floor (std of D(z, mean z_n) - x on the validation pairs) is above this

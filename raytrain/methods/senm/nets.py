@@ -132,6 +132,46 @@ def intensity_gain(clean: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
     return flat[channel_bins(k0, b)] * (1 - w) + flat[channel_bins(k1, b)] * w
 
 
+def marginal_probs() -> torch.Tensor:
+    """The probabilities of ``amplitude: marginal``'s quantile knots: a normal's quantiles at 25 equally spaced
+    z in [-2.75, 2.75] (p 0.003 .. 0.997), dense in the body where the noise is, a few in each tail."""
+    return 0.5 * (1 + torch.erf(torch.linspace(-2.75, 2.75, 25, dtype=torch.float64) / 2**0.5))
+
+
+def _map_rows(z: torch.Tensor, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """The monotone map that sends the knots ``src`` to ``dst``, one row of knots (P, J, increasing) per value of ``z``
+    (P,): linear between knots; beyond the outer ones linear with the slope of the chord from the middle knot to the
+    outer one (a tail's spread, less noisy than the outer segment's)."""
+    j = src.shape[-1]
+    k = torch.searchsorted(src, z.unsqueeze(-1)).squeeze(-1).clamp(1, j - 1)  # the segment [k - 1, k]
+    s0, s1 = src.gather(-1, (k - 1).unsqueeze(-1)).squeeze(-1), src.gather(-1, k.unsqueeze(-1)).squeeze(-1)
+    d0, d1 = dst.gather(-1, (k - 1).unsqueeze(-1)).squeeze(-1), dst.gather(-1, k.unsqueeze(-1)).squeeze(-1)
+    inside = d0 + (d1 - d0) * (z - s0) / (s1 - s0).clamp(min=1e-12)
+    mid = j // 2
+    lo_slope = (dst[:, mid] - dst[:, 0]) / (src[:, mid] - src[:, 0]).clamp(min=1e-12)
+    hi_slope = (dst[:, -1] - dst[:, mid]) / (src[:, -1] - src[:, mid]).clamp(min=1e-12)
+    below = dst[:, 0] + lo_slope * (z - src[:, 0])
+    above = dst[:, -1] + hi_slope * (z - src[:, -1])
+    return torch.where(z < src[:, 0], below, torch.where(z > src[:, -1], above, inside))
+
+
+def intensity_map(clean: torch.Tensor, z: torch.Tensor, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """Every value of ``z`` (N, C, H, W) sent through the monotone map of its pixel's clean value: ``src`` / ``dst``
+    (C, B, J) hold, per channel and each of B equal bins of the clean value, J increasing quantiles of the noise as it
+    is and as it should be; the maps of the two nearest bin centres are applied and blended linearly between centres
+    (constant beyond the outer ones), as :func:`intensity_gain` blends gains. A blend of monotone maps is monotone."""
+    c, b, j = src.shape
+    t = (clean.clamp(0, 1) * b - 0.5).clamp(0, b - 1)
+    k0 = t.floor().long().clamp(max=b - 1)
+    k1 = (k0 + 1).clamp(max=b - 1)
+    w = (t - k0).flatten()
+    src, dst = src.to(z.dtype).reshape(c * b, j), dst.to(z.dtype).reshape(c * b, j)
+    flat = z.flatten()
+    r0, r1 = channel_bins(k0, b).flatten(), channel_bins(k1, b).flatten()
+    out = _map_rows(flat, src[r0], dst[r0]) * (1 - w) + _map_rows(flat, src[r1], dst[r1]) * w
+    return out.view_as(z)
+
+
 def _identity_kernel(channels: int, size: int) -> torch.Tensor:
     """The (C, C, size, size) kernel that leaves a field as it is (1 at the centre of each channel's own tap)."""
     k = torch.zeros(channels, channels, size, size)
@@ -210,8 +250,14 @@ class SeNMVAE(nn.Module):
             self.register_buffer("noise_filter", _identity_kernel(channels, k))
         # amplitude: matched -> the synthetic noise times a gain per clean value (``SeNM.fit_amplitude``), per channel
         # and intensity bin; 1 until fitted. Only built when asked, as the filter
-        if m.amplitude == "matched":
+        if m.amplitude in ("matched", "marginal"):
             self.register_buffer("noise_gain", torch.ones(channels, m.amplitude_bins))
+        # amplitude: marginal -> the gain, then the synthetic noise sent through a monotone map per clean value
+        # (``SeNM.fit_marginal``): the quantiles of the gained synthetic noise (row 0) and of the real one (row 1) per
+        # channel and intensity bin, in units of the level; the identity until fitted
+        if m.amplitude == "marginal":
+            knots = torch.erfinv(2 * marginal_probs() - 1) * 2**0.5
+            self.register_buffer("noise_quantiles", knots.float().expand(2, channels, m.amplitude_bins, -1).clone())
 
     def _cond(self, h: torch.Tensor, level: torch.Tensor | None) -> torch.Tensor:
         """Concatenate the noise level (N, 1, 1, 1) as a constant channel (official ``cat_degrade_level``)."""

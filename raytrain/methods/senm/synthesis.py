@@ -18,21 +18,30 @@ from raytrain.methods.senm.nets import (
     filter_field,
     intensity_bins,
     intensity_gain,
+    intensity_map,
+    marginal_probs,
     match_kernel,
 )
 from raytrain.nn.ops import pad_to_multiple
 
-# amplitude: matched - pixels of the pooled mean each bin's power is shrunk toward (a sparse bin keeps ~ the mean
-# ratio), and the range a gain may take
+# amplitude: matched / marginal - how each bin's power / quantiles are regularised: toward its neighbouring bins' by
+# ``AMPLITUDE_PRIOR_PIXELS`` pseudo-pixels per neighbour (a sparse bin at the end of the range takes its neighbour's,
+# one between two their mean), and toward the channel's pooled ones by ``AMPLITUDE_POOLED_PIXELS`` (only decides when
+# no bin has pixels); and the range a gain may take
 AMPLITUDE_PRIOR_PIXELS = 512
+AMPLITUDE_POOLED_PIXELS = 1
 AMPLITUDE_RANGE = (0.25, 4.0)
+# amplitude: marginal - the histograms the quantiles are read from (in units of the level: HIST_BINS over +-HIST_HALF,
+# values beyond in the outer bins)
+HIST_HALF, HIST_BINS = 12.0, 4800
+MARGINAL_CLIPPED = 0.01
 
 
 class Synthesis:
     @torch.no_grad()
     def synthesize(self, clean: torch.Tensor, level: torch.Tensor | None = None, temperature: float | None = None,
                    mode: str | None = None, content: str | None = None, normalize: bool | None = None,
-                   matched: bool | None = None, amplitude: bool | None = None):  # fmt: skip
+                   matched: bool | None = None, amplitude: bool | str | None = None):  # fmt: skip
         """Noisy images for a batch of clean ones (N, C, H, W) in [0, 1], any size. ``level`` (N, 1, 1, 1) on the
         [0, 1] scale, default: drawn from the level prior. ``temperature`` scales the std of z_n's prior draws (0: the
         prior means; the official code scales the whole draw, so its T = 0 is z_n = 0; the two agree at 1); default:
@@ -44,8 +53,10 @@ class Synthesis:
         the real clean image, so content error cancels. ``content`` (full only): ``sample`` or ``mean`` z.
         ``normalize``: shift each image's mean to the clean image's (the official ``--normalize``).
         ``matched`` (default: ``method.spectrum == "matched"``): the synthetic noise filtered by the fitted H
-        (:meth:`fit_spectrum`). ``amplitude`` (default: ``method.amplitude == "matched"``): then multiplied by the
-        fitted gain at each pixel's clean value (:meth:`fit_amplitude`)."""
+        (:meth:`fit_spectrum`). ``amplitude`` (default / True: ``method.amplitude``; False: neither; ``"gain"``: the
+        gain only): ``matched`` multiplies the noise by the fitted gain at each pixel's clean value
+        (:meth:`fit_amplitude`), ``marginal`` then sends it through the fitted monotone map at each pixel's clean
+        value, in units of the level (:meth:`fit_marginal`)."""
         m, vae = self.m, self.nets["vae"]
         mode, content = mode or m.synthesis, content or m.content
         normalize = m.normalize if normalize is None else normalize
@@ -63,8 +74,13 @@ class Synthesis:
             out = out + vae.likelihood_noise(out.shape, level)
         if (m.spectrum == "matched") if matched is None else matched:
             out = clean + filter_field(out - clean, vae.noise_filter)
-        if (m.amplitude == "matched") if amplitude is None else amplitude:
+        kind = m.amplitude if amplitude in (None, True) else "model" if amplitude is False else amplitude
+        if kind in ("matched", "marginal", "gain"):
             out = clean + intensity_gain(clean, vae.noise_gain) * (out - clean)
+        if kind == "marginal":
+            lv = level.to(out.dtype).view(-1, 1, 1, 1).clamp(min=1e-6)
+            q = vae.noise_quantiles
+            out = clean + lv * intensity_map(clean, (out - clean) / lv, q[0], q[1])
         if normalize:
             out = out - out.mean(dim=(2, 3), keepdim=True) + clean.mean(dim=(2, 3), keepdim=True)
         return out
@@ -145,13 +161,14 @@ class Synthesis:
 
     @torch.no_grad()
     def fit_amplitude(self, rounds: int = 2) -> bool:
-        """Fit ``amplitude: matched``'s gain on the recent real training pairs: per channel and bin of the clean value,
-        g = sqrt(P_real / P_syn), the mean powers of the real noise and of the synthetic noise (after the spectrum's
-        filter, before the gain), each pair at its true level and in units of it. Both sides are clipped to [0, 1]
-        as a written image is, so the fit is a fixed point: ``rounds`` updates of g on the same draws. Each bin's
-        powers are shrunk toward the channel's pooled ones by ``AMPLITUDE_PRIOR_PIXELS`` pseudo-pixels (an empty bin
-        gets the pooled ratio). Sums are all-reduced, so every rank stores the same gain. False when no pairs were
-        seen (the gain is kept)."""
+        """Fit ``amplitude: matched``'s gain (and ``marginal``'s, which maps after it) on the recent real training
+        pairs: per channel and bin of the clean value, g = sqrt(P_real / P_syn), the mean powers of the real noise and
+        of the synthetic noise (after the spectrum's filter, before the gain), each pair at its true level and in
+        units of it. Both sides are clipped to [0, 1] as a written image is, so the fit is a fixed point: ``rounds``
+        updates of g on the same draws. The bins' powers are regularised toward their neighbours'
+        (:func:`smooth_bins`): a bin the training pairs barely reach (the darks of ten mid-tone tiles) continues the
+        profile of its neighbour, not the pooled ratio. Sums are all-reduced, so every rank stores the same gain.
+        False when no pairs were seen (the gain is kept)."""
         vae, bins = self.nets["vae"], self.m.amplitude_bins
         draws = []  # per batch: x, its level, its unscaled synthesis, each pixel's (channel, bin) and real power
         for x, y in self._recent_pairs:
@@ -170,11 +187,50 @@ class Synthesis:
             if dist.is_available() and dist.is_initialized():
                 dist.all_reduce(sums)
             n, real, syn = sums
-            prior = AMPLITUDE_PRIOR_PIXELS
-            pooled = [v.sum(-1, keepdim=True) / n.sum(-1, keepdim=True).clamp(min=1) for v in (real, syn)]
-            p_real, p_syn = ((v + prior * p) / (n + prior) for v, p in zip((real, syn), pooled, strict=True))
+            p_real, p_syn = smooth_bins(real, n), smooth_bins(syn, n)
             gain = (gain * (p_real / p_syn.clamp(min=1e-12)).sqrt()).clamp(*AMPLITUDE_RANGE)
         vae.noise_gain.copy_(gain.to(vae.noise_gain.dtype))
+        return True
+
+    @torch.no_grad()
+    def fit_marginal(self) -> bool:
+        """Fit ``amplitude: marginal``'s maps on the recent real training pairs: per channel and bin of the clean
+        value, the quantiles (at :func:`~raytrain.methods.senm.nets.marginal_probs`) of the real noise and of the
+        synthetic noise after the spectrum's filter and the gain (the gain sets the level, the map the shape), each
+        pair at its true level and in units of it, read from histograms (``HIST_BINS`` over +-``HIST_HALF``) that are
+        all-reduced, so every rank stores the same maps. The bins' quantile functions are regularised toward their
+        neighbours' (:func:`smooth_bins`); a bin whose real noise the clip cuts counts for nothing (it takes its
+        neighbours' shape). What the map adds to the gain is what a camera's tone curve gives its noise beyond the
+        std: a mean offset and a skew (the darks' noise biased and skewed low), heavier tails. False when no pairs
+        were seen (the maps are kept)."""
+        vae, bins = self.nets["vae"], self.m.amplitude_bins
+        c = vae.noise_quantiles.shape[1]
+        hist = torch.zeros(2, c * bins, HIST_BINS, dtype=torch.float64, device=self.device)  # real, synthetic
+        clipped = torch.zeros(c * bins, dtype=torch.float64, device=self.device)  # real pixels at 0 or 1, per bin
+        for x, y in self._recent_pairs:
+            level = (y - x).std(dim=(1, 2, 3), keepdim=True).clamp(min=1e-6)
+            idx = channel_bins(intensity_bins(x, bins), bins).flatten()
+            clipped.index_add_(0, idx, ((y <= 0) | (y >= 1)).double().flatten())
+            rows = idx * HIST_BINS
+            syn = self.synthesize(x, level, amplitude="gain")
+            for side, noise in enumerate((y - x, syn - x)):
+                at = ((noise / level + HIST_HALF) * (HIST_BINS / (2 * HIST_HALF))).long().clamp(0, HIST_BINS - 1)
+                hist[side].view(-1).index_add_(0, rows + at.flatten(), torch.ones_like(at.flatten(), dtype=hist.dtype))
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(hist)
+            dist.all_reduce(clipped)
+        if not hist.any():
+            return False
+        probs = marginal_probs().to(hist.device)
+        by_bin = hist.view(2, c, bins, HIST_BINS)
+        n = by_bin[0].sum(-1)  # pixels per (channel, bin): the same on both sides
+        # a bin whose real noise the clip cuts (> MARGINAL_CLIPPED of its pixels at 0 or 1) says nothing of the
+        # shape: weight 0, so it takes its neighbours' shape (the gain, fitted through the clip, keeps its level)
+        n = torch.where(clipped.view(c, bins) > MARGINAL_CLIPPED * n, torch.zeros_like(n), n)
+        q_bin = _hist_quantiles(by_bin, probs)
+        q = torch.stack([smooth_bins(n.unsqueeze(-1) * q_bin[side], n) for side in range(2)])
+        q = q + torch.arange(q.shape[-1], device=q.device, dtype=q.dtype) * 1e-6  # strictly increasing knots
+        vae.noise_quantiles.copy_(torch.stack([q[1], q[0]]).to(vae.noise_quantiles.dtype))  # from synthetic to real
         return True
 
     def _pair_spectra(self, spectra) -> tuple[list[torch.Tensor], torch.Tensor] | None:
@@ -201,8 +257,10 @@ class Synthesis:
             self.calibrate_temperature()
         if self.m.spectrum == "matched":
             self.fit_spectrum()
-        if self.m.amplitude == "matched":
+        if self.m.amplitude in ("matched", "marginal"):
             self.fit_amplitude()
+        if self.m.amplitude == "marginal":
+            self.fit_marginal()
 
     @torch.no_grad()
     def evaluate(self, pairs: list, device) -> list[dict[str, float]]:
@@ -233,6 +291,41 @@ class Synthesis:
         s = self.nets["vae"].stride
         crop = (..., slice(0, h - h % s), slice(0, w - w % s))
         return [clean[crop], noisy[crop], self.synthesize(clean[crop], level), self.nets["vae"].denoise(noisy[crop])]
+
+
+def _hist_quantiles(hist: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    """Quantiles at ``probs`` (J,) of histograms ``hist`` (..., HIST_BINS) over +-HIST_HALF, linear within a bin;
+    an empty histogram gives a standard normal's."""
+    width = 2 * HIST_HALF / HIST_BINS
+    total = hist.sum(-1, keepdim=True)
+    cdf = hist.cumsum(-1) / total.clamp(min=1)
+    p = probs.expand(*hist.shape[:-1], -1).contiguous()
+    k = torch.searchsorted(cdf.contiguous(), p).clamp(max=HIST_BINS - 1)
+    below = torch.where(k > 0, cdf.gather(-1, (k - 1).clamp(min=0)), torch.zeros_like(p))
+    mass = cdf.gather(-1, k) - below
+    frac = ((p - below) / mass.clamp(min=1e-12)).clamp(0, 1)
+    q = -HIST_HALF + (k + frac) * width
+    normal = torch.erfinv(2 * probs - 1) * 2**0.5
+    return torch.where(total > 0, q, normal.expand_as(q))
+
+
+def smooth_bins(sums: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """Per-bin means (C, B, ...) of ``sums`` (C, B, ...) over ``n`` (C, B) pixels per bin, regularised along the
+    bins: the minimiser of sum_k n_k |p_k - sums_k / n_k|^2 + L sum_k |p_k - p_k+1|^2 + P0 sum_k |p_k - P|^2, P the
+    channel's pooled mean, L = ``AMPLITUDE_PRIOR_PIXELS``, P0 = ``AMPLITUDE_POOLED_PIXELS``. A well-filled bin keeps
+    its own mean; an empty one at the end takes its neighbour's, one between two their mean."""
+    c, b = n.shape
+    extra = sums.shape[2:]
+    flat = sums.reshape(c, b, -1)
+    grand = flat.sum(1, keepdim=True) / n.sum(-1).clamp(min=1).view(c, 1, 1)
+    lap = torch.zeros(b, b, dtype=sums.dtype, device=sums.device)
+    k = torch.arange(b - 1, device=sums.device)
+    lap[k, k] += 1
+    lap[k + 1, k + 1] += 1
+    lap[k, k + 1] -= 1
+    lap[k + 1, k] -= 1
+    a = torch.diag_embed(n + AMPLITUDE_POOLED_PIXELS) + AMPLITUDE_PRIOR_PIXELS * lap  # (C, B, B)
+    return torch.linalg.solve(a, flat + AMPLITUDE_POOLED_PIXELS * grand).reshape(c, b, *extra)
 
 
 def _all_reduce(count: torch.Tensor, sums: list[torch.Tensor]) -> torch.Tensor:
