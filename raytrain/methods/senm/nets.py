@@ -119,23 +119,34 @@ def channel_bins(bin_index: torch.Tensor, bins: int) -> torch.Tensor:
     return bin_index + (torch.arange(bin_index.shape[1], device=bin_index.device) * bins).view(1, -1, 1, 1)
 
 
+def _bin_blend(clean: torch.Tensor, bins: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For every value of ``clean`` (N, C, H, W) in [0, 1]: the flattened (channel, bin) rows of the two nearest of
+    ``bins`` equal bins' centres and the weight of the second (linear between centres, constant beyond the outer
+    ones)."""
+    t = (clean.clamp(0, 1) * bins - 0.5).clamp(0, bins - 1)
+    k0 = t.floor().long().clamp(max=bins - 1)
+    k1 = (k0 + 1).clamp(max=bins - 1)
+    return channel_bins(k0, bins), channel_bins(k1, bins), t - k0
+
+
 def intensity_gain(clean: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
     """The gain (N, C, H, W) at every pixel of ``clean`` (N, C, H, W) in [0, 1]: ``gain`` (C, B) holds one value per
     channel at each of B equal bins' centres, linearly interpolated between centres and constant beyond the outer
     ones."""
-    c, b = gain.shape
-    t = (clean.clamp(0, 1) * b - 0.5).clamp(0, b - 1)
-    k0 = t.floor().long().clamp(max=b - 1)
-    k1 = (k0 + 1).clamp(max=b - 1)
-    w = t - k0
+    r0, r1, w = _bin_blend(clean, gain.shape[1])
     flat = gain.to(clean.dtype).flatten()
-    return flat[channel_bins(k0, b)] * (1 - w) + flat[channel_bins(k1, b)] * w
+    return flat[r0] * (1 - w) + flat[r1] * w
 
 
 def marginal_probs() -> torch.Tensor:
     """The probabilities of ``amplitude: marginal``'s quantile knots: a normal's quantiles at 25 equally spaced
     z in [-2.75, 2.75] (p 0.003 .. 0.997), dense in the body where the noise is, a few in each tail."""
     return 0.5 * (1 + torch.erf(torch.linspace(-2.75, 2.75, 25, dtype=torch.float64) / 2**0.5))
+
+
+def normal_quantiles(probs: torch.Tensor) -> torch.Tensor:
+    """A standard normal's quantiles at ``probs``: ``amplitude: marginal``'s identity knots."""
+    return torch.erfinv(2 * probs - 1) * 2**0.5
 
 
 def _map_rows(z: torch.Tensor, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
@@ -161,13 +172,9 @@ def intensity_map(clean: torch.Tensor, z: torch.Tensor, src: torch.Tensor, dst: 
     is and as it should be; the maps of the two nearest bin centres are applied and blended linearly between centres
     (constant beyond the outer ones), as :func:`intensity_gain` blends gains. A blend of monotone maps is monotone."""
     c, b, j = src.shape
-    t = (clean.clamp(0, 1) * b - 0.5).clamp(0, b - 1)
-    k0 = t.floor().long().clamp(max=b - 1)
-    k1 = (k0 + 1).clamp(max=b - 1)
-    w = (t - k0).flatten()
+    r0, r1, w = (v.flatten() for v in _bin_blend(clean, b))
     src, dst = src.to(z.dtype).reshape(c * b, j), dst.to(z.dtype).reshape(c * b, j)
     flat = z.flatten()
-    r0, r1 = channel_bins(k0, b).flatten(), channel_bins(k1, b).flatten()
     out = _map_rows(flat, src[r0], dst[r0]) * (1 - w) + _map_rows(flat, src[r1], dst[r1]) * w
     return out.view_as(z)
 
@@ -256,7 +263,7 @@ class SeNMVAE(nn.Module):
         # (``SeNM.fit_marginal``): the quantiles of the gained synthetic noise (row 0) and of the real one (row 1) per
         # channel and intensity bin, in units of the level; the identity until fitted
         if m.amplitude == "marginal":
-            knots = torch.erfinv(2 * marginal_probs() - 1) * 2**0.5
+            knots = normal_quantiles(marginal_probs())
             self.register_buffer("noise_quantiles", knots.float().expand(2, channels, m.amplitude_bins, -1).clone())
 
     def _cond(self, h: torch.Tensor, level: torch.Tensor | None) -> torch.Tensor:

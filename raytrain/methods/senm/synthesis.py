@@ -21,6 +21,7 @@ from raytrain.methods.senm.nets import (
     intensity_map,
     marginal_probs,
     match_kernel,
+    normal_quantiles,
 )
 from raytrain.nn.ops import pad_to_multiple
 
@@ -305,8 +306,7 @@ def _hist_quantiles(hist: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
     mass = cdf.gather(-1, k) - below
     frac = ((p - below) / mass.clamp(min=1e-12)).clamp(0, 1)
     q = -HIST_HALF + (k + frac) * width
-    normal = torch.erfinv(2 * probs - 1) * 2**0.5
-    return torch.where(total > 0, q, normal.expand_as(q))
+    return torch.where(total > 0, q, normal_quantiles(probs).expand_as(q))
 
 
 def smooth_bins(sums: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
